@@ -1,0 +1,24 @@
+/* entry.h: the ledger entry codec: lt_entry <-> loyalty.LedgerEntry bytes. */
+#ifndef LT_ENTRY_H
+#define LT_ENTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model.h"
+
+/* Largest encoded entry (200 lines and 8 postings fit well inside). */
+#define ENTRY_BYTES_MAX (64 * 1024)
+
+/* Encodes e into buf. Returns the length, or 0 if cap is too small. */
+size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap);
+
+/* Decodes bytes into *out (fully overwritten). Returns 0, or -1 if the bytes are not a valid
+ * entry or a field does not fit its C array. */
+int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
+
+/* Writes the entry as one JSON object on one line (ledger tail/dump). Returns 0 or -1. */
+int entry_print_json(const lt_entry *e, FILE *f);
+
+#endif

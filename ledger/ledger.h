@@ -1,0 +1,118 @@
+/* ledger.h: the durable, append-only ledger in one LMDB environment.
+ *
+ * Databases inside the environment:
+ *   entries  seq (u64, big-endian) -> encoded loyalty.LedgerEntry, gap-free from 1, MDB_APPEND
+ *   events   (node_id, event_id) big-endian -> seq: the dedup index (R29). A till's event ids
+ *            grow, so each till's inserts land at the end of its own key range: a few pages
+ *            per commit, not a random page per event.
+ *   members  member id -> state_member_encode() record   (checkpoint of the projection)
+ *   cards    card -> member id                           (checkpoint of the projection)
+ *   meta     "checkpoint_seq" -> u64, "format" -> u32
+ *
+ * One writer (the daemon's commit thread) calls ledger_commit(); any number of readers, in this
+ * or other processes (loyaltyctl), read concurrently. ledger_commit() returns only after the data
+ * is durable on disk (LMDB commit with fsync): only then may an event be acknowledged.
+ */
+#ifndef LT_LEDGER_H
+#define LT_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct ledger ledger;
+
+/* Error codes (negative), see ledger_strerror(). */
+#define LEDGER_ERR_MAP_FULL (-2)   /* the map is full: grow map_bytes */
+#define LEDGER_ERR_IO (-3)         /* the disk refused (EIO, ENOSPC, ...) */
+#define LEDGER_ERR_CORRUPT (-4)    /* data not in the expected form */
+#define LEDGER_ERR_LOCKED (-5)     /* another daemon holds the data directory */
+#define LEDGER_ERR_NOT_FOUND (-6)  /* no such key */
+#define LEDGER_ERR_SEQ (-7)        /* appended sequence is not last + 1 */
+#define LEDGER_ERR_OTHER (-8)
+
+typedef struct {
+    const char *dir;       /* data directory, created if missing (unless read_only) */
+    size_t map_bytes;      /* LMDB map size; 0 = 64 GiB */
+    bool read_only;        /* loyaltyctl: open for reading beside a running daemon */
+    bool exclusive;        /* daemon: refuse if another daemon holds dir (LEDGER_ERR_LOCKED) */
+} ledger_opts;
+
+/* Opens (creating if needed) the ledger. Returns 0 and *out (caller owns: ledger_close()), or a
+ * negative LEDGER_ERR_*; err gets a message naming the path and the cause. */
+int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len);
+/* Closes the environment and sets *l to NULL. Safe on NULL. */
+void ledger_close(ledger **l);
+
+const char *ledger_strerror(int code);
+
+/* Highest sequence in the ledger (0 when empty). */
+int ledger_last_seq(ledger *l, uint64_t *seq);
+/* Sequence covered by the latest checkpoint (0 when none). */
+int ledger_checkpoint_seq(ledger *l, uint64_t *seq);
+
+/* ---- the write path (one thread) ---- */
+
+typedef struct {
+    uint64_t seq;
+    lt_event_id id;
+    const uint8_t *bytes; /* encoded entry (entry_encode()) */
+    size_t len;
+} ledger_record;
+
+typedef enum { LEDGER_SNAP_MEMBER = 1, LEDGER_SNAP_CARD = 2 } ledger_snap_kind;
+
+typedef struct {
+    ledger_snap_kind kind;
+    const char *key;      /* member id or card, NUL-terminated */
+    const uint8_t *value; /* member record or member id bytes; NULL = delete the key */
+    size_t len;
+} ledger_snap;
+
+/* Appends records (seqs must continue the ledger without a gap, ascending), inserts their event
+ * ids into the dedup index and, if snaps_n > 0 or checkpoint_seq > 0, writes the checkpoint
+ * records and sets checkpoint_seq, all in one transaction, then commits durably.
+ * Returns 0, or a negative LEDGER_ERR_*: nothing of the call is then on disk. */
+int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                  size_t snaps_n, uint64_t checkpoint_seq);
+
+/* ---- the read path (any thread; each call uses its own read transaction) ---- */
+
+/* Looks up an event id in the dedup index. Returns 0 and *seq, LEDGER_ERR_NOT_FOUND, or error. */
+int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq);
+
+/* Reads one entry's bytes into a caller buffer. Returns 0 and *len, LEDGER_ERR_NOT_FOUND,
+ * LEDGER_ERR_OTHER if cap is too small, or another error. */
+int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len);
+
+/* Calls fn for each entry with from <= seq <= to (to = 0: to the end), in order, inside one
+ * read transaction: bytes are valid only during the call. Stops when fn returns non-zero and
+ * returns that value. */
+int ledger_scan(ledger *l, uint64_t from, uint64_t to,
+                int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len), void *ctx);
+
+/* Calls fn for each checkpointed member record and card link. */
+int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *rec, size_t len),
+                         int (*card_fn)(void *ctx, const char *card, const char *member_id),
+                         void *ctx);
+
+/* Calls fn once per node id in the dedup index with the highest event id seen for it. */
+int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
+                      void *ctx);
+
+typedef struct {
+    uint64_t entries;
+    uint64_t events;
+    uint64_t members, cards;
+    uint64_t map_bytes, used_bytes; /* map size and pages in use * page size */
+    uint64_t page_bytes;
+} ledger_stats;
+
+int ledger_stat(ledger *l, ledger_stats *st);
+
+/* Hot copy with compaction into an empty directory (backup). */
+int ledger_copy(ledger *l, const char *dir, char *err, size_t err_len);
+
+#endif

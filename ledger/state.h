@@ -1,0 +1,75 @@
+/* state.h: member state as a projection of the ledger (R30).
+ *
+ * The state holds every member, every card link and what rating needs to look up, in memory.
+ * It changes only through state_apply(), which applies a ledger entry's postings in order and
+ * never re-rates: replaying the same entries rebuilds exactly the same state, whatever the rules
+ * say now. state_hash() is independent of insertion order, so a replayed state can be proven
+ * equal to the live one. Dirty tracking lets the daemon checkpoint only what changed.
+ */
+#ifndef LT_STATE_H
+#define LT_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "rules.h"
+
+typedef struct state state;
+
+/* Creates an empty state. Returns 0, or -1 on allocation failure. Caller owns *out. */
+int state_new(state **out);
+/* Frees everything and sets *s to NULL. Safe on NULL. */
+void state_destroy(state **s);
+
+/* Lookups. Returned pointers are valid until the next state_apply() or state_load_*(). */
+const lt_member *state_member(const state *s, const char *member_id);
+const char *state_card_owner(const state *s, const char *card);
+/* Fills a rules_view over this state. */
+void state_view(state *s, rules_view *v);
+
+/* Balance of a member: sum of lots minus debt (R18). */
+int64_t state_balance(const lt_member *m);
+
+/* Applies an entry's postings in order. Returns 0, or -1 if the entry is inconsistent with the
+ * state (a posting's balance_after differs from the result, or a debit exceeds what the member
+ * holds); err then says why. The state is unchanged on error only for the first failing
+ * posting's member. Records e->seq as the last applied sequence. */
+int state_apply(state *s, const lt_entry *e, char *err, size_t err_len);
+
+/* Last sequence applied (0 for a new state). */
+uint64_t state_seq(const state *s);
+/* Sets the last applied sequence (after loading a checkpoint). */
+void state_set_seq(state *s, uint64_t seq);
+/* Number of members. */
+size_t state_members(const state *s);
+/* Order-independent 64-bit hash of every member and card link. */
+uint64_t state_hash(const state *s);
+
+/* Calls fn for every member (any order); stops early and returns fn's value if non-zero. */
+int state_foreach(const state *s, int (*fn)(void *ctx, const lt_member *m), void *ctx);
+/* Calls fn for every card link (card -> member, active cards only). */
+int state_foreach_card(const state *s, int (*fn)(void *ctx, const char *card, const char *member_id),
+                       void *ctx);
+/* Cards linked to one member: fills up to max pointers, returns how many there are. */
+size_t state_member_cards(const state *s, const char *member_id, const char **cards, size_t max);
+
+/* ---- checkpoints: dirty tracking and (de)serialisation ---- */
+
+/* Calls fn for every member and card changed since the last state_clear_dirty(). For a card
+ * that was unlinked, member_id is NULL. */
+int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_member *m),
+                        int (*card_fn)(void *ctx, const char *card, const char *member_id),
+                        void *ctx);
+void state_clear_dirty(state *s);
+
+/* Serialises a member into buf (a compact, versioned binary record). Returns the length, or 0
+ * if cap is too small. */
+size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap);
+/* Loads one serialised member into the state (replacing any with the same id). Returns 0, or
+ * -1 if the record is malformed. Does not mark it dirty. */
+int state_load_member(state *s, const uint8_t *buf, size_t len);
+/* Loads one card link. Returns 0 or -1. Does not mark it dirty. */
+int state_load_card(state *s, const char *card, const char *member_id);
+
+#endif

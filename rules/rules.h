@@ -1,0 +1,63 @@
+/* rules.h: the rules file and the pure rating function.
+ *
+ * rules_load_*() parse a YAML rules file (format in docs/rules.md) into an immutable `rules`
+ * object, validating every value with file:line messages. rules_rate() turns (member state,
+ * event, rules) into a ledger entry (the effects), with no I/O and no allocation: the same
+ * inputs always give the same entry (R30). State changes happen elsewhere (state_apply()).
+ */
+#ifndef LT_RULES_H
+#define LT_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct rules rules;
+
+/* Read-only lookups into the current state that rating may need (the event's member, a card's
+ * owner, a referrer, an original sale). Pure: the callbacks must not change anything. */
+typedef struct {
+    void *ctx;
+    /* Returns the member or NULL if unknown. Valid until the state changes. */
+    const lt_member *(*member)(void *ctx, const char *member_id);
+    /* Returns the member id a card is linked to, or NULL. Valid until the state changes. */
+    const char *(*card_owner)(void *ctx, const char *card);
+} rules_view;
+
+/* Loads a rules file. On success returns 0 and *out (caller owns it: rules_destroy()).
+ * On error returns -1 and writes "FILE:LINE: what is wrong" into err. */
+int rules_load_file(const char *path, rules **out, char *err, size_t err_len);
+
+/* The same from memory; `name` stands for the file name in messages. */
+int rules_load_string(const char *text, size_t len, const char *name, rules **out, char *err,
+                      size_t err_len);
+
+/* The built-in default rules (the seed programme of RULES.md), as YAML text. Static storage. */
+const char *rules_default_text(void);
+
+/* Frees the rules and sets *r to NULL. Safe on NULL. */
+void rules_destroy(rules **r);
+
+/* The rules' version string (R31), as given in the file. Valid while the rules live. */
+const char *rules_version(const rules *r);
+
+/* The name of the lowest tier (new members start there). Valid while the rules live. */
+const char *rules_tier_base(const rules *r);
+
+/* Rates one validated event against the current state.
+ * Returns LT_R_NONE (0) and fills *out with the complete entry (seq left 0, rules_version set),
+ * or returns the lt_reason why the event is rejected (*out is then undefined). Never fails for
+ * any other reason: every input ingest lets through is either rated or rejected. */
+int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_entry *out);
+
+/* ---- calendar helpers (R3), exposed for sweeps and tests ---- */
+
+/* Days since 1970-01-01 of the store-local date of UTC time t at offset off_min. */
+int64_t rules_local_day(int64_t t, int32_t off_min);
+/* Civil date of a day number. */
+void rules_civil_from_days(int64_t days, int *y, int *m, int *d);
+/* Day number of a civil date (proleptic Gregorian). */
+int64_t rules_days_from_civil(int y, int m, int d);
+
+#endif
