@@ -51,6 +51,28 @@ const char *rules_tier_base(const rules *r);
  * any other reason: every input ingest lets through is either rated or rejected. */
 int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_entry *out);
 
+/* ---- options the state module and the sweeps read (R18, R19, R21, R28) ---- */
+
+typedef enum {
+    RULES_EXPIRY_CALENDAR = 0, /* cut-off day(s) every period_months (R19, default) */
+    RULES_EXPIRY_ROLLING = 1,  /* ttl_days after the earning date */
+    RULES_EXPIRY_NONE = 2,
+} rules_expiry_mode;
+
+/* Expiry time (UTC seconds, 0 = never) of a lot earned at UTC time t by an event whose store
+ * offset is off_min (R19): always 00:00 store-local time of the expiry day. */
+int64_t rules_lot_expires_at(const rules *r, int64_t t, int32_t off_min);
+/* The expiry mode (R19). */
+rules_expiry_mode rules_expiry(const rules *r);
+/* Days before a lot's expiry at which points.expiring is published; 0 = never (R21). */
+int64_t rules_expiry_notice_days(const rules *r);
+/* True with `negative_balance: clamp`, false with `allow` (R18). */
+int rules_negative_balance_clamp(const rules *r);
+/* Days without a purchase after which member.dormant is published; 0 = never (R28). */
+int64_t rules_dormant_days(const rules *r);
+/* True if member.birthday notices are published (R28). */
+int rules_birthday_notice(const rules *r);
+
 /* ---- calendar helpers (R3), exposed for sweeps and tests ---- */
 
 /* Days since 1970-01-01 of the store-local date of UTC time t at offset off_min. */

@@ -1,0 +1,273 @@
+/* rules_rate.c: rules_rate(), the pure rating function: member resolution (R4, R8), and the
+ * non-sale events: enrolment (R5, R25), card links (R4, R7), gifts (R16) and manual
+ * adjustments (R27). Sales are rated in rules_sale.c.
+ *
+ * Nothing here allocates or does I/O: (rules, view, event) -> entry, or a rejection reason.
+ */
+#include <string.h>
+
+#include "rules_internal.h"
+
+/* Who an event is about, once resolved. */
+typedef struct {
+    const lt_member *m; /* NULL: the event enrols this member */
+    char id[LT_ID_MAX];
+    int64_t balance;
+} who;
+
+uint32_t rules__tier_index(const rules *r, const char *name)
+{
+    for (uint32_t i = 0; i < r->tiers_n; i++) {
+        if (!strcmp(r->tiers[i].name, name))
+            return i;
+    }
+    return 0;
+}
+
+bool rules__balance(const lt_member *m, int64_t *out)
+{
+    int64_t sum = 0;
+    LT_ASSERT(m->lots_n == 0 || m->lots != NULL);
+    for (uint32_t i = 0; i < m->lots_n; i++) {
+        if (__builtin_add_overflow(sum, m->lots[i].points, &sum))
+            return false;
+    }
+    return !__builtin_sub_overflow(sum, m->debt, out);
+}
+
+/* Resolves the event's member (R4). With may_enrol, an unknown member or card is enrolled on
+ * the fly unless the rules say `unknown_member: reject` (R8). */
+static int resolve(const rules *r, const rules_view *v, const char *member_id, const char *card,
+                   bool may_enrol, who *w)
+{
+    bool enrol = may_enrol && r->unknown_member == RULES_UNKNOWN_ENROL;
+
+    memset(w, 0, sizeof *w);
+    if (member_id[0]) {
+        rules__copy(w->id, sizeof w->id, member_id);
+        w->m = v->member(v->ctx, w->id);
+        if (!w->m && !enrol)
+            return LT_R_UNKNOWN_MEMBER;
+    } else if (card[0]) {
+        const char *owner = v->card_owner(v->ctx, card);
+        if (owner) {
+            rules__copy(w->id, sizeof w->id, owner);
+            w->m = v->member(v->ctx, w->id);
+            if (!w->m)
+                return LT_R_UNKNOWN_CARD; /* a card of a vanished member: never enrol over it */
+        } else {
+            /* the new member's id is the card number; a member already holding that id (but
+             * not the card) is someone else, so refuse rather than merge them silently */
+            if (!enrol || v->member(v->ctx, card))
+                return LT_R_UNKNOWN_CARD;
+            rules__copy(w->id, sizeof w->id, card);
+        }
+    } else {
+        return LT_R_MISSING_FIELD;
+    }
+    if (!w->m)
+        return LT_R_NONE;
+    if (w->m->status != LT_MEMBER_ACTIVE)
+        return LT_R_MEMBER_BLOCKED;
+    if (!rules__balance(w->m, &w->balance))
+        return LT_R_AMOUNT_OVERFLOW;
+    return LT_R_NONE;
+}
+
+static void entry_init(const rules *r, const lt_event *ev, lt_entry_kind kind, lt_entry *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->event_kind = ev->kind;
+    out->id = ev->id;
+    out->occurred_at = ev->occurred_at;
+    out->utc_offset_min = ev->utc_offset_min;
+    rules__copy(out->store_id, sizeof out->store_id, ev->store_id);
+    rules__copy(out->rules_version, sizeof out->rules_version, r->version);
+}
+
+static lt_posting *posting_add(lt_entry *out, const char *member_id, int64_t balance,
+                               const char *reason)
+{
+    LT_ASSERT(out->postings_n < LT_POSTINGS_MAX);
+    lt_posting *p = &out->postings[out->postings_n++];
+    rules__copy(p->member_id, sizeof p->member_id, member_id);
+    rules__copy(p->reason, sizeof p->reason, reason);
+    p->balance_after = balance;
+    return p;
+}
+
+int rules__referral_posting(const rules *r, const rules_view *view, const lt_event *ev,
+                            const char *referrer_id, const char *member_id, lt_entry *out)
+{
+    int64_t balance;
+
+    if (r->referral_bonus == 0 || !referrer_id[0] || !strcmp(referrer_id, member_id))
+        return LT_R_NONE;
+    const lt_member *ref = view->member(view->ctx, referrer_id);
+    if (!ref || ref->status != LT_MEMBER_ACTIVE)
+        return LT_R_NONE; /* no bonus to an unknown, blocked or closed referrer */
+    if (!rules__balance(ref, &balance) ||
+        __builtin_add_overflow(balance, r->referral_bonus, &balance))
+        return LT_R_AMOUNT_OVERFLOW;
+    lt_posting *p = posting_add(out, ref->id, balance, "referral");
+    p->credit = r->referral_bonus;
+    p->credit_expires_at = rules_lot_expires_at(r, ev->occurred_at, ev->utc_offset_min);
+    return LT_R_NONE;
+}
+
+/* R5, R25: explicit enrolment. The member id is the event's member_id, or its card. */
+static int rate_enrol(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    const char *id = ev->member_id[0] ? ev->member_id : ev->card;
+
+    if (!id[0])
+        return LT_R_MISSING_FIELD;
+    if (v->member(v->ctx, id))
+        return LT_R_MEMBER_EXISTS;
+    if (ev->card[0] && v->card_owner(v->ctx, ev->card))
+        return LT_R_CARD_IN_USE;
+    if (ev->birth_month > 12 || (ev->birth_month == 0) != (ev->birth_day == 0) ||
+        (ev->birth_month && ev->birth_day > rules__days_in_month(2000, ev->birth_month)))
+        return LT_R_INVALID_FIELD;
+    if (ev->referrer[0] && !strcmp(ev->referrer, id))
+        return LT_R_INVALID_FIELD;
+
+    entry_init(r, ev, LT_ENTRY_ENROL, out);
+    rules__copy(out->member_id, sizeof out->member_id, id);
+    lt_posting *p = posting_add(out, id, 0, "enrol");
+    p->create = true;
+    p->birth_month = ev->birth_month;
+    p->birth_day = ev->birth_day;
+    p->staff = ev->staff;
+    rules__copy(p->referrer, sizeof p->referrer, ev->referrer);
+    rules__copy(p->card, sizeof p->card, ev->card);
+    if (r->referral_trigger == RULES_TRIGGER_ENROL)
+        return rules__referral_posting(r, v, ev, ev->referrer, id, out);
+    return LT_R_NONE;
+}
+
+/* R4 link a card; R7 replace a lost one. The member is member_id, else the owner of the card
+ * being replaced. */
+static int rate_card_link(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who w;
+    int rc;
+
+    if (!ev->card[0])
+        return LT_R_MISSING_FIELD;
+    if (ev->member_id[0]) {
+        rc = resolve(r, v, ev->member_id, "", false, &w);
+    } else if (ev->replaces_card[0]) {
+        rc = resolve(r, v, "", ev->replaces_card, false, &w);
+    } else {
+        return LT_R_MISSING_FIELD;
+    }
+    if (rc)
+        return rc;
+    const char *owner = v->card_owner(v->ctx, ev->card);
+    if (owner && strcmp(owner, w.id))
+        return LT_R_CARD_IN_USE;
+    if (ev->replaces_card[0]) {
+        const char *old_owner = v->card_owner(v->ctx, ev->replaces_card);
+        if (!old_owner || strcmp(old_owner, w.id))
+            return LT_R_UNKNOWN_CARD;
+        if (!strcmp(ev->replaces_card, ev->card))
+            return LT_R_INVALID_FIELD;
+    }
+
+    entry_init(r, ev, LT_ENTRY_CARD_LINK, out);
+    rules__copy(out->member_id, sizeof out->member_id, w.id);
+    lt_posting *p = posting_add(out, w.id, w.balance, "card");
+    rules__copy(p->card, sizeof p->card, ev->card);
+    rules__copy(p->unlink_card, sizeof p->unlink_card, ev->replaces_card);
+    return LT_R_NONE;
+}
+
+/* R16: points for a reward, spent FIFO (R17) by the state module. */
+static int rate_gift(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who w;
+    int rc = resolve(r, v, ev->member_id, ev->card, false, &w);
+
+    if (rc)
+        return rc;
+    if (ev->points <= 0)
+        return LT_R_INVALID_FIELD;
+    if (ev->points > w.balance)
+        return LT_R_INSUFFICIENT_POINTS;
+
+    entry_init(r, ev, LT_ENTRY_GIFT, out);
+    rules__copy(out->member_id, sizeof out->member_id, w.id);
+    rules__copy(out->reward_code, sizeof out->reward_code, ev->reward_code);
+    lt_posting *p = posting_add(out, w.id, w.balance - ev->points, "gift");
+    p->debit = ev->points;
+    return LT_R_NONE;
+}
+
+/* R27: a manual grant (a new lot with the normal expiry) or deduction. A deduction larger than
+ * the balance is refused with INSUFFICIENT_POINTS: debt only ever comes from returns (R18). */
+static int rate_adjust(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who w;
+    int64_t after;
+    int rc = resolve(r, v, ev->member_id, ev->card, false, &w);
+
+    if (rc)
+        return rc;
+    if (ev->points == 0 || ev->points < -LT_POINTS_MAX || ev->points > LT_POINTS_MAX)
+        return LT_R_INVALID_FIELD;
+    if (ev->points < 0 && -ev->points > w.balance)
+        return LT_R_INSUFFICIENT_POINTS;
+    if (__builtin_add_overflow(w.balance, ev->points, &after))
+        return LT_R_AMOUNT_OVERFLOW;
+
+    entry_init(r, ev, LT_ENTRY_ADJUSTMENT, out);
+    rules__copy(out->member_id, sizeof out->member_id, w.id);
+    rules__copy(out->reason_code, sizeof out->reason_code, ev->reason_code);
+    rules__copy(out->operator_id, sizeof out->operator_id, ev->operator_id);
+    lt_posting *p = posting_add(out, w.id, after, "adjustment");
+    if (ev->points > 0) {
+        p->credit = ev->points;
+        p->credit_expires_at = rules_lot_expires_at(r, ev->occurred_at, ev->utc_offset_min);
+    } else {
+        p->debit = -ev->points;
+    }
+    return LT_R_NONE;
+}
+
+static int rate_sale(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who w;
+    int rc = resolve(r, v, ev->member_id, ev->card, true, &w);
+
+    if (rc)
+        return rc;
+    entry_init(r, ev, LT_ENTRY_SALE, out);
+    rules__copy(out->member_id, sizeof out->member_id, w.id);
+    return rules__rate_sale(r, v, ev, w.m, w.balance, out);
+}
+
+int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_entry *out)
+{
+    LT_ASSERT(r != NULL && view != NULL && ev != NULL && out != NULL);
+    LT_ASSERT(view->member != NULL && view->card_owner != NULL);
+
+    switch (ev->kind) {
+    case LT_EV_SALE:
+        return rate_sale(r, view, ev, out);
+    case LT_EV_ENROL:
+        return rate_enrol(r, view, ev, out);
+    case LT_EV_CARD_LINK:
+        return rate_card_link(r, view, ev, out);
+    case LT_EV_GIFT:
+        return rate_gift(r, view, ev, out);
+    case LT_EV_ADJUST:
+        return rate_adjust(r, view, ev, out);
+    case LT_EV_RETURN: /* R18: next issue */
+    case LT_EV_MERGE:  /* R7 merge: next issue */
+    case LT_EV_NONE:
+    default:
+        return LT_R_UNSUPPORTED_EVENT;
+    }
+}

@@ -1,0 +1,139 @@
+/* test_rules_fake.h: shared helpers of the rules unit tests: a fake rules_view over an array
+ * of members and cards, event builders and store-local time.
+ */
+#ifndef TEST_RULES_FAKE_H
+#define TEST_RULES_FAKE_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rules.h"
+#include "rules_internal.h"
+
+#define FAKE_MEMBERS_MAX 16
+#define FAKE_LOTS_MAX 8
+#define FAKE_CARDS_MAX 16
+#define CST (8 * 60) /* China Standard Time, UTC+8 */
+
+typedef struct {
+    lt_member members[FAKE_MEMBERS_MAX];
+    lt_lot lots[FAKE_MEMBERS_MAX][FAKE_LOTS_MAX];
+    size_t members_n;
+    char cards[FAKE_CARDS_MAX][2][LT_ID_MAX]; /* card, owner */
+    size_t cards_n;
+} fake;
+
+static inline const lt_member *fake_member(void *ctx, const char *id)
+{
+    fake *f = ctx;
+    for (size_t i = 0; i < f->members_n; i++) {
+        if (!strcmp(f->members[i].id, id))
+            return &f->members[i];
+    }
+    return NULL;
+}
+
+static inline const char *fake_card_owner(void *ctx, const char *card)
+{
+    fake *f = ctx;
+    for (size_t i = 0; i < f->cards_n; i++) {
+        if (!strcmp(f->cards[i][0], card))
+            return f->cards[i][1];
+    }
+    return NULL;
+}
+
+static inline rules_view fake_view(fake *f)
+{
+    rules_view v = {.ctx = f, .member = fake_member, .card_owner = fake_card_owner};
+    return v;
+}
+
+/* Adds an active member with `points` in one lot that never expires (none if 0). */
+static inline lt_member *fake_add(fake *f, const char *id, const char *tier, int64_t points)
+{
+    assert_true(f->members_n < FAKE_MEMBERS_MAX);
+    size_t i = f->members_n++;
+    lt_member *m = &f->members[i];
+    memset(m, 0, sizeof *m);
+    strcpy(m->id, id);
+    strcpy(m->tier, tier);
+    m->lots = f->lots[i];
+    m->lots_cap = FAKE_LOTS_MAX;
+    if (points > 0) {
+        m->lots[0].points = points;
+        m->lots_n = 1;
+    }
+    return m;
+}
+
+static inline void fake_card(fake *f, const char *card, const char *owner)
+{
+    assert_true(f->cards_n < FAKE_CARDS_MAX);
+    strcpy(f->cards[f->cards_n][0], card);
+    strcpy(f->cards[f->cards_n][1], owner);
+    f->cards_n++;
+}
+
+/* UTC seconds of a store-local time at offset off_min. */
+static inline int64_t local_time(int y, int mo, int d, int h, int mi, int32_t off_min)
+{
+    return rules_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 - (int64_t)off_min * 60;
+}
+
+static inline void ev_init(lt_event *ev, lt_event_kind kind, const char *member_id, int64_t at)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->kind = kind;
+    ev->id.node_id = 7;
+    ev->id.event_id = 42;
+    strcpy(ev->member_id, member_id);
+    strcpy(ev->store_id, "S1");
+    ev->occurred_at = at;
+    ev->utc_offset_min = CST;
+}
+
+/* Appends a sale line of `qty` units at unit list / paid prices. */
+static inline void ev_line(lt_event *ev, const char *sku, const char *category, int64_t qty,
+                           int64_t list, int64_t paid, uint32_t flags)
+{
+    assert_true(ev->lines_n < LT_SALE_LINES_MAX);
+    lt_line *l = &ev->lines[ev->lines_n++];
+    strcpy(l->sku, sku);
+    strcpy(l->category, category);
+    l->quantity = qty;
+    l->unit_list_fen = list;
+    l->unit_paid_fen = paid;
+    l->flags = flags;
+}
+
+static inline rules *load_ok(const char *yaml)
+{
+    rules *r = NULL;
+    char err[256] = "";
+    int rc = rules_load_string(yaml, strlen(yaml), "t.yaml", &r, err, sizeof err);
+    if (rc != 0)
+        fail_msg("rules did not load: %s", err);
+    assert_non_null(r);
+    return r;
+}
+
+/* Sum of the lines' points and of their redeemed points: must equal the summary. */
+static inline void check_line_sums(const lt_entry *e)
+{
+    int64_t pts = 0, rp = 0;
+    for (uint32_t i = 0; i < e->lines_n; i++) {
+        pts += e->lines[i].points;
+        rp += e->lines[i].redeemed_points;
+        assert_true(e->lines[i].eligible_fen >= 0);
+        assert_true(e->lines[i].redeemed_fen <= e->lines[i].paid_fen);
+    }
+    assert_int_equal(pts, e->points_earned);
+    assert_int_equal(rp, e->points_redeemed);
+}
+
+#endif
