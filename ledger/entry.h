@@ -14,8 +14,10 @@
 /* Encodes e into buf. Returns the length, or 0 if cap is too small. */
 size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap);
 
-/* Decodes bytes into *out (fully overwritten). Returns 0, or -1 if the bytes are not a valid
- * entry or a field does not fit its C array. */
+/* Decodes bytes into *out (fully overwritten, except lines[lines_n..], which are left as they
+ * were to save clearing 11 KiB per entry). Returns 0, or -1 if the bytes are not a valid entry
+ * or a field does not fit its C array. No allocation: unpacks into a per-thread arena.
+ * event_kind is derived from kind (LedgerEntry does not store it). */
 int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* Writes the entry as one JSON object on one line (ledger tail/dump). Returns 0 or -1. */

@@ -25,28 +25,33 @@
 typedef struct ledger ledger;
 
 /* Error codes (negative), see ledger_strerror(). */
-#define LEDGER_ERR_MAP_FULL (-2)   /* the map is full: grow map_bytes */
-#define LEDGER_ERR_IO (-3)         /* the disk refused (EIO, ENOSPC, ...) */
-#define LEDGER_ERR_CORRUPT (-4)    /* data not in the expected form */
-#define LEDGER_ERR_LOCKED (-5)     /* another daemon holds the data directory */
-#define LEDGER_ERR_NOT_FOUND (-6)  /* no such key */
-#define LEDGER_ERR_SEQ (-7)        /* appended sequence is not last + 1 */
+#define LEDGER_ERR_MAP_FULL (-2)  /* the map is full: grow map_bytes */
+#define LEDGER_ERR_IO (-3)        /* the disk refused (EIO, ENOSPC, ...) */
+#define LEDGER_ERR_CORRUPT (-4)   /* data not in the expected form */
+#define LEDGER_ERR_LOCKED (-5)    /* another daemon holds the data directory */
+#define LEDGER_ERR_NOT_FOUND (-6) /* no such key */
+#define LEDGER_ERR_SEQ (-7)       /* appended sequence is not last + 1 */
 #define LEDGER_ERR_OTHER (-8)
+#define LEDGER_ERR_DUP (-9) /* ledger_commit: an event id is already indexed (R29) */
 
 typedef struct {
-    const char *dir;       /* data directory, created if missing (unless read_only) */
-    size_t map_bytes;      /* LMDB map size; 0 = 64 GiB */
-    bool read_only;        /* loyaltyctl: open for reading beside a running daemon */
-    bool exclusive;        /* daemon: refuse if another daemon holds dir (LEDGER_ERR_LOCKED) */
+    const char *dir;  /* data directory, created if missing (unless read_only) */
+    size_t map_bytes; /* LMDB map size; 0 = 64 GiB */
+    bool read_only;   /* loyaltyctl: open for reading beside a running daemon */
+    bool exclusive;   /* daemon: refuse if another daemon holds dir (LEDGER_ERR_LOCKED) */
 } ledger_opts;
 
 /* Opens (creating if needed) the ledger. Returns 0 and *out (caller owns: ledger_close()), or a
- * negative LEDGER_ERR_*; err gets a message naming the path and the cause. */
+ * negative LEDGER_ERR_*; err gets a message naming the path and the cause. read_only on a
+ * directory without a ledger returns LEDGER_ERR_NOT_FOUND. */
 int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len);
 /* Closes the environment and sets *l to NULL. Safe on NULL. */
 void ledger_close(ledger **l);
 
 const char *ledger_strerror(int code);
+/* What the last failed ledger_commit() tripped over, with LMDB's own message ("" after success).
+ * For the committing thread; valid until its next ledger_commit(). */
+const char *ledger_errmsg(const ledger *l);
 
 /* Highest sequence in the ledger (0 when empty). */
 int ledger_last_seq(ledger *l, uint64_t *seq);
@@ -72,19 +77,25 @@ typedef struct {
 } ledger_snap;
 
 /* Appends records (seqs must continue the ledger without a gap, ascending), inserts their event
- * ids into the dedup index and, if snaps_n > 0 or checkpoint_seq > 0, writes the checkpoint
- * records and sets checkpoint_seq, all in one transaction, then commits durably.
- * Returns 0, or a negative LEDGER_ERR_*: nothing of the call is then on disk. */
+ * ids into the dedup index (records with id (0, 0), system entries, are not indexed; an id
+ * already indexed, or twice in the call, fails with LEDGER_ERR_DUP) and, if snaps_n > 0 or
+ * checkpoint_seq > 0, writes the checkpoint records and sets checkpoint_seq, all in one
+ * transaction, then commits durably. Returns 0, or a negative LEDGER_ERR_*: nothing of the call is
+ * then on disk. */
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq);
 
-/* ---- the read path (any thread; each call uses its own read transaction) ---- */
+/* ---- the read path (any thread; each call uses its own read transaction) ----
+ * find_event, get, last_seq and checkpoint_seq reuse one reset read transaction per handle
+ * (renewed per call, no reader-slot setup); a concurrent caller from another thread finds it
+ * busy and opens its own, so they stay safe from any thread but are fastest from one. The
+ * scans always open their own. */
 
 /* Looks up an event id in the dedup index. Returns 0 and *seq, LEDGER_ERR_NOT_FOUND, or error. */
 int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq);
 
 /* Reads one entry's bytes into a caller buffer. Returns 0 and *len, LEDGER_ERR_NOT_FOUND,
- * LEDGER_ERR_OTHER if cap is too small, or another error. */
+ * LEDGER_ERR_OTHER if cap is too small (*len is then the size needed), or another error. */
 int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len);
 
 /* Calls fn for each entry with from <= seq <= to (to = 0: to the end), in order, inside one

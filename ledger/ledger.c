@@ -1,0 +1,757 @@
+/* ledger.c: the durable, append-only ledger in one LMDB environment (layout in ledger.h and
+ * docs/ledger.md).
+ *
+ * All integers stored as keys or values are big-endian, so LMDB's byte order is numeric order:
+ * entries append at the end of the tree (MDB_APPEND) and a till's event ids cluster at the end
+ * of its own key range. The environment is opened without MDB_NOSYNC/MDB_NOMETASYNC: when
+ * mdb_txn_commit() returns, the transaction is on disk.
+ */
+#include "ledger.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LEDGER_FORMAT 1u
+#define LEDGER_MAP_BYTES_DEFAULT ((size_t)64 << 30)
+#define LEDGER_DBS_MAX 8
+#define LEDGER_PATH_MAX 4096
+
+typedef struct {
+    uint64_t node_id, event_id, seq;
+} dedup_key;
+
+struct ledger {
+    MDB_env *env;
+    MDB_dbi entries, events, members, cards, meta;
+    bool read_only;
+    int lock_fd; /* DIR/daemon.lock held with flock(LOCK_EX), or -1 */
+    /* One read transaction kept reset between calls, so find_event/get/last_seq cost no
+     * reader-slot setup. Whoever holds the mutex may renew it; a caller that finds it busy
+     * (another thread) opens a transaction of its own. */
+    pthread_mutex_t rtxn_mu;
+    MDB_txn *rtxn;
+    dedup_key *keys; /* ledger_commit scratch, grown on demand */
+    size_t keys_cap;
+    char errmsg[256];
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (err == NULL || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* Translates an LMDB or errno code into a LEDGER_ERR_*. */
+static int map_err(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_MAP_FULL:
+        return LEDGER_ERR_MAP_FULL;
+    case MDB_NOTFOUND:
+        return LEDGER_ERR_NOT_FOUND;
+    case MDB_KEYEXIST:
+        return LEDGER_ERR_DUP;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE:
+        return LEDGER_ERR_CORRUPT;
+    case MDB_PANIC: /* a failed write or sync earlier: the environment must be reopened */
+    case EIO:
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS:
+    case EFBIG:
+        return LEDGER_ERR_IO;
+    default:
+        return LEDGER_ERR_OTHER;
+    }
+}
+
+const char *ledger_strerror(int code)
+{
+    switch (code) {
+    case 0:
+        return "ok";
+    case LEDGER_ERR_MAP_FULL:
+        return "ledger map is full (raise map_bytes)";
+    case LEDGER_ERR_IO:
+        return "ledger I/O error";
+    case LEDGER_ERR_CORRUPT:
+        return "ledger data is corrupt or not in the expected format";
+    case LEDGER_ERR_LOCKED:
+        return "ledger directory is locked by another daemon";
+    case LEDGER_ERR_NOT_FOUND:
+        return "not found";
+    case LEDGER_ERR_SEQ:
+        return "sequence does not continue the ledger";
+    case LEDGER_ERR_DUP:
+        return "event id already in the ledger";
+    case LEDGER_ERR_OTHER:
+        return "ledger error";
+    }
+    return "unknown ledger error";
+}
+
+const char *ledger_errmsg(const ledger *l)
+{
+    return l->errmsg;
+}
+
+/* Begins a read-only transaction. A reader in another process than the writer may find that
+ * the map was grown (MDB_MAP_RESIZED): adopt the new size and retry once. */
+static int txn_begin_ro(ledger *l, MDB_txn **t)
+{
+    int rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, t);
+    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(l->env, 0) == 0)
+        rc = mdb_txn_begin(l->env, NULL, MDB_RDONLY, t);
+    return rc;
+}
+
+/* Gets a read transaction: the cached one if free, else a new one. Release with rtxn_end(). */
+static int rtxn_begin(ledger *l, MDB_txn **t, bool *cached)
+{
+    *cached = false;
+    if (pthread_mutex_trylock(&l->rtxn_mu) != 0)
+        return txn_begin_ro(l, t);
+    int rc = l->rtxn ? mdb_txn_renew(l->rtxn) : txn_begin_ro(l, &l->rtxn);
+    if (rc != 0) {
+        if (l->rtxn)
+            mdb_txn_abort(l->rtxn);
+        l->rtxn = NULL;
+        pthread_mutex_unlock(&l->rtxn_mu);
+        return txn_begin_ro(l, t);
+    }
+    *t = l->rtxn;
+    *cached = true;
+    return 0;
+}
+
+static void rtxn_end(ledger *l, MDB_txn *t, bool cached)
+{
+    if (!cached) {
+        mdb_txn_abort(t);
+        return;
+    }
+    mdb_txn_reset(t);
+    pthread_mutex_unlock(&l->rtxn_mu);
+}
+
+/* ------------------------------------------------------------------ open / close */
+
+/* Takes DIR/daemon.lock with flock(LOCK_EX|LOCK_NB) and writes our pid into it. The lock dies
+ * with the process, so a crashed daemon never leaves a stale lock behind. */
+static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
+{
+    char path[LEDGER_PATH_MAX];
+    snprintf(path, sizeof(path), "%s/daemon.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fmt_err(err, err_len, "%s: %s", path, strerror(errno));
+        return map_err(errno);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            fmt_err(err, err_len, "%s: held by another loyaltyd (pid %s): stop it first", path,
+                    pid[0] ? pid : "unknown");
+            return LEDGER_ERR_LOCKED;
+        }
+        fmt_err(err, err_len, "%s: flock: %s", path, strerror(e));
+        return LEDGER_ERR_OTHER;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* The pid is only a hint for the message above; the flock is what counts. */
+    }
+    l->lock_fd = fd;
+    return 0;
+}
+
+/* Opens the named databases and checks (or, for a new ledger, writes) the format number. */
+static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
+{
+    MDB_txn *txn;
+    unsigned flags = l->read_only ? 0 : MDB_CREATE;
+    int rc = l->read_only ? txn_begin_ro(l, &txn) : mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (rc != 0) {
+        fmt_err(err, err_len, "%s: begin: %s", dir, mdb_strerror(rc));
+        return map_err(rc);
+    }
+    const char *names[] = {"entries", "events", "members", "cards", "meta"};
+    MDB_dbi *dbis[] = {&l->entries, &l->events, &l->members, &l->cards, &l->meta};
+    for (size_t i = 0; i < LT_ARRAY_LEN(names) && rc == 0; i++)
+        rc = mdb_dbi_open(txn, names[i], flags, dbis[i]);
+    if (rc == MDB_NOTFOUND) {
+        fmt_err(err, err_len, "%s: not a loyaltyd ledger (database missing)", dir);
+        mdb_txn_abort(txn);
+        return LEDGER_ERR_CORRUPT;
+    }
+    MDB_val k = {6, (void *)"format"}, v;
+    uint8_t fmt[4] = {0, 0, 0, LEDGER_FORMAT};
+    if (rc == 0) {
+        rc = mdb_get(txn, l->meta, &k, &v);
+        if (rc == MDB_NOTFOUND && !l->read_only) {
+            v = (MDB_val){sizeof(fmt), fmt};
+            rc = mdb_put(txn, l->meta, &k, &v, 0);
+        } else if (rc == 0 && (v.mv_size != 4 || memcmp(v.mv_data, fmt, 4) != 0)) {
+            fmt_err(err, err_len, "%s: unknown ledger format (this build reads format %u)", dir,
+                    LEDGER_FORMAT);
+            mdb_txn_abort(txn);
+            return LEDGER_ERR_CORRUPT;
+        } else if (rc == MDB_NOTFOUND) {
+            rc = 0; /* read-only beside a writer that has not committed its first txn */
+        }
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        fmt_err(err, err_len, "%s: %s", dir, mdb_strerror(rc));
+        return map_err(rc);
+    }
+    return 0;
+}
+
+static int open_env(ledger *l, const ledger_opts *o, char *err, size_t err_len)
+{
+    int rc = mdb_env_create(&l->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(l->env, LEDGER_DBS_MAX);
+    if (rc == 0 && !o->read_only)
+        rc = mdb_env_set_mapsize(l->env, o->map_bytes ? o->map_bytes : LEDGER_MAP_BYTES_DEFAULT);
+    if (rc != 0) {
+        fmt_err(err, err_len, "%s: %s", o->dir, mdb_strerror(rc));
+        return map_err(rc);
+    }
+    /* MDB_NOTLS: read transactions are not tied to a thread (the cached one moves between
+     * callers). MDB_NORDAHEAD: lookups are random; read-ahead only evicts useful pages. */
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (o->read_only ? MDB_RDONLY : 0);
+    rc = mdb_env_open(l->env, o->dir, flags, 0640);
+    if (rc == ENOENT && o->read_only) {
+        fmt_err(err, err_len, "%s: no ledger here", o->dir);
+        return LEDGER_ERR_NOT_FOUND;
+    }
+    if (rc != 0) {
+        fmt_err(err, err_len, "%s: %s", o->dir, mdb_strerror(rc));
+        return map_err(rc);
+    }
+    int dead = 0;
+    mdb_reader_check(l->env, &dead); /* free slots of readers that died */
+    return 0;
+}
+
+int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)
+{
+    LT_ASSERT(out && o && o->dir);
+    *out = NULL;
+    if (!o->read_only && mkdir(o->dir, 0750) != 0 && errno != EEXIST) {
+        fmt_err(err, err_len, "%s: mkdir: %s", o->dir, strerror(errno));
+        return map_err(errno);
+    }
+    ledger *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        fmt_err(err, err_len, "%s: out of memory", o->dir);
+        return LEDGER_ERR_OTHER;
+    }
+    l->lock_fd = -1;
+    l->read_only = o->read_only;
+    pthread_mutex_init(&l->rtxn_mu, NULL);
+    int rc = o->exclusive ? take_lock(l, o->dir, err, err_len) : 0;
+    if (rc == 0)
+        rc = open_env(l, o, err, err_len);
+    if (rc == 0)
+        rc = open_dbs(l, o->dir, err, err_len);
+    if (rc != 0) {
+        ledger_close(&l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+void ledger_close(ledger **lp)
+{
+    if (lp == NULL || *lp == NULL)
+        return;
+    ledger *l = *lp;
+    if (l->rtxn)
+        mdb_txn_abort(l->rtxn);
+    if (l->env)
+        mdb_env_close(l->env);
+    if (l->lock_fd >= 0)
+        close(l->lock_fd); /* releases the flock */
+    pthread_mutex_destroy(&l->rtxn_mu);
+    free(l->keys);
+    free(l);
+    *lp = NULL;
+}
+
+/* ------------------------------------------------------------------ small reads */
+
+static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->entries, &cur);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    mdb_cursor_close(cur);
+    *seq = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return map_err(rc);
+    if (k.mv_size != 8)
+        return LEDGER_ERR_CORRUPT;
+    *seq = get_be64(k.mv_data);
+    return 0;
+}
+
+int ledger_last_seq(ledger *l, uint64_t *seq)
+{
+    MDB_txn *txn;
+    bool cached;
+    int rc = rtxn_begin(l, &txn, &cached);
+    if (rc != 0)
+        return map_err(rc);
+    rc = last_seq_txn(l, txn, seq);
+    rtxn_end(l, txn, cached);
+    return rc;
+}
+
+int ledger_checkpoint_seq(ledger *l, uint64_t *seq)
+{
+    MDB_txn *txn;
+    bool cached;
+    int rc = rtxn_begin(l, &txn, &cached);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k = {14, (void *)"checkpoint_seq"}, v;
+    rc = mdb_get(txn, l->meta, &k, &v);
+    *seq = 0;
+    if (rc == 0 && v.mv_size != 8)
+        rc = MDB_CORRUPTED;
+    else if (rc == 0)
+        *seq = get_be64(v.mv_data);
+    else if (rc == MDB_NOTFOUND)
+        rc = 0;
+    rtxn_end(l, txn, cached);
+    return map_err(rc);
+}
+
+int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
+{
+    uint8_t key[16];
+    put_be64(key, id.node_id);
+    put_be64(key + 8, id.event_id);
+    MDB_txn *txn;
+    bool cached;
+    int rc = rtxn_begin(l, &txn, &cached);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k = {sizeof(key), key}, v;
+    rc = mdb_get(txn, l->events, &k, &v);
+    if (rc == 0 && v.mv_size != 8)
+        rc = MDB_CORRUPTED;
+    else if (rc == 0)
+        *seq = get_be64(v.mv_data);
+    rtxn_end(l, txn, cached);
+    return map_err(rc);
+}
+
+int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
+{
+    uint8_t key[8];
+    put_be64(key, seq);
+    MDB_txn *txn;
+    bool cached;
+    int rc = rtxn_begin(l, &txn, &cached);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k = {sizeof(key), key}, v;
+    rc = map_err(mdb_get(txn, l->entries, &k, &v));
+    if (rc == 0) {
+        *len = v.mv_size;
+        if (v.mv_size > cap)
+            rc = LEDGER_ERR_OTHER;
+        else
+            memcpy(buf, v.mv_data, v.mv_size);
+    }
+    rtxn_end(l, txn, cached);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ commit */
+
+static int cmp_dedup(const void *a, const void *b)
+{
+    const dedup_key *x = a, *y = b;
+    if (x->node_id != y->node_id)
+        return x->node_id < y->node_id ? -1 : 1;
+    if (x->event_id != y->event_id)
+        return x->event_id < y->event_id ? -1 : 1;
+    return 0;
+}
+
+/* Records what failed in l->errmsg and returns the LEDGER_ERR_* for rc, which may be an LMDB
+ * code, an errno value or already a LEDGER_ERR_*. */
+static int fail(ledger *l, int rc, const char *what)
+{
+    bool lmdb = rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE);
+    snprintf(l->errmsg, sizeof(l->errmsg), "%s: %s", what,
+             lmdb ? mdb_strerror(rc) : ledger_strerror(rc));
+    return lmdb ? map_err(rc) : rc;
+}
+
+/* Appends the entries (MDB_APPEND through one cursor) after checking each seq is last + 1. */
+static int put_entries(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t n, uint64_t *last)
+{
+    int rc = last_seq_txn(l, txn, last);
+    if (rc != 0)
+        return fail(l, rc, "entries: last seq");
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, l->entries, &cur)) != 0)
+        return fail(l, rc, "entries: cursor");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (recs[i].seq != *last + 1) {
+            snprintf(l->errmsg, sizeof(l->errmsg), "entries: seq %llu after %llu",
+                     (unsigned long long)recs[i].seq, (unsigned long long)*last);
+            mdb_cursor_close(cur);
+            return LEDGER_ERR_SEQ;
+        }
+        uint8_t key[8];
+        put_be64(key, recs[i].seq);
+        MDB_val k = {sizeof(key), key}, v = {recs[i].len, (void *)recs[i].bytes};
+        rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
+        if (rc == 0)
+            *last = recs[i].seq;
+    }
+    mdb_cursor_close(cur);
+    return rc ? fail(l, rc, "entries: put") : 0;
+}
+
+/* Inserts the records' event ids, sorted so that each till's run of keys is written in order
+ * into the same few pages. Records with id (0, 0) are system entries and are not indexed. */
+static int put_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t n)
+{
+    if (n > l->keys_cap) {
+        size_t cap = n < 1024 ? 1024 : n;
+        dedup_key *k = realloc(l->keys, cap * sizeof(*k));
+        if (k == NULL)
+            return fail(l, ENOMEM, "events: scratch");
+        l->keys = k;
+        l->keys_cap = cap;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].id.node_id || recs[i].id.event_id)
+            l->keys[m++] = (dedup_key){recs[i].id.node_id, recs[i].id.event_id, recs[i].seq};
+    qsort(l->keys, m, sizeof(*l->keys), cmp_dedup);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->events, &cur);
+    if (rc != 0)
+        return fail(l, rc, "events: cursor");
+    for (size_t i = 0; i < m && rc == 0; i++) {
+        if (i > 0 && cmp_dedup(&l->keys[i - 1], &l->keys[i]) == 0)
+            rc = MDB_KEYEXIST;
+        uint8_t key[16], val[8];
+        put_be64(key, l->keys[i].node_id);
+        put_be64(key + 8, l->keys[i].event_id);
+        put_be64(val, l->keys[i].seq);
+        MDB_val k = {sizeof(key), key}, v = {sizeof(val), val};
+        if (rc == 0)
+            rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
+    }
+    mdb_cursor_close(cur);
+    return rc ? fail(l, rc, "events: put") : 0;
+}
+
+static int put_snaps(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ledger_snap *s = &snaps[i];
+        LT_ASSERT(s->key && s->key[0]);
+        LT_ASSERT(s->kind == LEDGER_SNAP_MEMBER || s->kind == LEDGER_SNAP_CARD);
+        MDB_dbi dbi = s->kind == LEDGER_SNAP_MEMBER ? l->members : l->cards;
+        MDB_val k = {strlen(s->key), (void *)s->key}, v = {s->len, (void *)s->value};
+        int rc = s->value ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL);
+        if (rc != 0 && !(rc == MDB_NOTFOUND && s->value == NULL))
+            return fail(l, rc, s->kind == LEDGER_SNAP_MEMBER ? "members: put" : "cards: put");
+    }
+    return 0;
+}
+
+int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                  size_t snaps_n, uint64_t checkpoint_seq)
+{
+    LT_ASSERT(n == 0 || recs);
+    LT_ASSERT(snaps_n == 0 || snaps);
+    l->errmsg[0] = '\0';
+    if (l->read_only)
+        return fail(l, LEDGER_ERR_OTHER, "commit on a read-only ledger");
+    if (n == 0 && snaps_n == 0 && checkpoint_seq == 0)
+        return 0;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fail(l, rc, "begin");
+    uint64_t last = 0;
+    rc = put_entries(l, txn, recs, n, &last);
+    if (rc == 0)
+        rc = put_events(l, txn, recs, n);
+    if (rc == 0)
+        rc = put_snaps(l, txn, snaps, snaps_n);
+    if (rc == 0 && checkpoint_seq > last) {
+        snprintf(l->errmsg, sizeof(l->errmsg), "checkpoint %llu beyond last seq %llu",
+                 (unsigned long long)checkpoint_seq, (unsigned long long)last);
+        rc = LEDGER_ERR_SEQ;
+    }
+    if (rc == 0 && checkpoint_seq > 0) {
+        uint8_t val[8];
+        put_be64(val, checkpoint_seq);
+        MDB_val k = {14, (void *)"checkpoint_seq"}, v = {sizeof(val), val};
+        if ((rc = mdb_put(txn, l->meta, &k, &v, 0)) != 0)
+            rc = fail(l, rc, "meta: put");
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
+    return rc ? fail(l, rc, "commit") : 0;
+}
+
+/* ------------------------------------------------------------------ scans */
+
+int ledger_scan(ledger *l, uint64_t from, uint64_t to,
+                int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len), void *ctx)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    if ((rc = mdb_cursor_open(txn, l->entries, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return map_err(rc);
+    }
+    uint8_t key[8];
+    put_be64(key, from);
+    MDB_val k = {sizeof(key), key}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            ret = LEDGER_ERR_CORRUPT;
+            break;
+        }
+        uint64_t seq = get_be64(k.mv_data);
+        if (to != 0 && seq > to)
+            break;
+        if ((ret = fn(ctx, seq, v.mv_data, v.mv_size)) != 0)
+            break;
+    }
+    if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        ret = map_err(rc);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return ret;
+}
+
+/* Copies an LMDB string (not NUL-terminated) into a C array. Returns 0 or -1 if too long. */
+static int copy_val(char *dst, size_t cap, const MDB_val *v)
+{
+    if (v->mv_size == 0 || v->mv_size >= cap)
+        return -1;
+    memcpy(dst, v->mv_data, v->mv_size);
+    dst[v->mv_size] = '\0';
+    return 0;
+}
+
+static int scan_members(ledger *l, MDB_txn *txn,
+                        int (*fn)(void *ctx, const uint8_t *rec, size_t len), void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->members, &cur);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        ret = fn(ctx, v.mv_data, v.mv_size);
+    mdb_cursor_close(cur);
+    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+static int scan_cards(ledger *l, MDB_txn *txn,
+                      int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->cards, &cur);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_val k, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char card[LT_ID_MAX], member[LT_ID_MAX];
+        if (copy_val(card, sizeof(card), &k) || copy_val(member, sizeof(member), &v))
+            ret = LEDGER_ERR_CORRUPT;
+        else
+            ret = fn(ctx, card, member);
+    }
+    mdb_cursor_close(cur);
+    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *rec, size_t len),
+                         int (*card_fn)(void *ctx, const char *card, const char *member_id),
+                         void *ctx)
+{
+    MDB_txn *txn;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    /* Members first: a card can only be loaded once its member exists. */
+    rc = member_fn ? scan_members(l, txn, member_fn, ctx) : 0;
+    if (rc == 0 && card_fn)
+        rc = scan_cards(l, txn, card_fn, ctx);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* For each node: seek past its last key, step back one. O(nodes * log n), not O(events). */
+static int scan_nodes_cur(MDB_cursor *cur,
+                          int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max), void *ctx)
+{
+    MDB_val k, v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size != 16)
+            return LEDGER_ERR_CORRUPT;
+        uint64_t node = get_be64(k.mv_data);
+        uint8_t next[16] = {0};
+        bool last_node = node == UINT64_MAX;
+        if (!last_node) {
+            put_be64(next, node + 1);
+            k = (MDB_val){sizeof(next), next};
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        }
+        rc = (last_node || rc == MDB_NOTFOUND) ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+             : rc == 0                         ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                                               : rc;
+        if (rc != 0)
+            return map_err(rc);
+        LT_ASSERT(k.mv_size == 16 && get_be64(k.mv_data) == node);
+        int ret = fn(ctx, node, get_be64((const uint8_t *)k.mv_data + 8));
+        if (ret != 0)
+            return ret;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
+                      void *ctx)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    if ((rc = mdb_cursor_open(txn, l->events, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return map_err(rc);
+    }
+    rc = scan_nodes_cur(cur, fn, ctx);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ stat, copy */
+
+int ledger_stat(ledger *l, ledger_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    MDB_txn *txn;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_stat ms;
+    MDB_dbi dbis[] = {l->entries, l->events, l->members, l->cards};
+    uint64_t *outs[] = {&st->entries, &st->events, &st->members, &st->cards};
+    for (size_t i = 0; i < LT_ARRAY_LEN(dbis) && rc == 0; i++)
+        if ((rc = mdb_stat(txn, dbis[i], &ms)) == 0)
+            *outs[i] = ms.ms_entries;
+    MDB_envinfo info;
+    if (rc == 0)
+        rc = mdb_env_info(l->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(l->env, &ms);
+    if (rc == 0) {
+        st->map_bytes = info.me_mapsize;
+        st->page_bytes = ms.ms_psize;
+        st->used_bytes = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    }
+    mdb_txn_abort(txn);
+    return map_err(rc);
+}
+
+int ledger_copy(ledger *l, const char *dir, char *err, size_t err_len)
+{
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        fmt_err(err, err_len, "%s: mkdir: %s", dir, strerror(errno));
+        return map_err(errno);
+    }
+    /* Compacting copy: a consistent snapshot of one read transaction, free pages left out.
+     * LMDB creates DIR/data.mdb exclusively, so an existing ledger there is never overwritten. */
+    int rc = mdb_env_copy2(l->env, dir, MDB_CP_COMPACT);
+    if (rc != 0) {
+        fmt_err(err, err_len, "%s: copy: %s", dir, mdb_strerror(rc));
+        return map_err(rc);
+    }
+    return 0;
+}

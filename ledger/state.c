@@ -1,0 +1,890 @@
+/* state.c: member state as a projection of the ledger (R30): members, lots, cards, dirty sets.
+ *
+ * Members live by value in fixed-size chunks (pointers stay valid as the state grows; members
+ * are never deleted) and are found through an open-addressing index of 8-byte slots (32-bit
+ * hash tag + member number), linear probing, grown at 70% load: about 160 bytes per member plus
+ * 24 per lot. Cards live in a record array with a free list, indexed the same way (deleted with
+ * backward shift, no tombstones), and chained per member so a member's cards are found without
+ * a scan.
+ *
+ * state_apply() checks a posting completely and reserves every allocation it may need before
+ * changing anything, so a failing posting leaves its member as it was.
+ */
+#include "state.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define CHUNK_SHIFT 10
+#define CHUNK_MEMBERS (1u << CHUNK_SHIFT)
+#define NIL UINT32_MAX
+#define MEMBERS_MAX (UINT32_MAX - 1)
+#define TABLE_SLOTS_MIN 1024u
+#define MEMBER_REC_VERSION 1
+#define MEMBER_REC_FIXED (1 + 3 + 4 + 4 + 5 * 8 + 4) /* without strings and lots */
+#define LOT_REC_BYTES 24
+#define HASH_SEED_MEMBER 0x6d656d62ull
+#define HASH_SEED_CARD 0x63617264ull
+
+typedef struct {
+    lt_member m;
+    uint32_t cards; /* first card record of this member, or NIL */
+    uint8_t dirty;
+} mrec;
+
+typedef struct {
+    char card[LT_ID_MAX];
+    uint32_t member; /* member number, NIL while the record is free */
+    uint32_t next;   /* next card of the same member, or next free record */
+    uint8_t dirty;
+} crec;
+
+typedef struct {
+    uint32_t tag; /* low 32 bits of the key's hash; its low bits pick the home slot */
+    uint32_t idx; /* member or card record number, NIL = empty */
+} slot;
+
+typedef struct {
+    slot *slots;
+    uint32_t mask; /* slots - 1, slots a power of two */
+    uint32_t n;
+} table;
+
+struct state {
+    mrec **chunks;
+    uint32_t chunks_n, chunks_cap;
+    uint32_t members_n;
+    table mtab, ctab;
+    crec *crecs;
+    uint32_t crecs_n, crecs_cap, cfree;
+    uint32_t *dirty_members;
+    uint32_t dirty_members_n, dirty_members_cap;
+    char (*dirty_cards)[LT_ID_MAX];
+    uint32_t dirty_cards_n, dirty_cards_cap;
+    uint64_t seq;
+};
+
+/* ------------------------------------------------------------------ small helpers */
+
+static mrec *member_at(const state *s, uint32_t i)
+{
+    LT_ASSERT(i < s->members_n);
+    return &s->chunks[i >> CHUNK_SHIFT][i & (CHUNK_MEMBERS - 1)];
+}
+
+static uint32_t hash_key(const char *key)
+{
+    return (uint32_t)XXH3_64bits(key, strlen(key));
+}
+
+static void seterr(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t err_len, const char *fmt, ...)
+{
+    if (err == NULL || err_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* Grows *p (an array of `size`-byte items with capacity *cap) to hold at least `need` items.
+ * Returns 0, or -1 on allocation failure (*p unchanged). */
+static int grow(void **p, uint32_t *cap, uint32_t need, size_t size, uint32_t min)
+{
+    if (need <= *cap)
+        return 0;
+    uint64_t c = *cap ? *cap : min;
+    while (c < need)
+        c *= 2;
+    if (c > UINT32_MAX)
+        c = UINT32_MAX;
+    void *q = realloc(*p, (size_t)c * size);
+    if (q == NULL)
+        return -1;
+    *p = q;
+    *cap = (uint32_t)c;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ hash index */
+
+static const char *key_at(const state *s, const table *t, uint32_t idx)
+{
+    return t == &s->mtab ? member_at(s, idx)->m.id : s->crecs[idx].card;
+}
+
+/* Returns the slot holding key, or the empty slot where it would go. */
+static slot *tab_lookup(const state *s, const table *t, uint32_t h, const char *key)
+{
+    for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
+        slot *sl = &t->slots[i];
+        if (sl->idx == NIL || (sl->tag == h && strcmp(key_at(s, t, sl->idx), key) == 0))
+            return sl;
+    }
+}
+
+/* Makes room for one more key (70% load). Returns 0 or -1 on allocation failure. */
+static int tab_reserve(table *t)
+{
+    uint64_t slots = t->slots ? (uint64_t)t->mask + 1 : 0;
+    if (((uint64_t)t->n + 1) * 10 <= slots * 7)
+        return 0;
+    uint64_t nslots = slots ? slots * 2 : TABLE_SLOTS_MIN;
+    if (nslots > ((uint64_t)1 << 32))
+        return -1;
+    slot *ns = malloc(nslots * sizeof(*ns));
+    if (ns == NULL)
+        return -1;
+    memset(ns, 0xff, nslots * sizeof(*ns));
+    uint32_t mask = (uint32_t)(nslots - 1);
+    for (uint64_t i = 0; i < slots; i++) {
+        if (t->slots[i].idx == NIL)
+            continue;
+        uint32_t j = t->slots[i].tag & mask;
+        while (ns[j].idx != NIL)
+            j = (j + 1) & mask;
+        ns[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = ns;
+    t->mask = mask;
+    return 0;
+}
+
+/* Removes a slot, shifting later members of the probe run back (no tombstones). */
+static void tab_delete(table *t, slot *sl)
+{
+    uint32_t i = (uint32_t)(sl - t->slots), j = i;
+    t->n--;
+    for (;;) {
+        t->slots[i].idx = NIL;
+        for (;;) {
+            j = (j + 1) & t->mask;
+            if (t->slots[j].idx == NIL)
+                return;
+            uint32_t home = t->slots[j].tag & t->mask;
+            /* slot j may move back to i unless its home lies cyclically in (i, j] */
+            bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (!stays)
+                break;
+        }
+        t->slots[i] = t->slots[j];
+        i = j;
+    }
+}
+
+/* ------------------------------------------------------------------ lookups */
+
+/* Returns the member's number, or NIL. */
+static uint32_t find_member_idx(const state *s, const char *id)
+{
+    return s->mtab.n ? tab_lookup(s, &s->mtab, hash_key(id), id)->idx : NIL;
+}
+
+static mrec *find_member(const state *s, const char *id)
+{
+    uint32_t idx = find_member_idx(s, id);
+    return idx == NIL ? NULL : member_at(s, idx);
+}
+
+static crec *find_card(const state *s, const char *card)
+{
+    if (s->ctab.n == 0)
+        return NULL;
+    slot *sl = tab_lookup(s, &s->ctab, hash_key(card), card);
+    return sl->idx == NIL ? NULL : &s->crecs[sl->idx];
+}
+
+const lt_member *state_member(const state *s, const char *member_id)
+{
+    mrec *r = find_member(s, member_id);
+    return r ? &r->m : NULL;
+}
+
+const char *state_card_owner(const state *s, const char *card)
+{
+    crec *c = find_card(s, card);
+    return c ? member_at(s, c->member)->m.id : NULL;
+}
+
+static const lt_member *view_member(void *ctx, const char *member_id)
+{
+    return state_member(ctx, member_id);
+}
+
+static const char *view_card_owner(void *ctx, const char *card)
+{
+    return state_card_owner(ctx, card);
+}
+
+void state_view(state *s, rules_view *v)
+{
+    v->ctx = s;
+    v->member = view_member;
+    v->card_owner = view_card_owner;
+}
+
+static int64_t lots_sum(const lt_member *m);
+
+int64_t state_balance(const lt_member *m)
+{
+    return lots_sum(m) - m->debt;
+}
+
+uint64_t state_seq(const state *s)
+{
+    return s->seq;
+}
+
+void state_set_seq(state *s, uint64_t seq)
+{
+    s->seq = seq;
+}
+
+size_t state_members(const state *s)
+{
+    return s->members_n;
+}
+
+/* ------------------------------------------------------------------ new / destroy */
+
+int state_new(state **out)
+{
+    state *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    s->cfree = NIL;
+    *out = s;
+    return 0;
+}
+
+void state_destroy(state **sp)
+{
+    if (sp == NULL || *sp == NULL)
+        return;
+    state *s = *sp;
+    for (uint32_t i = 0; i < s->members_n; i++)
+        free(member_at(s, i)->m.lots);
+    for (uint32_t i = 0; i < s->chunks_n; i++)
+        free(s->chunks[i]);
+    free(s->chunks);
+    free(s->mtab.slots);
+    free(s->ctab.slots);
+    free(s->crecs);
+    free(s->dirty_members);
+    free(s->dirty_cards);
+    free(s);
+    *sp = NULL;
+}
+
+/* ------------------------------------------------------------------ lots (R17, R18, R20) */
+
+/* Spend-order key: expiring first (0 = never, last), then earlier earned. */
+static bool lot_before(const lt_lot *a, const lt_lot *b)
+{
+    int64_t ea = a->expires_at ? a->expires_at : INT64_MAX;
+    int64_t eb = b->expires_at ? b->expires_at : INT64_MAX;
+    return ea != eb ? ea < eb : a->earned_at < b->earned_at;
+}
+
+static int lots_reserve(lt_member *m, uint32_t need)
+{
+    void *p = m->lots;
+    if (grow(&p, &m->lots_cap, need, sizeof(lt_lot), 2) != 0)
+        return -1;
+    m->lots = p;
+    return 0;
+}
+
+/* Takes `points` from the lots in spend order (caller checked they suffice). */
+static void lots_debit(lt_member *m, int64_t points)
+{
+    uint32_t gone = 0;
+    while (points > 0) {
+        LT_ASSERT(gone < m->lots_n);
+        lt_lot *lot = &m->lots[gone];
+        int64_t take = lot->points < points ? lot->points : points;
+        lot->points -= take;
+        points -= take;
+        if (lot->points == 0)
+            gone++;
+    }
+    memmove(m->lots, m->lots + gone, (m->lots_n - gone) * sizeof(lt_lot));
+    m->lots_n -= gone;
+}
+
+/* Members who spend everything give the lots' memory back. */
+static void lots_trim(lt_member *m)
+{
+    if (m->lots_n == 0 && m->lots) {
+        free(m->lots);
+        m->lots = NULL;
+        m->lots_cap = 0;
+    }
+}
+
+static int64_t lots_sum(const lt_member *m)
+{
+    int64_t held = 0;
+    for (uint32_t i = 0; i < m->lots_n; i++)
+        held += m->lots[i].points;
+    return held;
+}
+
+/* Inserts a lot after every lot that is not after it (ties keep insertion order); a lot with
+ * the same key as its predecessor is merged into it, which spends identically. Capacity for
+ * one more lot must be reserved. */
+static void lots_add(lt_member *m, lt_lot lot)
+{
+    uint32_t i = m->lots_n;
+    while (i > 0 && lot_before(&lot, &m->lots[i - 1]))
+        i--;
+    if (i > 0 && m->lots[i - 1].expires_at == lot.expires_at &&
+        m->lots[i - 1].earned_at == lot.earned_at) {
+        m->lots[i - 1].points += lot.points;
+        return;
+    }
+    LT_ASSERT(m->lots_n < m->lots_cap);
+    memmove(m->lots + i + 1, m->lots + i, (m->lots_n - i) * sizeof(lt_lot));
+    m->lots[i] = lot;
+    m->lots_n++;
+}
+
+/* ------------------------------------------------------------------ dirty tracking */
+
+static void mark_member(state *s, uint32_t idx)
+{
+    mrec *r = member_at(s, idx);
+    if (r->dirty)
+        return;
+    LT_ASSERT(s->dirty_members_n < s->dirty_members_cap);
+    r->dirty = 1;
+    s->dirty_members[s->dirty_members_n++] = idx;
+}
+
+/* A card name goes on the list once per change; a card unlinked and linked again within one
+ * checkpoint may appear twice, which only repeats the same write. */
+static void mark_card(state *s, const char *card)
+{
+    crec *c = find_card(s, card);
+    if (c && c->dirty)
+        return;
+    if (c)
+        c->dirty = 1;
+    LT_ASSERT(s->dirty_cards_n < s->dirty_cards_cap);
+    strcpy(s->dirty_cards[s->dirty_cards_n++], card);
+}
+
+int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_member *m),
+                        int (*card_fn)(void *ctx, const char *card, const char *member_id),
+                        void *ctx)
+{
+    for (uint32_t i = 0; member_fn && i < s->dirty_members_n; i++) {
+        int rc = member_fn(ctx, &member_at(s, s->dirty_members[i])->m);
+        if (rc != 0)
+            return rc;
+    }
+    for (uint32_t i = 0; card_fn && i < s->dirty_cards_n; i++) {
+        int rc = card_fn(ctx, s->dirty_cards[i], state_card_owner(s, s->dirty_cards[i]));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void state_clear_dirty(state *s)
+{
+    for (uint32_t i = 0; i < s->dirty_members_n; i++)
+        member_at(s, s->dirty_members[i])->dirty = 0;
+    for (uint32_t i = 0; i < s->dirty_cards_n; i++) {
+        crec *c = find_card(s, s->dirty_cards[i]);
+        if (c)
+            c->dirty = 0;
+    }
+    s->dirty_members_n = 0;
+    s->dirty_cards_n = 0;
+}
+
+/* ------------------------------------------------------------------ members and cards */
+
+/* Makes room for one more member (chunk and index). Returns 0 or -1. */
+static int member_reserve(state *s)
+{
+    if (s->members_n >= MEMBERS_MAX || tab_reserve(&s->mtab) != 0)
+        return -1;
+    if (s->members_n < s->chunks_n * CHUNK_MEMBERS)
+        return 0;
+    void *p = s->chunks;
+    if (grow(&p, &s->chunks_cap, s->chunks_n + 1, sizeof(mrec *), 16) != 0)
+        return -1;
+    s->chunks = p;
+    mrec *chunk = malloc(CHUNK_MEMBERS * sizeof(mrec));
+    if (chunk == NULL)
+        return -1;
+    s->chunks[s->chunks_n++] = chunk;
+    return 0;
+}
+
+/* Adds a member (room reserved, id not present) and returns its number. */
+static uint32_t member_add(state *s, const lt_member *m)
+{
+    uint32_t idx = s->members_n++;
+    mrec *r = member_at(s, idx);
+    r->m = *m;
+    r->cards = NIL;
+    r->dirty = 0;
+    uint32_t h = hash_key(m->id);
+    slot *sl = tab_lookup(s, &s->mtab, h, m->id);
+    LT_ASSERT(sl->idx == NIL);
+    *sl = (slot){h, idx};
+    s->mtab.n++;
+    return idx;
+}
+
+/* Makes room for one more card link. Returns 0 or -1. */
+static int card_reserve(state *s)
+{
+    if (tab_reserve(&s->ctab) != 0)
+        return -1;
+    if (s->cfree != NIL)
+        return 0;
+    void *p = s->crecs;
+    if (s->crecs_n == NIL || grow(&p, &s->crecs_cap, s->crecs_n + 1, sizeof(crec), 64) != 0)
+        return -1;
+    s->crecs = p;
+    return 0;
+}
+
+static void card_link(state *s, const char *card, uint32_t member)
+{
+    uint32_t idx;
+    if (s->cfree != NIL) {
+        idx = s->cfree;
+        s->cfree = s->crecs[idx].next;
+    } else {
+        LT_ASSERT(s->crecs_n < s->crecs_cap);
+        idx = s->crecs_n++;
+    }
+    crec *c = &s->crecs[idx];
+    memset(c->card, 0, sizeof(c->card));
+    strcpy(c->card, card);
+    mrec *r = member_at(s, member);
+    c->member = member;
+    c->next = r->cards;
+    c->dirty = 0;
+    r->cards = idx;
+    uint32_t h = hash_key(card);
+    slot *sl = tab_lookup(s, &s->ctab, h, card);
+    LT_ASSERT(sl->idx == NIL);
+    *sl = (slot){h, idx};
+    s->ctab.n++;
+}
+
+static void card_unlink(state *s, const char *card)
+{
+    slot *sl = tab_lookup(s, &s->ctab, hash_key(card), card);
+    LT_ASSERT(sl->idx != NIL);
+    uint32_t idx = sl->idx;
+    crec *c = &s->crecs[idx];
+    uint32_t *link = &member_at(s, c->member)->cards;
+    while (*link != idx) {
+        LT_ASSERT(*link != NIL);
+        link = &s->crecs[*link].next;
+    }
+    *link = c->next;
+    tab_delete(&s->ctab, sl);
+    c->member = NIL;
+    c->next = s->cfree;
+    s->cfree = idx;
+}
+
+size_t state_member_cards(const state *s, const char *member_id, const char **cards, size_t max)
+{
+    mrec *r = find_member(s, member_id);
+    size_t n = 0;
+    for (uint32_t i = r ? r->cards : NIL; i != NIL; i = s->crecs[i].next, n++)
+        if (n < max)
+            cards[n] = s->crecs[i].card;
+    return n;
+}
+
+int state_foreach(const state *s, int (*fn)(void *ctx, const lt_member *m), void *ctx)
+{
+    for (uint32_t i = 0; i < s->members_n; i++) {
+        int rc = fn(ctx, &member_at(s, i)->m);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int state_foreach_card(const state *s,
+                       int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx)
+{
+    for (uint32_t i = 0; i < s->crecs_n; i++) {
+        const crec *c = &s->crecs[i];
+        if (c->member == NIL)
+            continue;
+        int rc = fn(ctx, c->card, member_at(s, c->member)->m.id);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ apply (R17, R18, R30) */
+
+typedef struct {
+    int64_t debt, credit_rest; /* debt after, points left for a new lot */
+    bool link, unlink;
+} plan;
+
+/* Checks a posting against the member (NULL when created) without changing anything.
+ * Returns 0 and the plan, or -1 with err set. */
+static int check_posting(const state *s, const lt_posting *p, const mrec *r, uint32_t midx,
+                         plan *pl, char *err, size_t err_len)
+{
+    const char *id = p->member_id;
+    if (p->debit < 0 || p->credit < 0) {
+        seterr(err, err_len, "%s: negative debit or credit", id);
+        return -1;
+    }
+    int64_t held = r ? lots_sum(&r->m) : 0, debt = r ? r->m.debt : 0;
+    if (p->debit > held) {
+        seterr(err, err_len, "%s: debit %" PRId64 " exceeds the %" PRId64 " points held", id,
+               p->debit, held);
+        return -1;
+    }
+    int64_t pay = p->credit < debt ? p->credit : debt;
+    pl->debt = debt - pay;
+    pl->credit_rest = p->credit - pay;
+    int64_t balance = held - p->debit + pl->credit_rest - pl->debt;
+    if (balance != p->balance_after) {
+        seterr(err, err_len, "%s: balance after is %" PRId64 ", the entry says %" PRId64, id,
+               balance, p->balance_after);
+        return -1;
+    }
+    const crec *c = p->card[0] ? find_card(s, p->card) : NULL;
+    if (c && (r == NULL || c->member != midx)) {
+        seterr(err, err_len, "%s: card %s is linked to another member", id, p->card);
+        return -1;
+    }
+    pl->link = p->card[0] && c == NULL;
+    c = p->unlink_card[0] ? find_card(s, p->unlink_card) : NULL;
+    if (p->unlink_card[0] &&
+        (c == NULL || r == NULL || c->member != midx || strcmp(p->card, p->unlink_card) == 0)) {
+        seterr(err, err_len, "%s: card %s to unlink is not this member's", id, p->unlink_card);
+        return -1;
+    }
+    pl->unlink = c != NULL;
+    return 0;
+}
+
+/* Reserves every allocation the posting may make. Returns 0 or -1. */
+static int reserve_posting(state *s, const lt_posting *p, mrec *r, const plan *pl)
+{
+    if (p->create && member_reserve(s) != 0)
+        return -1;
+    if (r && pl->credit_rest > 0 && lots_reserve(&r->m, r->m.lots_n + 1) != 0)
+        return -1;
+    if (pl->link && card_reserve(s) != 0)
+        return -1;
+    void *dm = s->dirty_members, *dc = s->dirty_cards;
+    if (grow(&dm, &s->dirty_members_cap, s->dirty_members_n + 1, sizeof(uint32_t), 256) != 0)
+        return -1;
+    s->dirty_members = dm;
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + 2, LT_ID_MAX, 64) != 0)
+        return -1;
+    s->dirty_cards = dc;
+    return 0;
+}
+
+/* Creates the member of a create posting (room reserved). Returns its number, or NIL if the
+ * first lot cannot be allocated. */
+static uint32_t create_member(state *s, const lt_entry *e, const lt_posting *p, const plan *pl)
+{
+    lt_member m;
+    memset(&m, 0, sizeof(m));
+    strcpy(m.id, p->member_id);
+    strcpy(m.referrer, p->referrer);
+    m.birth_month = p->birth_month;
+    m.birth_day = p->birth_day;
+    m.staff = p->staff;
+    m.status = LT_MEMBER_ACTIVE;
+    m.enrolled_at = e->occurred_at;
+    if (pl->credit_rest > 0 && lots_reserve(&m, 1) != 0)
+        return NIL;
+    return member_add(s, &m);
+}
+
+static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char *err,
+                         size_t err_len)
+{
+    LT_ASSERT(memchr(p->member_id, 0, sizeof(p->member_id)) != NULL);
+    uint32_t midx = p->member_id[0] ? find_member_idx(s, p->member_id) : NIL;
+    mrec *r = midx == NIL ? NULL : member_at(s, midx);
+    if (p->member_id[0] == 0 || (p->create && r) || (!p->create && !r)) {
+        seterr(err, err_len, "%s: %s", p->member_id[0] ? p->member_id : "(no id)",
+               p->create ? "member already exists" : "unknown member");
+        return -1;
+    }
+    plan pl;
+    if (check_posting(s, p, r, midx, &pl, err, err_len) != 0)
+        return -1;
+    if (reserve_posting(s, p, r, &pl) != 0 ||
+        (p->create && (midx = create_member(s, e, p, &pl)) == NIL)) {
+        seterr(err, err_len, "%s: out of memory", p->member_id);
+        return -1;
+    }
+    lt_member *m = &member_at(s, midx)->m;
+    if (p->debit > 0)
+        lots_debit(m, p->debit);
+    m->debt = pl.debt;
+    if (pl.credit_rest > 0)
+        lots_add(m, (lt_lot){pl.credit_rest, e->occurred_at, p->credit_expires_at});
+    lots_trim(m);
+    m->lifetime_fen += p->lifetime_delta_fen;
+    m->qualifying += p->qualifying_delta;
+    if (p->tier_after[0])
+        strcpy(m->tier, p->tier_after);
+    if (p->count_sale) {
+        m->sales++;
+        m->last_purchase_at = e->occurred_at;
+    }
+    if (pl.unlink) {
+        card_unlink(s, p->unlink_card);
+        mark_card(s, p->unlink_card);
+    }
+    if (pl.link) {
+        card_link(s, p->card, midx);
+        mark_card(s, p->card);
+    }
+    mark_member(s, midx);
+    LT_ASSERT(state_balance(m) == p->balance_after);
+    return 0;
+}
+
+int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
+{
+    LT_ASSERT(e->postings_n <= LT_POSTINGS_MAX);
+    for (uint32_t i = 0; i < e->postings_n; i++)
+        if (apply_posting(s, e, &e->postings[i], err, err_len) != 0)
+            return -1;
+    s->seq = e->seq;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ records and hash */
+
+/* Record layout, version 1, integers little-endian:
+ *   u8 version, u8 len + id, u8 len + tier, u8 len + referrer,
+ *   u8 birth_month, u8 birth_day, u8 staff, u8 status, u32 sales,
+ *   i64 enrolled_at, debt, qualifying, lifetime_fen, last_purchase_at,
+ *   u32 lots_n, lots_n * (i64 points, i64 earned_at, i64 expires_at)   */
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++, v >>= 8)
+        *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint8_t *put_i64(uint8_t *p, int64_t sv)
+{
+    uint64_t v = (uint64_t)sv;
+    for (int i = 0; i < 8; i++, v >>= 8)
+        *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint8_t *put_str(uint8_t *p, const char *str)
+{
+    size_t n = strlen(str);
+    *p++ = (uint8_t)n;
+    memcpy(p, str, n);
+    return p + n;
+}
+
+static size_t member_rec_bytes(const lt_member *m)
+{
+    return MEMBER_REC_FIXED + strlen(m->id) + strlen(m->tier) + strlen(m->referrer) +
+           (size_t)m->lots_n * LOT_REC_BYTES;
+}
+
+size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
+{
+    size_t need = member_rec_bytes(m);
+    if (need > cap)
+        return 0;
+    uint8_t *p = buf;
+    *p++ = MEMBER_REC_VERSION;
+    p = put_str(p, m->id);
+    p = put_str(p, m->tier);
+    p = put_str(p, m->referrer);
+    *p++ = m->birth_month;
+    *p++ = m->birth_day;
+    *p++ = m->staff;
+    *p++ = m->status;
+    p = put_u32(p, m->sales);
+    p = put_i64(p, m->enrolled_at);
+    p = put_i64(p, m->debt);
+    p = put_i64(p, m->qualifying);
+    p = put_i64(p, m->lifetime_fen);
+    p = put_i64(p, m->last_purchase_at);
+    p = put_u32(p, m->lots_n);
+    for (uint32_t i = 0; i < m->lots_n; i++) {
+        p = put_i64(p, m->lots[i].points);
+        p = put_i64(p, m->lots[i].earned_at);
+        p = put_i64(p, m->lots[i].expires_at);
+    }
+    LT_ASSERT((size_t)(p - buf) == need);
+    return need;
+}
+
+typedef struct {
+    const uint8_t *p, *end;
+    bool bad;
+} reader;
+
+static uint64_t get_le(reader *r, int bytes)
+{
+    if (r->end - r->p < bytes) {
+        r->bad = true;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--)
+        v = v << 8 | r->p[i];
+    r->p += bytes;
+    return v;
+}
+
+static void get_str(reader *r, char *dst, size_t cap)
+{
+    size_t n = (size_t)get_le(r, 1);
+    if (r->bad || n >= cap || (size_t)(r->end - r->p) < n || memchr(r->p, 0, n)) {
+        r->bad = true;
+        dst[0] = '\0';
+        return;
+    }
+    memcpy(dst, r->p, n);
+    dst[n] = '\0';
+    r->p += n;
+}
+
+/* Decodes a record into *m, allocating m->lots. Returns 0, or -1 if malformed. */
+static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
+{
+    memset(m, 0, sizeof(*m));
+    reader r = {buf, buf + len, false};
+    if (get_le(&r, 1) != MEMBER_REC_VERSION)
+        return -1;
+    get_str(&r, m->id, sizeof(m->id));
+    get_str(&r, m->tier, sizeof(m->tier));
+    get_str(&r, m->referrer, sizeof(m->referrer));
+    m->birth_month = (uint8_t)get_le(&r, 1);
+    m->birth_day = (uint8_t)get_le(&r, 1);
+    m->staff = (uint8_t)get_le(&r, 1);
+    m->status = (uint8_t)get_le(&r, 1);
+    m->sales = (uint32_t)get_le(&r, 4);
+    m->enrolled_at = (int64_t)get_le(&r, 8);
+    m->debt = (int64_t)get_le(&r, 8);
+    m->qualifying = (int64_t)get_le(&r, 8);
+    m->lifetime_fen = (int64_t)get_le(&r, 8);
+    m->last_purchase_at = (int64_t)get_le(&r, 8);
+    uint32_t lots_n = (uint32_t)get_le(&r, 4);
+    if (r.bad || m->id[0] == 0 || m->status > LT_MEMBER_CLOSED || m->staff > 1 || m->debt < 0 ||
+        m->birth_month > 12 || m->birth_day > 31 ||
+        (size_t)(r.end - r.p) != (size_t)lots_n * LOT_REC_BYTES)
+        return -1;
+    if (lots_n && lots_reserve(m, lots_n) != 0)
+        return -1;
+    for (uint32_t i = 0; i < lots_n; i++) {
+        lt_lot *lot = &m->lots[i];
+        lot->points = (int64_t)get_le(&r, 8);
+        lot->earned_at = (int64_t)get_le(&r, 8);
+        lot->expires_at = (int64_t)get_le(&r, 8);
+        m->lots_n++;
+        if (lot->points <= 0 || (i > 0 && lot_before(lot, lot - 1))) {
+            free(m->lots);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int state_load_member(state *s, const uint8_t *buf, size_t len)
+{
+    lt_member m;
+    if (member_decode(buf, len, &m) != 0)
+        return -1;
+    mrec *r = find_member(s, m.id);
+    if (r) {
+        free(r->m.lots);
+        r->m = m;
+        return 0;
+    }
+    if (member_reserve(s) != 0) {
+        free(m.lots);
+        return -1;
+    }
+    member_add(s, &m);
+    return 0;
+}
+
+int state_load_card(state *s, const char *card, const char *member_id)
+{
+    size_t n = strlen(card);
+    if (n == 0 || n >= LT_ID_MAX)
+        return -1;
+    uint32_t midx = find_member_idx(s, member_id);
+    if (midx == NIL)
+        return -1;
+    crec *c = find_card(s, card);
+    if (c && c->member == midx)
+        return 0;
+    if (c)
+        card_unlink(s, card);
+    if (card_reserve(s) != 0)
+        return -1;
+    card_link(s, card, midx);
+    return 0;
+}
+
+/* Adds each member's and card link's hash: a sum does not depend on the order. */
+uint64_t state_hash(const state *s)
+{
+    uint8_t stack_buf[4096], *buf = stack_buf;
+    size_t cap = sizeof(stack_buf);
+    uint64_t h = 0;
+    for (uint32_t i = 0; i < s->members_n; i++) {
+        const lt_member *m = &member_at(s, i)->m;
+        size_t need = member_rec_bytes(m);
+        if (need > cap) {
+            if (buf != stack_buf)
+                free(buf);
+            buf = malloc(need);
+            LT_ASSERT(buf != NULL); /* a hash cannot fail: without memory there is no answer */
+            cap = need;
+        }
+        size_t len = state_member_encode(m, buf, cap);
+        h += XXH3_64bits_withSeed(buf, len, HASH_SEED_MEMBER);
+    }
+    if (buf != stack_buf)
+        free(buf);
+    for (uint32_t i = 0; i < s->crecs_n; i++) {
+        const crec *c = &s->crecs[i];
+        if (c->member == NIL)
+            continue;
+        uint8_t pair[2 * LT_ID_MAX];
+        size_t a = strlen(c->card), b = strlen(member_at(s, c->member)->m.id);
+        memcpy(pair, c->card, a + 1);
+        memcpy(pair + a + 1, member_at(s, c->member)->m.id, b);
+        h += XXH3_64bits_withSeed(pair, a + 1 + b, HASH_SEED_CARD);
+    }
+    return h;
+}

@@ -1,0 +1,423 @@
+/* test_ledger.c: the LMDB ledger: append and read back, gaps, dedup (R29), checkpoints, node
+ * scans, the daemon lock, readers beside a writer, durability across reopen, full maps. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ledger.h"
+
+typedef struct {
+    char dir[64];
+} fixture;
+
+static int setup(void **st)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/test_ledger.XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    fixture *f = *st;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    int rc = system(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static ledger *open_dir(const char *dir, bool read_only, bool exclusive)
+{
+    ledger_opts o = {
+        .dir = dir, .map_bytes = 64 << 20, .read_only = read_only, .exclusive = exclusive};
+    ledger *l = NULL;
+    char err[256];
+    int rc = ledger_open(&l, &o, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("ledger_open: %s (%s)", err, ledger_strerror(rc));
+    return l;
+}
+
+/* Record payloads are "entry <seq>", so reads can be checked against the seq. */
+static char g_payload[64][32];
+
+static ledger_record rec(uint64_t seq, uint64_t node, uint64_t event)
+{
+    char *p = g_payload[seq % 64];
+    snprintf(p, sizeof(g_payload[0]), "entry %llu", (unsigned long long)seq);
+    return (ledger_record){seq, {node, event}, (const uint8_t *)p, strlen(p)};
+}
+
+/* Appends seqs from..to, event ids (node, base + seq). */
+static int append(ledger *l, uint64_t from, uint64_t to, uint64_t node, uint64_t base)
+{
+    ledger_record recs[64];
+    size_t n = 0;
+    for (uint64_t s = from; s <= to; s++)
+        recs[n++] = rec(s, node, base + s);
+    return ledger_commit(l, recs, n, NULL, 0, 0);
+}
+
+typedef struct {
+    uint64_t first, last, count, stop_at;
+    int bad;
+} scan_seen;
+
+static int on_entry(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
+{
+    scan_seen *s = ctx;
+    char want[32];
+    snprintf(want, sizeof(want), "entry %llu", (unsigned long long)seq);
+    if (len != strlen(want) || memcmp(bytes, want, len) != 0)
+        s->bad++;
+    if (s->count++ == 0)
+        s->first = seq;
+    s->last = seq;
+    return seq == s->stop_at ? 7 : 0;
+}
+
+static void test_ledger_commit_scan_get(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    uint64_t seq = 99;
+    assert_int_equal(ledger_last_seq(l, &seq), 0);
+    assert_int_equal(seq, 0);
+    assert_int_equal(append(l, 1, 10, 1, 100), 0);
+    assert_int_equal(append(l, 11, 20, 2, 0), 0);
+    assert_int_equal(ledger_last_seq(l, &seq), 0);
+    assert_int_equal(seq, 20);
+
+    uint8_t buf[64];
+    size_t len;
+    assert_int_equal(ledger_get(l, 7, buf, sizeof(buf), &len), 0);
+    assert_memory_equal(buf, "entry 7", len);
+    assert_int_equal(ledger_get(l, 21, buf, sizeof(buf), &len), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_get(l, 7, buf, 3, &len), LEDGER_ERR_OTHER);
+    assert_int_equal(len, 7);
+
+    scan_seen s = {0};
+    assert_int_equal(ledger_scan(l, 0, 0, on_entry, &s), 0);
+    assert_int_equal(s.count, 20);
+    assert_int_equal(s.first, 1);
+    assert_int_equal(s.last, 20);
+    assert_int_equal(s.bad, 0);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(ledger_scan(l, 5, 12, on_entry, &s), 0);
+    assert_int_equal(s.count, 8);
+    memset(&s, 0, sizeof(s));
+    s.stop_at = 15;
+    assert_int_equal(ledger_scan(l, 10, 0, on_entry, &s), 7);
+    assert_int_equal(s.last, 15);
+
+    ledger_stats stats;
+    assert_int_equal(ledger_stat(l, &stats), 0);
+    assert_int_equal(stats.entries, 20);
+    assert_int_equal(stats.events, 20);
+    assert_int_equal(stats.map_bytes, 64 << 20);
+    assert_true(stats.used_bytes > 0 && stats.page_bytes >= 4096);
+    ledger_close(&l);
+    assert_null(l);
+    ledger_close(&l); /* safe on NULL */
+}
+
+static void test_ledger_gap_is_refused(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    assert_int_equal(append(l, 2, 3, 1, 0), LEDGER_ERR_SEQ); /* must start at 1 */
+    assert_int_equal(append(l, 1, 5, 1, 0), 0);
+    assert_int_equal(append(l, 7, 8, 1, 0), LEDGER_ERR_SEQ);
+    assert_non_null(strstr(ledger_errmsg(l), "seq 7 after 5"));
+    assert_int_equal(append(l, 5, 6, 1, 0), LEDGER_ERR_SEQ); /* overlap */
+    /* A gap inside a batch: the good first record is not written either. */
+    ledger_record recs[] = {rec(6, 1, 6), rec(8, 1, 8)};
+    assert_int_equal(ledger_commit(l, recs, 2, NULL, 0, 0), LEDGER_ERR_SEQ);
+    uint64_t seq;
+    assert_int_equal(ledger_last_seq(l, &seq), 0);
+    assert_int_equal(seq, 5);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){1, 6}, &seq), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(append(l, 6, 6, 1, 0), 0);
+    ledger_close(&l);
+}
+
+/* R29: an event id maps to its seq for ever, across reopen; it cannot be indexed twice. */
+static void test_ledger_R29_dedup_across_reopen(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    /* Interleaved tills, unsorted within the batch. */
+    ledger_record recs[] = {rec(1, 5, 30), rec(2, 3, 10), rec(3, 5, 10), rec(4, 3, 5),
+                            rec(5, 0, 0)};
+    assert_int_equal(ledger_commit(l, recs, 5, NULL, 0, 0), 0);
+    ledger_close(&l);
+
+    l = open_dir(f->dir, false, true);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_find_event(l, (lt_event_id){5, 30}, &seq), 0);
+    assert_int_equal(seq, 1);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){3, 5}, &seq), 0);
+    assert_int_equal(seq, 4);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){3, 6}, &seq), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){0, 0}, &seq), LEDGER_ERR_NOT_FOUND);
+
+    ledger_record again[] = {rec(6, 3, 11), rec(7, 5, 10)};
+    assert_int_equal(ledger_commit(l, again, 2, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record twice[] = {rec(6, 9, 1), rec(7, 9, 1)};
+    assert_int_equal(ledger_commit(l, twice, 2, NULL, 0, 0), LEDGER_ERR_DUP);
+    /* System entries (id 0, 0) are not indexed, so any number of them may be written. */
+    ledger_record sys[] = {rec(6, 0, 0), rec(7, 0, 0)};
+    assert_int_equal(ledger_commit(l, sys, 2, NULL, 0, 0), 0);
+    ledger_stats stats;
+    assert_int_equal(ledger_stat(l, &stats), 0);
+    assert_int_equal(stats.entries, 7);
+    assert_int_equal(stats.events, 4);
+    ledger_close(&l);
+}
+
+typedef struct {
+    int members, cards;
+    char last_card[LT_ID_MAX], last_owner[LT_ID_MAX];
+    size_t rec_len;
+} snap_seen;
+
+static int on_member(void *ctx, const uint8_t *rec_bytes, size_t len)
+{
+    snap_seen *s = ctx;
+    (void)rec_bytes;
+    s->members++;
+    s->rec_len += len;
+    return 0;
+}
+
+static int on_card(void *ctx, const char *card, const char *member_id)
+{
+    snap_seen *s = ctx;
+    s->cards++;
+    strcpy(s->last_card, card);
+    strcpy(s->last_owner, member_id);
+    return 0;
+}
+
+static void test_ledger_checkpoint_round_trip(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    uint64_t seq = 1;
+    assert_int_equal(ledger_checkpoint_seq(l, &seq), 0);
+    assert_int_equal(seq, 0);
+    assert_int_equal(append(l, 1, 3, 1, 0), 0);
+    const uint8_t m1[] = {1, 2, 3}, m2[] = {4, 5};
+    ledger_snap snaps[] = {
+        {LEDGER_SNAP_MEMBER, "M1", m1, sizeof(m1)},
+        {LEDGER_SNAP_MEMBER, "M2", m2, sizeof(m2)},
+        {LEDGER_SNAP_CARD, "C1", (const uint8_t *)"M1", 2},
+        {LEDGER_SNAP_CARD, "C2", (const uint8_t *)"M2", 2},
+    };
+    assert_int_equal(ledger_commit(l, NULL, 0, snaps, 4, 3), 0);
+    assert_int_equal(ledger_checkpoint_seq(l, &seq), 0);
+    assert_int_equal(seq, 3);
+    /* A checkpoint cannot cover entries the ledger does not have. */
+    assert_int_equal(ledger_commit(l, NULL, 0, snaps, 1, 4), LEDGER_ERR_SEQ);
+
+    /* Entries and their checkpoint in one transaction; a card unlinked (deleted). */
+    ledger_record r4 = rec(4, 1, 4);
+    ledger_snap next[] = {{LEDGER_SNAP_CARD, "C1", NULL, 0},
+                          {LEDGER_SNAP_CARD, "C9", NULL, 0}}; /* absent: fine */
+    assert_int_equal(ledger_commit(l, &r4, 1, next, 2, 4), 0);
+    ledger_close(&l);
+
+    l = open_dir(f->dir, true, false);
+    assert_int_equal(ledger_checkpoint_seq(l, &seq), 0);
+    assert_int_equal(seq, 4);
+    snap_seen s = {0};
+    assert_int_equal(ledger_scan_snapshot(l, on_member, on_card, &s), 0);
+    assert_int_equal(s.members, 2);
+    assert_int_equal(s.rec_len, 5);
+    assert_int_equal(s.cards, 1);
+    assert_string_equal(s.last_card, "C2");
+    assert_string_equal(s.last_owner, "M2");
+    ledger_close(&l);
+}
+
+typedef struct {
+    uint64_t node[8], max[8];
+    int n;
+} nodes_seen;
+
+static int on_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
+{
+    nodes_seen *s = ctx;
+    if (s->n < 8) {
+        s->node[s->n] = node_id;
+        s->max[s->n] = event_id_max;
+    }
+    s->n++;
+    return 0;
+}
+
+static void test_ledger_R29_scan_nodes_max_event(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    nodes_seen s = {0};
+    assert_int_equal(ledger_scan_nodes(l, on_node, &s), 0);
+    assert_int_equal(s.n, 0);
+    ledger_record recs[] = {rec(1, 7, 3),          rec(2, 7, 900),         rec(3, 7, 12),
+                            rec(4, 0, 5),          rec(5, 2, 1),           rec(6, UINT64_MAX, 4),
+                            rec(7, UINT64_MAX, 2), rec(8, 256, 1ull << 40)};
+    assert_int_equal(ledger_commit(l, recs, LT_ARRAY_LEN(recs), NULL, 0, 0), 0);
+    assert_int_equal(ledger_scan_nodes(l, on_node, &s), 0);
+    assert_int_equal(s.n, 5);
+    uint64_t want_node[] = {0, 2, 7, 256, UINT64_MAX}, want_max[] = {5, 1, 900, 1ull << 40, 4};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(s.node[i], want_node[i]);
+        assert_int_equal(s.max[i], want_max[i]);
+    }
+    ledger_close(&l);
+}
+
+static void test_ledger_exclusive_lock_refuses_second_daemon(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, true);
+    ledger_opts o = {.dir = f->dir, .exclusive = true};
+    ledger *l2 = NULL;
+    char err[256] = "";
+    assert_int_equal(ledger_open(&l2, &o, err, sizeof(err)), LEDGER_ERR_LOCKED);
+    assert_null(l2);
+    assert_non_null(strstr(err, "daemon.lock"));
+    char pid[32];
+    snprintf(pid, sizeof(pid), "pid %ld", (long)getpid());
+    assert_non_null(strstr(err, pid));
+    ledger_close(&l);
+    /* Released on close. */
+    assert_int_equal(ledger_open(&l2, &o, err, sizeof(err)), 0);
+    ledger_close(&l2);
+}
+
+/* loyaltyctl reads beside a running daemon: another process, read-only, while the writer holds
+ * the lock and keeps committing. */
+static void test_ledger_read_only_beside_writer(void **st)
+{
+    fixture *f = *st;
+    ledger *w = open_dir(f->dir, false, true);
+    assert_int_equal(append(w, 1, 10, 4, 0), 0);
+    int to_child[2];
+    assert_int_equal(pipe(to_child), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ledger_opts o = {.dir = f->dir, .read_only = true};
+        ledger *r = NULL;
+        uint64_t seq = 0, seq2 = 0;
+        int ok = ledger_open(&r, &o, NULL, 0) == 0 && ledger_last_seq(r, &seq) == 0 && seq == 10 &&
+                 ledger_commit(r, NULL, 0, NULL, 0, 1) == LEDGER_ERR_OTHER;
+        char c;
+        ok = ok && read(to_child[0], &c, 1) == 1; /* the writer committed 11..20 */
+        ok = ok && ledger_last_seq(r, &seq) == 0 && seq == 20 &&
+             ledger_find_event(r, (lt_event_id){4, 15}, &seq2) == 0 && seq2 == 15;
+        ledger_close(&r);
+        _exit(ok ? 0 : 1);
+    }
+    assert_int_equal(append(w, 11, 20, 4, 0), 0);
+    assert_int_equal(write(to_child[1], "x", 1), 1);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(to_child[0]);
+    close(to_child[1]);
+    ledger_close(&w);
+
+    char empty[80];
+    snprintf(empty, sizeof(empty), "%s/none", f->dir);
+    ledger_opts o = {.dir = empty, .read_only = true};
+    ledger *r = NULL;
+    assert_int_equal(ledger_open(&r, &o, NULL, 0), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(access(empty, F_OK), -1); /* read-only never creates */
+}
+
+static void test_ledger_durable_after_reopen_and_copy(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, true);
+    for (uint64_t s = 1; s <= 200; s += 20)
+        assert_int_equal(append(l, s, s + 19, 9, 1000), 0);
+    char copy[80];
+    snprintf(copy, sizeof(copy), "%s/backup", f->dir);
+    char err[256];
+    assert_int_equal(ledger_copy(l, copy, err, sizeof(err)), 0);
+    assert_int_equal(ledger_copy(l, copy, err, sizeof(err)), LEDGER_ERR_OTHER); /* not empty */
+    ledger_close(&l);
+
+    const char *dirs[] = {f->dir, copy};
+    for (int i = 0; i < 2; i++) {
+        l = open_dir(dirs[i], false, false);
+        uint64_t seq;
+        assert_int_equal(ledger_last_seq(l, &seq), 0);
+        assert_int_equal(seq, 200);
+        assert_int_equal(ledger_find_event(l, (lt_event_id){9, 1150}, &seq), 0);
+        assert_int_equal(seq, 150);
+        scan_seen s = {0};
+        assert_int_equal(ledger_scan(l, 1, 0, on_entry, &s), 0);
+        assert_int_equal(s.count, 200);
+        assert_int_equal(s.bad, 0);
+        assert_int_equal(append(l, 201, 201, 9, 1000), 0);
+        ledger_close(&l);
+    }
+}
+
+/* A full map fails the commit with LEDGER_ERR_MAP_FULL and leaves the ledger as it was. */
+static void test_ledger_map_full(void **st)
+{
+    fixture *f = *st;
+    ledger_opts o = {.dir = f->dir, .map_bytes = 1 << 20};
+    ledger *l = NULL;
+    assert_int_equal(ledger_open(&l, &o, NULL, 0), 0);
+    static uint8_t big[64 * 1024];
+    uint64_t seq = 0;
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        ledger_record r = {seq + 1, {1, seq + 1}, big, sizeof(big)};
+        rc = ledger_commit(l, &r, 1, NULL, 0, 0);
+        if (rc == 0)
+            seq++;
+    }
+    assert_int_equal(rc, LEDGER_ERR_MAP_FULL);
+    assert_non_null(strstr(ledger_errmsg(l), "MDB_MAP_FULL"));
+    uint64_t last;
+    assert_int_equal(ledger_last_seq(l, &last), 0);
+    assert_int_equal(last, seq);
+    ledger_record small = rec(seq + 1, 2, 1);
+    assert_int_equal(ledger_commit(l, &small, 1, NULL, 0, 0), 0); /* still usable */
+    ledger_close(&l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ledger_commit_scan_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_gap_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_dedup_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_checkpoint_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_scan_nodes_max_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_exclusive_lock_refuses_second_daemon, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_read_only_beside_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_map_full, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
