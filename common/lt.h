@@ -24,10 +24,10 @@
 #define LT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- limits, checked at the edge (ingest) ---- */
-#define LT_ID_MAX 32                    /* member ids, cards, skus, categories, stores: incl. NUL */
-#define LT_TEXT_MAX 64                  /* reward codes, reason codes, operator ids: incl. NUL */
-#define LT_TIER_NAME_MAX 16             /* incl. NUL */
-#define LT_SALE_LINES_MAX 200           /* lines per sale */
+#define LT_ID_MAX 32          /* member ids, cards, skus, categories, stores: incl. NUL */
+#define LT_TEXT_MAX 64        /* reward codes, reason codes, operator ids: incl. NUL */
+#define LT_TIER_NAME_MAX 16   /* incl. NUL */
+#define LT_SALE_LINES_MAX 200 /* lines per sale */
 #define LT_RETURN_LINES_MAX LT_SALE_LINES_MAX
 #define LT_BATCH_EVENTS_MAX 1000        /* events per till message */
 #define LT_MESSAGE_BYTES_MAX (1 << 20)  /* one till message */

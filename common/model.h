@@ -108,9 +108,9 @@ typedef struct {
     uint8_t status; /* lt_member_status */
     uint32_t sales; /* eligible sales rated (R25 first_sale) */
     int64_t enrolled_at;
-    int64_t debt;           /* R18: negative balance outside the lots, >= 0 */
-    int64_t qualifying;     /* tier-period total: fen, or points with tier_basis points (R22) */
-    int64_t lifetime_fen;   /* lifetime spend */
+    int64_t debt;         /* R18: negative balance outside the lots, >= 0 */
+    int64_t qualifying;   /* tier-period total: fen, or points with tier_basis points (R22) */
+    int64_t lifetime_fen; /* lifetime spend */
     int64_t last_purchase_at;
     uint32_t lots_n, lots_cap;
     lt_lot *lots; /* sorted by (expires_at with 0 last, earned_at): FIFO spend order (R17) */

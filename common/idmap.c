@@ -1,0 +1,110 @@
+/* idmap.c: see idmap.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "idmap.h"
+#include "lt.h"
+
+static uint64_t mix(uint64_t a, uint64_t b)
+{
+    uint64_t h = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull + (a << 6) + (a >> 2));
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+int idmap_init(idmap *m, size_t cap_hint)
+{
+    size_t cap = 16;
+    while (cap < cap_hint * 2)
+        cap <<= 1;
+    m->slots = calloc(cap, sizeof *m->slots);
+    if (m->slots == NULL)
+        return -1;
+    m->cap = cap;
+    m->n = 0;
+    return 0;
+}
+
+void idmap_free(idmap *m)
+{
+    free(m->slots);
+    m->slots = NULL;
+    m->cap = m->n = 0;
+}
+
+static int grow(idmap *m)
+{
+    idmap old = *m;
+    if (idmap_init(m, old.cap) != 0) {
+        *m = old;
+        return -1;
+    }
+    for (size_t i = 0; i < old.cap; i++) {
+        if (old.slots[i].used) {
+            idmap_slot *s = &old.slots[i];
+            idmap_put(m, s->a, s->b, s->v1, s->v2);
+        }
+    }
+    free(old.slots);
+    return 0;
+}
+
+int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2)
+{
+    if ((m->n + 1) * 2 > m->cap && grow(m) != 0)
+        return -1;
+    size_t mask = m->cap - 1;
+    for (size_t i = mix(a, b) & mask;; i = (i + 1) & mask) {
+        idmap_slot *s = &m->slots[i];
+        if (!s->used) {
+            *s = (idmap_slot){a, b, v1, v2, true};
+            m->n++;
+            return 0;
+        }
+        if (s->a == a && s->b == b) {
+            s->v1 = v1;
+            s->v2 = v2;
+            return 0;
+        }
+    }
+}
+
+idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = mix(a, b) & mask;; i = (i + 1) & mask) {
+        idmap_slot *s = &m->slots[i];
+        if (!s->used)
+            return NULL;
+        if (s->a == a && s->b == b)
+            return s;
+    }
+}
+
+void idmap_remove(idmap *m, uint64_t a, uint64_t b)
+{
+    size_t mask = m->cap - 1;
+    size_t i = mix(a, b) & mask;
+    for (;; i = (i + 1) & mask) {
+        if (!m->slots[i].used)
+            return;
+        if (m->slots[i].a == a && m->slots[i].b == b)
+            break;
+    }
+    /* backward-shift: pull later members of the probe run into the hole */
+    size_t hole = i;
+    for (size_t j = (i + 1) & mask; m->slots[j].used; j = (j + 1) & mask) {
+        size_t home = mix(m->slots[j].a, m->slots[j].b) & mask;
+        /* move j into the hole if its home is not cyclically within (hole, j] */
+        bool between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!between) {
+            m->slots[hole] = m->slots[j];
+            hole = j;
+        }
+    }
+    m->slots[hole].used = false;
+    m->n--;
+    LT_ASSERT(m->n < m->cap);
+}

@@ -1,0 +1,36 @@
+/* idmap.h: a hash map from a pair of u64 (node id, event id) to a pair of u64 values.
+ *
+ * Open addressing with linear probing and backward-shift deletion (no tombstones), so lookups
+ * stay short however many inserts and removes go through it. Used for the daemon's pending
+ * (uncommitted) event ids and its per-till high-water marks. Not thread-safe.
+ */
+#ifndef LT_IDMAP_H
+#define LT_IDMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t a, b;   /* key */
+    uint64_t v1, v2; /* values */
+    bool used;
+} idmap_slot;
+
+typedef struct {
+    idmap_slot *slots;
+    size_t cap; /* power of two */
+    size_t n;
+} idmap;
+
+/* Initialises an empty map. Returns 0 or -1 (out of memory). */
+int idmap_init(idmap *m, size_t cap_hint);
+void idmap_free(idmap *m);
+/* Inserts or overwrites. Returns 0 or -1 (out of memory). */
+int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2);
+/* Returns the slot or NULL. Valid until the next put or remove. */
+idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b);
+/* Removes a key if present. */
+void idmap_remove(idmap *m, uint64_t a, uint64_t b);
+
+#endif

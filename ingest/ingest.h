@@ -1,0 +1,72 @@
+/* ingest.h: the edge where till bytes become validated events.
+ *
+ * Two parts:
+ *  - validation: a decoded loyalty.Event becomes an lt_event, or a specific rejection reason with
+ *    a message naming the field (ingest_event_from_pb());
+ *  - zwatch: a ZeroMQ socket on a libuv loop. ZMQ_FD is edge-triggered, so the watcher drains
+ *    until EAGAIN and re-checks ZMQ_EVENTS after every send (zwatch_after_send()), or the loop
+ *    would stall with messages waiting.
+ */
+#ifndef LT_INGEST_H
+#define LT_INGEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+#include <uv.h>
+
+#include "loyalty.pb-c.h"
+#include "model.h"
+
+/* ------------------------------------------------------------------ validation */
+
+typedef struct {
+    int64_t now;               /* UTC seconds, from the caller's clock (tests inject it) */
+    int64_t future_skew_s_max; /* occurred_at may be at most this far ahead of now */
+    int64_t past_age_s_max;    /* and at most this far behind */
+} ingest_limits;
+
+/* Validates and converts one event. Returns LT_R_NONE and fills *out, or an lt_reason with a
+ * specific message in msg ("line 2: quantity 0 is not in 1..1000000"). The big arrays of *out
+ * are written only up to their counts; everything else is reset. */
+int ingest_event_from_pb(const Loyalty__Event *pe, const ingest_limits *lim, lt_event *out,
+                         char *msg, size_t msg_len);
+
+/* A 64-bit digest of an event's content, for CONFLICT detection (same id, other content). */
+uint64_t ingest_event_digest(const Loyalty__Event *pe);
+
+/* Resolves an IANA zone name (e.g. "Asia/Shanghai") to its UTC offset in minutes at UTC time t,
+ * from the system's zoneinfo files (cached). Returns 0, or -1 if the zone is unknown. */
+int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min);
+
+/* ------------------------------------------------------------------ zwatch */
+
+typedef struct zwatch zwatch;
+/* Called when the socket may be readable. Receive with ZMQ_DONTWAIT until EAGAIN or until
+ * budget messages were handled; return the number handled. */
+typedef size_t (*zwatch_read_cb)(zwatch *w, size_t budget);
+
+struct zwatch {
+    uv_poll_t poll;
+    uv_idle_t idle; /* keeps draining while more may be waiting */
+    void *sock;
+    zwatch_read_cb on_read;
+    void *data; /* the owner's */
+    bool paused;
+    bool closing;
+};
+
+/* Starts watching a ZeroMQ socket on the loop. Returns 0 or a negative uv error. */
+int zwatch_start(uv_loop_t *loop, zwatch *w, void *sock, zwatch_read_cb on_read, void *data);
+/* Stops reading (backpressure) / resumes. Resume re-checks for waiting messages. */
+void zwatch_pause(zwatch *w);
+void zwatch_resume(zwatch *w);
+/* Must be called after sending on the socket: a send can make queued input visible without a
+ * new edge on ZMQ_FD. */
+void zwatch_after_send(zwatch *w);
+/* Closes the libuv handles (not the socket). */
+void zwatch_close(zwatch *w);
+
+#endif
