@@ -1,0 +1,38 @@
+/* config.h: loyaltyd's configuration: built-in defaults, overridden by a YAML file.
+ * Every key is documented in docs/configuration.md. */
+#ifndef LT_CONFIG_H
+#define LT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_PATH_MAX 512
+
+typedef struct {
+    char data_dir[CONFIG_PATH_MAX];
+    char ingest_endpoint[CONFIG_PATH_MAX];
+    char publish_endpoint[CONFIG_PATH_MAX];
+    char query_endpoint[CONFIG_PATH_MAX];
+    char rules_file[CONFIG_PATH_MAX]; /* "" = built-in default rules */
+    char log_level[16];
+    int64_t map_size_mb;            /* LMDB map size */
+    int64_t batch_events_max;       /* events per group commit */
+    int64_t batches_max;            /* batches in the pipeline (queue depth) */
+    int64_t checkpoint_interval_ms; /* how often member state is checkpointed */
+    int64_t future_skew_s;          /* occurred_at may be this far ahead of the daemon's clock */
+    int64_t past_age_days;          /* and this far behind */
+    int64_t ingest_queue_max;       /* ZeroMQ receive high-water mark, messages */
+    int64_t heartbeat_ms;           /* idle heartbeat interval */
+} config;
+
+/* Fills c with the built-in defaults. */
+void config_defaults(config *c);
+/* Overrides c from a YAML mapping file. Returns 0, or -1 with "FILE:LINE: message" in err. */
+int config_load(config *c, const char *path, char *err, size_t err_len);
+/* Checks cross-field constraints. Returns 0, or -1 with err. */
+int config_check(const config *c, char *err, size_t err_len);
+/* Prints the effective configuration as YAML. */
+void config_print(const config *c, FILE *f);
+
+#endif

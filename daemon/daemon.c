@@ -1,0 +1,1392 @@
+/* daemon.c: loyaltyd's core: recovery, the loop thread's event path, group commit and acks.
+ *
+ * Threads and who owns what:
+ *   loop thread  ZeroMQ ingest and query sockets, rules, state, the open batch, acks;
+ *   commit       ledger_commit() of sealed batches, in order, one fsync each;
+ *   publisher    the PUB socket: entries of committed batches, heartbeats.
+ * A batch moves FREE -> OPEN (loop fills it) -> QUEUED (sealed) -> committed; it is FREE again
+ * once the loop has sent its acks and the publisher has published it. All moves happen under
+ * one mutex; the data inside a batch is written only by the loop thread while OPEN and only
+ * read afterwards.
+ *
+ * The state in memory runs ahead of the disk by the batches not yet committed. That is safe
+ * because nothing is acknowledged before its batch is durable; if a commit fails, the daemon
+ * answers INTERNAL_ERROR for every event not yet durable and exits, and the next start rebuilds
+ * the state from the ledger alone (checkpoint + entries after it).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <uv.h>
+#include <zmq.h>
+
+#include "arena.h"
+#include "daemon.h"
+#include "entry.h"
+#include "idmap.h"
+#include "ingest.h"
+#include "ledger.h"
+#include "log.h"
+#include "loyalty.pb-c.h"
+#include "pub.h"
+#include "rules.h"
+#include "state.h"
+
+#define IDENT_BYTES_MAX 255
+#define REPLY_BYTES_MAX (LT_BATCH_EVENTS_MAX * 512 + 4096)
+#define MSG_BYTES_MAX 200 /* one rejection message */
+
+enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
+
+typedef struct {
+    uint8_t ident[IDENT_BYTES_MAX];
+    uint8_t ident_len;
+    bool delimiter; /* REQ-style envelope: echo an empty frame */
+    bool has_batch_id;
+    uint64_t batch_id;
+    uint32_t ack_first, ack_n;
+} req_t;
+
+typedef struct {
+    uint64_t node, eid, seq;
+    int64_t earned, redeemed, balance;
+    uint8_t status, reason;
+    uint32_t msg_off; /* into batch msgs, or UINT32_MAX */
+} ack_t;
+
+typedef struct batch {
+    int state;
+    uint64_t order; /* sealing order: commits and acks follow it */
+    /* ledger records */
+    uint32_t n, cap;
+    ledger_record *recs;
+    size_t *offs;
+    pub_tiers *tiers; /* LT_POSTINGS_MAX per record */
+    uint8_t *tiers_n;
+    uint8_t *bytes;
+    size_t bytes_len, bytes_cap;
+    /* replies */
+    req_t *reqs;
+    uint32_t reqs_n;
+    ack_t *acks;
+    uint32_t acks_n;
+    char *msgs;
+    size_t msgs_len, msgs_cap;
+    /* checkpoint */
+    ledger_snap *snaps;
+    size_t snaps_n, snaps_cap;
+    size_t *snap_key_off, *snap_val_off;
+    uint8_t *snap_bytes;
+    size_t snap_len, snap_cap;
+    uint64_t checkpoint_seq;
+    /* results */
+    int commit_rc;
+    bool acked, published;
+    struct batch *next_commit, *next_pub;
+} batch;
+
+typedef struct {
+    uint64_t accepted, duplicate, rejected;
+    uint64_t by_reason[LT_R__COUNT];
+    uint64_t messages, commits, committed_entries;
+} daemon_stats;
+
+typedef struct {
+    const config *cfg;
+    uv_loop_t loop;
+    void *zctx;
+    rules *rules;
+    state *state;
+    rules_view view;
+    ledger *ledger;
+    pub *pub;
+    void *ingest_sock, *query_sock;
+    zwatch ingest_w, query_w;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t ckpt_timer;
+    uv_async_t async;
+    lt_arena *arena;
+    ingest_limits lim;
+
+    /* dedup: event ids in uncommitted batches -> (seq, digest); per till: max event id seen */
+    idmap pending, nodes;
+    uint64_t next_seq;      /* sequence the next accepted event gets */
+    uint64_t committed_seq; /* last durable sequence */
+    uint64_t checkpoint_seq;
+
+    /* the pipeline */
+    uv_mutex_t mu;
+    uv_cond_t commit_cv, pub_cv;
+    uv_thread_t commit_thread, pub_thread;
+    batch *batches;
+    size_t batches_n;
+    batch *open;
+    uint64_t seal_order, ack_order;
+    batch *commit_head, *commit_tail, *pub_head, *pub_tail;
+    bool committing, threads_stop;
+    uint64_t pub_committed_seq; /* for heartbeats, under mu */
+    bool ckpt_due;
+
+    /* query waiting for a quiet point (state hash) */
+    req_t *hash_waiters;
+    size_t hash_waiters_n;
+
+    bool stopping, failed;
+    int exit_code;
+    daemon_stats st;
+
+    /* scratch (loop thread) */
+    lt_event ev;
+    lt_entry entry;
+    uint8_t enc[ENTRY_BYTES_MAX];
+    Loyalty__Ack ack_pb[LT_BATCH_EVENTS_MAX];
+    Loyalty__Ack *ack_ptrs[LT_BATCH_EVENTS_MAX];
+    Loyalty__EventId ack_ids[LT_BATCH_EVENTS_MAX];
+    uint8_t reply[REPLY_BYTES_MAX];
+} daemon_t;
+
+static int64_t now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec;
+}
+
+/* ------------------------------------------------------------------ batches */
+
+static int batch_init(batch *b, uint32_t cap)
+{
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+    b->recs = calloc(cap, sizeof *b->recs);
+    b->offs = calloc(cap, sizeof *b->offs);
+    b->tiers = calloc((size_t)cap * LT_POSTINGS_MAX, sizeof *b->tiers);
+    b->tiers_n = calloc(cap, 1);
+    b->reqs = calloc(cap, sizeof *b->reqs);
+    b->acks = calloc(cap, sizeof *b->acks);
+    b->bytes_cap = (size_t)cap * 512;
+    b->bytes = malloc(b->bytes_cap);
+    b->msgs_cap = 64 * 1024;
+    b->msgs = malloc(b->msgs_cap);
+    if (!b->recs || !b->offs || !b->tiers || !b->tiers_n || !b->reqs || !b->acks || !b->bytes ||
+        !b->msgs)
+        return -1;
+    return 0;
+}
+
+static void batch_free(batch *b)
+{
+    free(b->recs);
+    free(b->offs);
+    free(b->tiers);
+    free(b->tiers_n);
+    free(b->reqs);
+    free(b->acks);
+    free(b->bytes);
+    free(b->msgs);
+    free(b->snaps);
+    free(b->snap_key_off);
+    free(b->snap_val_off);
+    free(b->snap_bytes);
+}
+
+static void batch_reset(batch *b)
+{
+    b->n = 0;
+    b->bytes_len = 0;
+    b->reqs_n = 0;
+    b->acks_n = 0;
+    b->msgs_len = 0;
+    b->snaps_n = 0;
+    b->snap_len = 0;
+    b->checkpoint_seq = 0;
+    b->commit_rc = 0;
+    b->acked = b->published = false;
+    b->next_commit = b->next_pub = NULL;
+}
+
+static bool batch_full(const daemon_t *d, const batch *b)
+{
+    return b->n >= (uint32_t)d->cfg->batch_events_max ||
+           b->acks_n >= (uint32_t)d->cfg->batch_events_max;
+}
+
+/* Grows a byte buffer to hold `need` more bytes. Returns 0 or -1. */
+static int grow_bytes(uint8_t **buf, size_t *cap, size_t len, size_t need)
+{
+    if (len + need <= *cap)
+        return 0;
+    size_t ncap = *cap * 2;
+    while (ncap < len + need)
+        ncap *= 2;
+    uint8_t *nb = realloc(*buf, ncap);
+    if (nb == NULL)
+        return -1;
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ checkpoint records */
+
+static int snap_add(batch *b, ledger_snap_kind kind, const char *key, const uint8_t *val,
+                    size_t len, bool del)
+{
+    if (b->snaps_n == b->snaps_cap) {
+        size_t ncap = b->snaps_cap ? b->snaps_cap * 2 : 1024;
+        ledger_snap *ns = realloc(b->snaps, ncap * sizeof *ns);
+        if (ns == NULL)
+            return -1;
+        b->snaps = ns;
+        size_t *nk = realloc(b->snap_key_off, ncap * sizeof *nk);
+        if (nk == NULL)
+            return -1;
+        b->snap_key_off = nk;
+        size_t *nv = realloc(b->snap_val_off, ncap * sizeof *nv);
+        if (nv == NULL)
+            return -1;
+        b->snap_val_off = nv;
+        b->snaps_cap = ncap;
+    }
+    size_t klen = strlen(key) + 1;
+    if (b->snap_cap == 0) {
+        b->snap_cap = 1 << 20;
+        b->snap_bytes = malloc(b->snap_cap);
+        if (b->snap_bytes == NULL)
+            return -1;
+    }
+    if (grow_bytes(&b->snap_bytes, &b->snap_cap, b->snap_len, klen + len) != 0)
+        return -1;
+    size_t i = b->snaps_n++;
+    b->snaps[i].kind = kind;
+    b->snaps[i].len = del ? 0 : len;
+    b->snap_key_off[i] = b->snap_len;
+    memcpy(b->snap_bytes + b->snap_len, key, klen);
+    b->snap_len += klen;
+    b->snap_val_off[i] = del ? SIZE_MAX : b->snap_len;
+    if (!del) {
+        memcpy(b->snap_bytes + b->snap_len, val, len);
+        b->snap_len += len;
+    }
+    return 0;
+}
+
+static int snap_member(void *ctx, const lt_member *m)
+{
+    uint8_t buf[64 * 1024];
+    size_t n = state_member_encode(m, buf, sizeof buf);
+    if (n == 0)
+        return -1;
+    return snap_add(ctx, LEDGER_SNAP_MEMBER, m->id, buf, n, false);
+}
+
+static int snap_card(void *ctx, const char *card, const char *member_id)
+{
+    if (member_id == NULL)
+        return snap_add(ctx, LEDGER_SNAP_CARD, card, NULL, 0, true);
+    return snap_add(ctx, LEDGER_SNAP_CARD, card, (const uint8_t *)member_id, strlen(member_id),
+                    false);
+}
+
+/* Puts every member and card changed since the last checkpoint into b; the checkpoint covers
+ * the state up to the last sequence handed out. Returns 0 or -1 (out of memory). */
+static int batch_add_checkpoint(daemon_t *d, batch *b)
+{
+    if (state_foreach_dirty(d->state, snap_member, snap_card, b) != 0)
+        return -1;
+    state_clear_dirty(d->state);
+    b->checkpoint_seq = d->next_seq - 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ commit and publisher threads
+ */
+
+static void commit_main(void *arg)
+{
+    daemon_t *d = arg;
+    for (;;) {
+        uv_mutex_lock(&d->mu);
+        while (d->commit_head == NULL && !d->threads_stop)
+            uv_cond_wait(&d->commit_cv, &d->mu);
+        if (d->commit_head == NULL) {
+            uv_mutex_unlock(&d->mu);
+            return;
+        }
+        batch *b = d->commit_head;
+        d->commit_head = b->next_commit;
+        if (d->commit_head == NULL)
+            d->commit_tail = NULL;
+        d->committing = true;
+        uv_mutex_unlock(&d->mu);
+
+        for (uint32_t i = 0; i < b->n; i++)
+            b->recs[i].bytes = b->bytes + b->offs[i];
+        for (size_t i = 0; i < b->snaps_n; i++) {
+            b->snaps[i].key = (const char *)b->snap_bytes + b->snap_key_off[i];
+            b->snaps[i].value =
+                b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
+        }
+        int rc = 0;
+        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0)
+            rc = ledger_commit(d->ledger, b->recs, b->n, b->snaps, b->snaps_n, b->checkpoint_seq);
+
+        uv_mutex_lock(&d->mu);
+        b->commit_rc = rc;
+        b->state = B_COMMITTED;
+        d->committing = false;
+        if (rc == 0) {
+            if (b->n > 0)
+                d->pub_committed_seq = b->recs[b->n - 1].seq;
+            b->next_pub = NULL;
+            if (d->pub_tail != NULL)
+                d->pub_tail->next_pub = b;
+            else
+                d->pub_head = b;
+            d->pub_tail = b;
+            uv_cond_signal(&d->pub_cv);
+        } else {
+            b->published = true; /* nothing to publish */
+        }
+        uv_mutex_unlock(&d->mu);
+        uv_async_send(&d->async);
+    }
+}
+
+static void pub_main(void *arg)
+{
+    daemon_t *d = arg;
+    uint64_t last_hb_seq = 0;
+    for (;;) {
+        uv_mutex_lock(&d->mu);
+        if (d->pub_head == NULL && !d->threads_stop) {
+            uint64_t timeout_ns = (uint64_t)d->cfg->heartbeat_ms * 1000000u;
+            if (uv_cond_timedwait(&d->pub_cv, &d->mu, timeout_ns) == UV_ETIMEDOUT &&
+                d->pub_head == NULL) {
+                last_hb_seq = d->pub_committed_seq;
+                uv_mutex_unlock(&d->mu);
+                pub_heartbeat(d->pub, last_hb_seq, now_s());
+                continue;
+            }
+        }
+        if (d->pub_head == NULL) {
+            bool stop = d->threads_stop;
+            uv_mutex_unlock(&d->mu);
+            if (stop)
+                return;
+            continue;
+        }
+        batch *b = d->pub_head;
+        d->pub_head = b->next_pub;
+        if (d->pub_head == NULL)
+            d->pub_tail = NULL;
+        uv_mutex_unlock(&d->mu);
+
+        for (uint32_t i = 0; i < b->n; i++)
+            pub_entry(d->pub, b->recs[i].bytes, b->recs[i].len, &b->tiers[i * LT_POSTINGS_MAX],
+                      b->tiers_n[i]);
+
+        uv_mutex_lock(&d->mu);
+        b->published = true;
+        uv_mutex_unlock(&d->mu);
+        uv_async_send(&d->async);
+    }
+}
+
+/* ------------------------------------------------------------------ replies */
+
+static void send_frames(daemon_t *d, void *sock, const req_t *r, const void *payload, size_t n)
+{
+    int rc = zmq_send(sock, r->ident, r->ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0 && r->delimiter)
+        rc = zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0)
+        rc = zmq_send(sock, payload, n, ZMQ_DONTWAIT);
+    if (rc < 0)
+        lt_log(LT_WARN, "reply not sent", "error=\"%s\"", zmq_strerror(zmq_errno()));
+    (void)d;
+}
+
+/* Sends one AckBatch for a request from the acks in b (or a whole-message refusal). */
+static void send_acks(daemon_t *d, const req_t *r, const batch *b, int reason, const char *msg)
+{
+    Loyalty__AckBatch ab = LOYALTY__ACK_BATCH__INIT;
+    ab.has_batch_id = r->has_batch_id;
+    ab.batch_id = r->batch_id;
+    if (reason != LT_R_NONE) {
+        ab.has_reason = 1;
+        ab.reason = (Loyalty__Reason)reason;
+        ab.message = (char *)msg;
+    }
+    for (uint32_t i = 0; b != NULL && i < r->ack_n; i++) {
+        const ack_t *a = &b->acks[r->ack_first + i];
+        Loyalty__Ack *p = &d->ack_pb[i];
+        Loyalty__EventId *id = &d->ack_ids[i];
+        loyalty__ack__init(p);
+        loyalty__event_id__init(id);
+        id->has_node_id = id->has_event_id = 1;
+        id->node_id = a->node;
+        id->event_id = a->eid;
+        p->id = id;
+        p->has_status = 1;
+        p->status = (Loyalty__Status)a->status;
+        if (a->status == LOYALTY__STATUS__REJECTED) {
+            p->has_reason = 1;
+            p->reason = (Loyalty__Reason)a->reason;
+            p->message =
+                a->msg_off != UINT32_MAX ? b->msgs + a->msg_off : (char *)lt_reason_msg(a->reason);
+        } else {
+            p->has_seq = 1;
+            p->seq = a->seq;
+        }
+        if (a->status == LOYALTY__STATUS__ACCEPTED) {
+            p->has_points_earned = p->has_points_redeemed = p->has_balance = 1;
+            p->points_earned = a->earned;
+            p->points_redeemed = a->redeemed;
+            p->balance = a->balance;
+        }
+        d->ack_ptrs[i] = p;
+    }
+    ab.n_acks = b != NULL ? r->ack_n : 0;
+    ab.acks = d->ack_ptrs;
+    size_t n = loyalty__ack_batch__get_packed_size(&ab);
+    LT_ASSERT(n <= sizeof d->reply);
+    loyalty__ack_batch__pack(&ab, d->reply);
+    send_frames(d, d->ingest_sock, r, d->reply, n);
+}
+
+/* ------------------------------------------------------------------ the event path */
+
+static batch *open_batch(daemon_t *d)
+{
+    if (d->open != NULL)
+        return d->open;
+    uv_mutex_lock(&d->mu);
+    batch *found = NULL;
+    for (size_t i = 0; i < d->batches_n; i++) {
+        if (d->batches[i].state == B_FREE) {
+            found = &d->batches[i];
+            break;
+        }
+    }
+    if (found != NULL) {
+        batch_reset(found);
+        found->state = B_OPEN;
+    }
+    uv_mutex_unlock(&d->mu);
+    d->open = found;
+    return found;
+}
+
+static void seal(daemon_t *d)
+{
+    batch *b = d->open;
+    if (b == NULL)
+        return;
+    if (d->ckpt_due) {
+        if (batch_add_checkpoint(d, b) != 0)
+            lt_log(LT_WARN, "checkpoint skipped: out of memory", NULL);
+        d->ckpt_due = false;
+    }
+    d->open = NULL;
+    uv_mutex_lock(&d->mu);
+    b->state = B_QUEUED;
+    b->order = ++d->seal_order;
+    b->next_commit = NULL;
+    if (d->commit_tail != NULL)
+        d->commit_tail->next_commit = b;
+    else
+        d->commit_head = b;
+    d->commit_tail = b;
+    uv_cond_signal(&d->commit_cv);
+    uv_mutex_unlock(&d->mu);
+}
+
+/* Seals the open batch when the commit thread is idle (group commit: whatever arrived during the
+ * previous fsync goes in one transaction) or when it is full. */
+static void maybe_seal(daemon_t *d)
+{
+    batch *b = d->open;
+    if (b == NULL || (b->n == 0 && b->reqs_n == 0 && !d->ckpt_due))
+        return;
+    uv_mutex_lock(&d->mu);
+    bool idle = d->commit_head == NULL && !d->committing;
+    uv_mutex_unlock(&d->mu);
+    if (idle || batch_full(d, b))
+        seal(d);
+}
+
+static uint32_t add_msg(batch *b, const char *msg)
+{
+    size_t n = strnlen(msg, MSG_BYTES_MAX - 1);
+    if (b->msgs_len + n + 1 > b->msgs_cap) {
+        size_t ncap = b->msgs_cap * 2;
+        char *nm = realloc(b->msgs, ncap);
+        if (nm == NULL)
+            return UINT32_MAX;
+        b->msgs = nm;
+        b->msgs_cap = ncap;
+    }
+    uint32_t off = (uint32_t)b->msgs_len;
+    memcpy(b->msgs + off, msg, n);
+    b->msgs[off + n] = '\0';
+    b->msgs_len += n + 1;
+    return off;
+}
+
+static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
+{
+    a->status = LOYALTY__STATUS__REJECTED;
+    a->reason = (uint8_t)reason;
+    a->msg_off = msg != NULL && msg[0] != '\0' ? add_msg(b, msg) : UINT32_MAX;
+    d->st.rejected++;
+    d->st.by_reason[reason]++;
+    if (lt_log_enabled(LT_DEBUG))
+        lt_log(LT_DEBUG, "event rejected", "node=%llu id=%llu reason=%s detail=\"%s\"",
+               (unsigned long long)a->node, (unsigned long long)a->eid, lt_reason_name(reason),
+               msg != NULL ? msg : "");
+}
+
+/* Looks for an earlier application of this event id (R29). Returns 1 with *seq and *digest if
+ * found, 0 if new, -1 on a ledger read error. *pending tells whether the original is still
+ * waiting for its commit. */
+static int find_duplicate(daemon_t *d, lt_event_id id, uint64_t *seq, uint64_t *digest,
+                          bool *pending)
+{
+    *pending = false;
+    idmap_slot *hw = idmap_get(&d->nodes, id.node_id, 0);
+    if (hw == NULL || id.event_id > hw->v1)
+        return 0; /* above this till's high-water mark: certainly new */
+    idmap_slot *p = idmap_get(&d->pending, id.node_id, id.event_id);
+    if (p != NULL) {
+        *seq = p->v1;
+        *digest = p->v2;
+        *pending = true;
+        return 1;
+    }
+    int rc = ledger_find_event(d->ledger, id, seq);
+    if (rc == LEDGER_ERR_NOT_FOUND)
+        return 0;
+    if (rc != 0)
+        return -1;
+    size_t len;
+    if (ledger_get(d->ledger, *seq, d->enc, sizeof d->enc, &len) != 0 ||
+        entry_decode(d->enc, len, &d->entry) != 0)
+        return -1;
+    *digest = d->entry.digest;
+    return 1;
+}
+
+static const char *tier_name(daemon_t *d, const char *member_id)
+{
+    const lt_member *m = state_member(d->state, member_id);
+    if (m == NULL || m->tier[0] == '\0')
+        return rules_tier_base(d->rules);
+    return m->tier;
+}
+
+/* Rates, applies and records one event. Returns true if the request must wait for a commit. */
+static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t *a)
+{
+    char msg[MSG_BYTES_MAX];
+    memset(a, 0, sizeof *a);
+    a->msg_off = UINT32_MAX;
+    if (pe->id != NULL) {
+        a->node = pe->id->node_id;
+        a->eid = pe->id->event_id;
+    }
+    int rc = ingest_event_from_pb(pe, &d->lim, &d->ev, msg, sizeof msg);
+    if (rc != LT_R_NONE) {
+        reject(d, b, a, rc, msg);
+        return false;
+    }
+    uint64_t digest = ingest_event_digest(pe);
+    uint64_t seq = 0, orig_digest = 0;
+    bool pending;
+    int dup = find_duplicate(d, d->ev.id, &seq, &orig_digest, &pending);
+    if (dup < 0) {
+        reject(d, b, a, LT_R_INTERNAL_ERROR, "ledger read failed");
+        return false;
+    }
+    if (dup == 1) {
+        if (orig_digest != 0 && digest != 0 && orig_digest != digest) {
+            snprintf(msg, sizeof msg, "event id was applied at seq %llu with other content",
+                     (unsigned long long)seq);
+            reject(d, b, a, LT_R_CONFLICT, msg);
+            return false;
+        }
+        a->status = LOYALTY__STATUS__DUPLICATE;
+        a->seq = seq;
+        d->st.duplicate++;
+        return pending;
+    }
+    rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
+    if (rc != LT_R_NONE) {
+        reject(d, b, a, rc, NULL);
+        return false;
+    }
+    lt_entry *e = &d->entry;
+    e->seq = d->next_seq;
+    e->digest = digest;
+    pub_tiers *tiers = &b->tiers[(size_t)b->n * LT_POSTINGS_MAX];
+    for (uint32_t i = 0; i < e->postings_n; i++)
+        snprintf(tiers[i].before, sizeof tiers[i].before, "%s",
+                 tier_name(d, e->postings[i].member_id));
+    char err[256];
+    if (state_apply(d->state, e, err, sizeof err) != 0) {
+        /* rating produced an entry the state refuses: a bug. If a later posting failed, the
+         * state is half-changed and must not serve another event. */
+        lt_log(LT_ERROR, "entry refused by state", "seq=%llu error=\"%s\"",
+               (unsigned long long)e->seq, err);
+        reject(d, b, a, LT_R_INTERNAL_ERROR, "rating produced an inconsistent entry");
+        if (e->postings_n > 1) {
+            d->failed = true;
+            d->exit_code = 70;
+        }
+        return false;
+    }
+    for (uint32_t i = 0; i < e->postings_n; i++)
+        snprintf(tiers[i].after, sizeof tiers[i].after, "%s",
+                 tier_name(d, e->postings[i].member_id));
+    b->tiers_n[b->n] = (uint8_t)e->postings_n;
+    size_t len = entry_encode(e, d->enc, sizeof d->enc);
+    LT_ASSERT(len > 0);
+    if (grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {
+        lt_log(LT_ERROR, "out of memory for a batch", NULL);
+        d->failed = true;
+        d->exit_code = 71;
+        return false;
+    }
+    memcpy(b->bytes + b->bytes_len, d->enc, len);
+    ledger_record *r = &b->recs[b->n];
+    r->seq = e->seq;
+    r->id = e->id;
+    r->len = len;
+    r->bytes = NULL; /* fixed up at commit: bytes may move while the batch fills */
+    b->offs[b->n] = b->bytes_len;
+    b->bytes_len += len;
+    b->n++;
+    d->next_seq++;
+    idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, digest);
+    idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
+    if (hw == NULL || e->id.event_id > hw->v1)
+        idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0);
+    a->status = LOYALTY__STATUS__ACCEPTED;
+    a->seq = e->seq;
+    a->earned = e->points_earned;
+    a->redeemed = e->points_redeemed;
+    a->balance = e->postings_n > 0 ? e->postings[0].balance_after : 0;
+    d->st.accepted++;
+    return true;
+}
+
+static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *msg)
+{
+    d->st.by_reason[reason]++;
+    send_acks(d, r, NULL, reason, msg);
+    zwatch_after_send(&d->ingest_w);
+}
+
+static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len)
+{
+    char msg[MSG_BYTES_MAX];
+    d->st.messages++;
+    if (len > LT_MESSAGE_BYTES_MAX) {
+        snprintf(msg, sizeof msg, "message of %zu bytes exceeds the limit of %d", len,
+                 LT_MESSAGE_BYTES_MAX);
+        refuse_message(d, r, LT_R_MESSAGE_TOO_LARGE, msg);
+        return;
+    }
+    lt_arena_reset(d->arena);
+    Loyalty__EventBatch *eb = loyalty__event_batch__unpack(lt_arena_allocator(d->arena), len, data);
+    if (eb == NULL) {
+        refuse_message(d, r, LT_R_DECODE_ERROR, "message is not a valid loyalty.EventBatch");
+        return;
+    }
+    r->has_batch_id = eb->has_batch_id;
+    r->batch_id = eb->batch_id;
+    if (eb->n_events > LT_BATCH_EVENTS_MAX) {
+        snprintf(msg, sizeof msg, "%zu events in one message, at most %d", eb->n_events,
+                 LT_BATCH_EVENTS_MAX);
+        refuse_message(d, r, LT_R_BATCH_TOO_LARGE, msg);
+        return;
+    }
+    if (d->stopping) {
+        refuse_message(d, r, LT_R_SHUTTING_DOWN, "daemon is shutting down, resend later");
+        return;
+    }
+    batch *b = d->open;
+    LT_ASSERT(b != NULL && b->acks_n + LT_BATCH_EVENTS_MAX <= b->cap);
+    size_t msgs_mark = b->msgs_len;
+    r->ack_first = b->acks_n;
+    r->ack_n = (uint32_t)eb->n_events;
+    bool wait = false;
+    for (size_t i = 0; i < eb->n_events && !d->failed; i++)
+        wait |= process_event(d, b, eb->events[i], &b->acks[b->acks_n + i]);
+    if (d->failed)
+        return;
+    if (wait) {
+        b->acks_n += r->ack_n;
+        b->reqs[b->reqs_n++] = *r;
+    } else {
+        /* nothing waits for a commit: answer now and give the space back */
+        b->acks_n += r->ack_n;
+        send_acks(d, r, b, LT_R_NONE, NULL);
+        zwatch_after_send(&d->ingest_w);
+        b->acks_n -= r->ack_n;
+        b->msgs_len = msgs_mark;
+    }
+}
+
+/* Reads one multipart message: identity, optional empty delimiter, payload. Returns 1 if one
+ * was read, 0 on EAGAIN, -1 if it was malformed (consumed and dropped). */
+static int recv_request(void *sock, req_t *r, zmq_msg_t *payload)
+{
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&part);
+        return 0;
+    }
+    size_t ilen = zmq_msg_size(&part);
+    r->ident_len = (uint8_t)(ilen <= IDENT_BYTES_MAX ? ilen : IDENT_BYTES_MAX);
+    memcpy(r->ident, zmq_msg_data(&part), r->ident_len);
+    r->delimiter = false;
+    r->has_batch_id = false;
+    int frames = 1;
+    bool more = zmq_msg_more(&part);
+    zmq_msg_close(&part);
+    while (more) {
+        zmq_msg_close(payload);
+        zmq_msg_init(payload);
+        if (zmq_msg_recv(payload, sock, 0) < 0)
+            return -1;
+        more = zmq_msg_more(payload);
+        frames++;
+        if (frames == 2 && more && zmq_msg_size(payload) == 0)
+            r->delimiter = true;
+    }
+    if (frames < 2 || frames > 3 || (frames == 3 && !r->delimiter))
+        return -1;
+    return 1;
+}
+
+static size_t on_ingest(zwatch *w, size_t budget)
+{
+    daemon_t *d = w->data;
+    size_t done = 0;
+    zmq_msg_t payload;
+    zmq_msg_init(&payload);
+    while (done < budget && !d->failed) {
+        batch *b = open_batch(d);
+        if (b != NULL && batch_full(d, b)) {
+            seal(d);
+            b = open_batch(d);
+        }
+        if (b == NULL) {
+            zwatch_pause(w); /* every batch is in the pipeline: backpressure to ZeroMQ */
+            break;
+        }
+        req_t r;
+        int rc = recv_request(d->ingest_sock, &r, &payload);
+        if (rc == 0)
+            break;
+        done++;
+        if (rc < 0) {
+            lt_log(LT_WARN, "malformed envelope dropped", NULL);
+            continue;
+        }
+        handle_message(d, &r, zmq_msg_data(&payload), zmq_msg_size(&payload));
+    }
+    zmq_msg_close(&payload);
+    if (!d->failed)
+        maybe_seal(d);
+    return done;
+}
+
+/* ------------------------------------------------------------------ queries */
+
+static void send_query_reply(daemon_t *d, const req_t *r, const Loyalty__QueryReply *qr)
+{
+    size_t n = loyalty__query_reply__get_packed_size(qr);
+    uint8_t *buf = n <= sizeof d->reply ? d->reply : malloc(n);
+    if (buf == NULL)
+        return;
+    loyalty__query_reply__pack(qr, buf);
+    send_frames(d, d->query_sock, r, buf, n);
+    if (buf != d->reply)
+        free(buf);
+    zwatch_after_send(&d->query_w);
+}
+
+static void reply_member(daemon_t *d, const req_t *r, const char *id)
+{
+    Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
+    Loyalty__MemberView mv = LOYALTY__MEMBER_VIEW__INIT;
+    const lt_member *m = state_member(d->state, id);
+    qr.has_seq = 1;
+    qr.seq = d->committed_seq;
+    if (m == NULL) {
+        qr.has_ok = 1, qr.ok = 0;
+        qr.error = "unknown member";
+        send_query_reply(d, r, &qr);
+        return;
+    }
+    static const char *const status[] = {"active", "blocked", "closed"};
+    Loyalty__Lot lots_pb[256], *lots[256];
+    const char *cards[64];
+    mv.member_id = (char *)m->id;
+    mv.has_balance = 1, mv.balance = state_balance(m);
+    mv.tier = (char *)(m->tier[0] ? m->tier : rules_tier_base(d->rules));
+    mv.has_qualifying = 1, mv.qualifying = m->qualifying;
+    mv.has_lifetime_spend_fen = 1, mv.lifetime_spend_fen = m->lifetime_fen;
+    mv.n_lots = m->lots_n < 256 ? m->lots_n : 256;
+    for (size_t i = 0; i < mv.n_lots; i++) {
+        loyalty__lot__init(&lots_pb[i]);
+        lots_pb[i].has_points = lots_pb[i].has_earned_at = lots_pb[i].has_expires_at = 1;
+        lots_pb[i].points = m->lots[i].points;
+        lots_pb[i].earned_at = m->lots[i].earned_at;
+        lots_pb[i].expires_at = m->lots[i].expires_at;
+        lots[i] = &lots_pb[i];
+    }
+    mv.lots = lots;
+    size_t nc = state_member_cards(d->state, m->id, cards, 64);
+    mv.n_cards = nc < 64 ? nc : 64;
+    mv.cards = (char **)cards;
+    mv.has_birth_month = mv.has_birth_day = 1;
+    mv.birth_month = m->birth_month;
+    mv.birth_day = m->birth_day;
+    mv.has_staff = 1, mv.staff = m->staff;
+    mv.status = (char *)status[m->status < 3 ? m->status : 0];
+    mv.has_enrolled_at = 1, mv.enrolled_at = m->enrolled_at;
+    mv.referrer = (char *)m->referrer;
+    mv.has_debt = 1, mv.debt = m->debt;
+    mv.has_last_purchase_at = 1, mv.last_purchase_at = m->last_purchase_at;
+    mv.has_sales = 1, mv.sales = m->sales;
+    qr.has_ok = 1, qr.ok = 1;
+    qr.member = &mv;
+    send_query_reply(d, r, &qr);
+}
+
+static bool quiet(daemon_t *d)
+{
+    return d->committed_seq + 1 == d->next_seq && (d->open == NULL || d->open->n == 0);
+}
+
+static void answer_hash_waiters(daemon_t *d)
+{
+    if (d->hash_waiters_n == 0 || !quiet(d))
+        return;
+    Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
+    qr.has_ok = 1, qr.ok = 1;
+    qr.has_seq = 1, qr.seq = d->committed_seq;
+    qr.has_state_hash = 1, qr.state_hash = state_hash(d->state);
+    qr.has_members = 1, qr.members = state_members(d->state);
+    qr.rules_version = (char *)rules_version(d->rules);
+    for (size_t i = 0; i < d->hash_waiters_n; i++)
+        send_query_reply(d, &d->hash_waiters[i], &qr);
+    d->hash_waiters_n = 0;
+    if (!d->stopping)
+        zwatch_resume(&d->ingest_w);
+}
+
+static void handle_query(daemon_t *d, const req_t *r, const uint8_t *data, size_t len)
+{
+    Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
+    Loyalty__Query *q = loyalty__query__unpack(NULL, len, data);
+    if (q == NULL) {
+        qr.has_ok = 1, qr.ok = 0;
+        qr.error = "not a loyalty.Query";
+        send_query_reply(d, r, &qr);
+        return;
+    }
+    switch (q->q_case) {
+    case LOYALTY__QUERY__Q_MEMBER_ID:
+        reply_member(d, r, q->member_id);
+        break;
+    case LOYALTY__QUERY__Q_STATE_HASH:
+        if (d->hash_waiters_n < 64) {
+            d->hash_waiters[d->hash_waiters_n++] = *r;
+            zwatch_pause(&d->ingest_w); /* let the pipeline drain to a quiet point */
+            if (d->open != NULL && d->open->n > 0)
+                seal(d);
+            answer_hash_waiters(d);
+        } else {
+            qr.has_ok = 1, qr.ok = 0;
+            qr.error = "too many state hash requests waiting";
+            send_query_reply(d, r, &qr);
+        }
+        break;
+    case LOYALTY__QUERY__Q_STATUS:
+        qr.has_ok = 1, qr.ok = 1;
+        qr.has_seq = 1, qr.seq = d->committed_seq;
+        qr.has_members = 1, qr.members = state_members(d->state);
+        qr.rules_version = (char *)rules_version(d->rules);
+        send_query_reply(d, r, &qr);
+        break;
+    default:
+        qr.has_ok = 1, qr.ok = 0;
+        qr.error = "empty query";
+        send_query_reply(d, r, &qr);
+    }
+    loyalty__query__free_unpacked(q, NULL);
+}
+
+static size_t on_query(zwatch *w, size_t budget)
+{
+    daemon_t *d = w->data;
+    size_t done = 0;
+    zmq_msg_t payload;
+    zmq_msg_init(&payload);
+    while (done < budget) {
+        req_t r;
+        int rc = recv_request(d->query_sock, &r, &payload);
+        if (rc == 0)
+            break;
+        done++;
+        if (rc > 0)
+            handle_query(d, &r, zmq_msg_data(&payload), zmq_msg_size(&payload));
+    }
+    zmq_msg_close(&payload);
+    return done;
+}
+
+/* ------------------------------------------------------------------ completion, shutdown */
+
+static void final_checkpoint_and_stop(daemon_t *d);
+
+/* A commit failed: nothing from this batch on is durable. Tell every waiting till, then stop;
+ * the next start rebuilds the state from the ledger. */
+static void fail_pipeline(daemon_t *d, int rc)
+{
+    lt_log(LT_ERROR, "commit failed: refusing un-durable events and stopping", "error=\"%s\"",
+           ledger_strerror(rc));
+    for (size_t i = 0; i < d->batches_n; i++) {
+        batch *b = &d->batches[i];
+        if (b->state == B_FREE || b->acked || (b->state == B_COMMITTED && b->commit_rc == 0))
+            continue;
+        for (uint32_t j = 0; j < b->acks_n; j++) {
+            ack_t *a = &b->acks[j];
+            if (a->status != LOYALTY__STATUS__REJECTED) {
+                a->status = LOYALTY__STATUS__REJECTED;
+                a->reason = LT_R_INTERNAL_ERROR;
+                a->msg_off = UINT32_MAX;
+            }
+        }
+        for (uint32_t j = 0; j < b->reqs_n; j++)
+            send_acks(d, &b->reqs[j], b, LT_R_NONE, NULL);
+        b->acked = true;
+    }
+    d->failed = true;
+    d->exit_code = 75;
+}
+
+static void on_async(uv_async_t *h)
+{
+    daemon_t *d = h->data;
+    for (;;) {
+        /* ack the next batch in sealing order once it is committed */
+        batch *next = NULL;
+        uv_mutex_lock(&d->mu);
+        for (size_t i = 0; i < d->batches_n; i++) {
+            batch *b = &d->batches[i];
+            if (b->state == B_COMMITTED && !b->acked && b->order == d->ack_order + 1)
+                next = b;
+        }
+        uv_mutex_unlock(&d->mu);
+        if (next == NULL || d->failed)
+            break;
+        if (next->commit_rc != 0) {
+            fail_pipeline(d, next->commit_rc);
+            break;
+        }
+        for (uint32_t i = 0; i < next->reqs_n; i++)
+            send_acks(d, &next->reqs[i], next, LT_R_NONE, NULL);
+        for (uint32_t i = 0; i < next->n; i++)
+            idmap_remove(&d->pending, next->recs[i].id.node_id, next->recs[i].id.event_id);
+        if (next->n > 0)
+            d->committed_seq = next->recs[next->n - 1].seq;
+        if (next->checkpoint_seq > 0)
+            d->checkpoint_seq = next->checkpoint_seq;
+        d->st.commits++;
+        d->st.committed_entries += next->n;
+        d->ack_order = next->order;
+        uv_mutex_lock(&d->mu);
+        next->acked = true;
+        uv_mutex_unlock(&d->mu);
+    }
+    /* recycle batches both acked and published */
+    bool freed = false;
+    uv_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->batches_n; i++) {
+        batch *b = &d->batches[i];
+        if (b->state == B_COMMITTED && b->acked && b->published) {
+            b->state = B_FREE;
+            freed = true;
+        }
+    }
+    uv_mutex_unlock(&d->mu);
+    if (d->failed) {
+        zwatch_after_send(&d->ingest_w);
+        uv_stop(&d->loop);
+        return;
+    }
+    zwatch_after_send(&d->ingest_w);
+    if (d->hash_waiters_n > 0) {
+        if (d->open != NULL && d->open->n > 0)
+            seal(d);
+        answer_hash_waiters(d);
+    }
+    if (freed && !d->stopping && d->hash_waiters_n == 0)
+        zwatch_resume(&d->ingest_w);
+    if (d->open == NULL && !d->stopping)
+        open_batch(d);
+    maybe_seal(d);
+    if (d->stopping)
+        final_checkpoint_and_stop(d);
+}
+
+static bool pipeline_empty(daemon_t *d)
+{
+    bool empty = true;
+    uv_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->batches_n; i++) {
+        if (d->batches[i].state != B_FREE && d->batches[i].state != B_OPEN)
+            empty = false;
+    }
+    uv_mutex_unlock(&d->mu);
+    return empty && (d->open == NULL || (d->open->n == 0 && d->open->reqs_n == 0));
+}
+
+static void final_checkpoint_and_stop(daemon_t *d)
+{
+    if (d->open != NULL && (d->open->n > 0 || d->open->reqs_n > 0)) {
+        seal(d);
+        return; /* on_async comes back when it is committed */
+    }
+    if (!pipeline_empty(d))
+        return;
+    /* the commit thread is idle: write the last checkpoint from here */
+    batch *b = open_batch(d);
+    if (b != NULL && batch_add_checkpoint(d, b) == 0) {
+        for (size_t i = 0; i < b->snaps_n; i++) {
+            b->snaps[i].key = (const char *)b->snap_bytes + b->snap_key_off[i];
+            b->snaps[i].value =
+                b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
+        }
+        int rc = ledger_commit(d->ledger, NULL, 0, b->snaps, b->snaps_n, b->checkpoint_seq);
+        if (rc != 0)
+            lt_log(LT_WARN, "final checkpoint failed; the next start replays more", "error=\"%s\"",
+                   ledger_strerror(rc));
+        else
+            d->checkpoint_seq = b->checkpoint_seq;
+    }
+    uv_stop(&d->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_t *d = h->data;
+    if (d->stopping)
+        return;
+    lt_log(LT_INFO, "stopping: finishing events in flight", "signal=%d", signum);
+    d->stopping = true;
+    zwatch_pause(&d->ingest_w);
+    d->hash_waiters_n = 0;
+    final_checkpoint_and_stop(d);
+}
+
+static void on_ckpt_timer(uv_timer_t *h)
+{
+    daemon_t *d = h->data;
+    if (d->stopping || d->checkpoint_seq + 1 == d->next_seq)
+        return;
+    d->ckpt_due = true;
+    if (open_batch(d) != NULL)
+        maybe_seal(d);
+}
+
+/* ------------------------------------------------------------------ start-up */
+
+typedef struct {
+    daemon_t *d;
+    lt_entry *entry;
+    uint64_t n;
+    int failed;
+} replay_ctx;
+
+static int load_member(void *ctx, const uint8_t *rec, size_t len)
+{
+    return state_load_member(((daemon_t *)ctx)->state, rec, len);
+}
+
+static int load_card(void *ctx, const char *card, const char *member_id)
+{
+    return state_load_card(((daemon_t *)ctx)->state, card, member_id);
+}
+
+static int replay_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
+{
+    replay_ctx *rc = ctx;
+    char err[256];
+    if (entry_decode(bytes, len, rc->entry) != 0) {
+        lt_log(LT_ERROR, "ledger entry does not decode", "seq=%llu", (unsigned long long)seq);
+        return -1;
+    }
+    if (state_apply(rc->d->state, rc->entry, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "ledger entry does not apply", "seq=%llu error=\"%s\"",
+               (unsigned long long)seq, err);
+        return -1;
+    }
+    rc->n++;
+    return 0;
+}
+
+static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
+{
+    return idmap_put(&((daemon_t *)ctx)->nodes, node_id, 0, event_id_max, 0);
+}
+
+static int recover(daemon_t *d)
+{
+    uint64_t ckpt = 0, last = 0;
+    uv_update_time(&d->loop);
+    uint64_t t0 = uv_hrtime();
+    if (ledger_checkpoint_seq(d->ledger, &ckpt) != 0 || ledger_last_seq(d->ledger, &last) != 0)
+        return -1;
+    if (ckpt > 0 && ledger_scan_snapshot(d->ledger, load_member, load_card, d) != 0) {
+        lt_log(LT_ERROR, "checkpoint does not load", NULL);
+        return -1;
+    }
+    state_set_seq(d->state, ckpt);
+    replay_ctx rc = {d, &d->entry, 0, 0};
+    if (last > ckpt && ledger_scan(d->ledger, ckpt + 1, 0, replay_one, &rc) != 0)
+        return -1;
+    if (ledger_scan_nodes(d->ledger, load_node, d) != 0)
+        return -1;
+    d->next_seq = last + 1;
+    d->committed_seq = last;
+    d->checkpoint_seq = ckpt;
+    d->pub_committed_seq = last;
+    lt_log(LT_INFO, "state recovered",
+           "checkpoint_seq=%llu last_seq=%llu replayed=%llu members=%zu ms=%.1f",
+           (unsigned long long)ckpt, (unsigned long long)last, (unsigned long long)rc.n,
+           state_members(d->state), (double)(uv_hrtime() - t0) / 1e6);
+    return 0;
+}
+
+static void *make_router(daemon_t *d, const char *endpoint, int rcvhwm)
+{
+    void *s = zmq_socket(d->zctx, ZMQ_ROUTER);
+    if (s == NULL)
+        return NULL;
+    int linger = 2000, sndhwm = 100000;
+    int64_t maxmsg = (int64_t)LT_MESSAGE_BYTES_MAX * 4; /* hard cap; the soft one replies */
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(s, endpoint) != 0) {
+        lt_log(LT_ERROR, "cannot bind", "endpoint=%s error=\"%s\"", endpoint,
+               zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[CONFIG_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int load_rules(daemon_t *d)
+{
+    char err[512];
+    int rc;
+    if (d->cfg->rules_file[0] != '\0')
+        rc = rules_load_file(d->cfg->rules_file, &d->rules, err, sizeof err);
+    else
+        rc = rules_load_string(rules_default_text(), strlen(rules_default_text()),
+                               "<built-in rules>", &d->rules, err, sizeof err);
+    if (rc != 0) {
+        lt_log(LT_ERROR, "rules file refused", "error=\"%s\"", err);
+        return -1;
+    }
+    lt_log(LT_INFO, "rules loaded", "version=\"%s\" file=\"%s\"", rules_version(d->rules),
+           d->cfg->rules_file[0] ? d->cfg->rules_file : "<built-in>");
+    return 0;
+}
+
+static int start(daemon_t *d)
+{
+    char err[512];
+    if (load_rules(d) != 0)
+        return -1;
+    if (mkdir_p(d->cfg->data_dir) != 0) {
+        lt_log(LT_ERROR, "cannot create data directory", "dir=%s error=\"%s\"", d->cfg->data_dir,
+               strerror(errno));
+        return -1;
+    }
+    ledger_opts lo = {.dir = d->cfg->data_dir,
+                      .map_bytes = (size_t)d->cfg->map_size_mb << 20,
+                      .read_only = false,
+                      .exclusive = true};
+    if (ledger_open(&d->ledger, &lo, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "cannot open ledger", "error=\"%s\"", err);
+        return -1;
+    }
+    if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
+        idmap_init(&d->nodes, 1024) != 0)
+        return -1;
+    state_view(d->state, &d->view);
+    if (recover(d) != 0)
+        return -1;
+    d->zctx = zmq_ctx_new();
+    if (d->zctx == NULL)
+        return -1;
+    if (pub_new(d->zctx, d->cfg->publish_endpoint, &d->pub, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "cannot start publisher", "error=\"%s\"", err);
+        return -1;
+    }
+    d->ingest_sock = make_router(d, d->cfg->ingest_endpoint, (int)d->cfg->ingest_queue_max);
+    d->query_sock = make_router(d, d->cfg->query_endpoint, 1000);
+    if (d->ingest_sock == NULL || d->query_sock == NULL)
+        return -1;
+
+    d->batches_n = (size_t)d->cfg->batches_max;
+    d->batches = calloc(d->batches_n, sizeof *d->batches);
+    if (d->batches == NULL)
+        return -1;
+    uint32_t cap = (uint32_t)d->cfg->batch_events_max + LT_BATCH_EVENTS_MAX;
+    for (size_t i = 0; i < d->batches_n; i++) {
+        if (batch_init(&d->batches[i], cap) != 0)
+            return -1;
+    }
+    d->arena = lt_arena_new(4 << 20);
+    d->hash_waiters = calloc(64, sizeof *d->hash_waiters);
+    if (d->arena == NULL || d->hash_waiters == NULL)
+        return -1;
+    d->lim.future_skew_s_max = d->cfg->future_skew_s;
+    d->lim.past_age_s_max = d->cfg->past_age_days * 86400;
+
+    uv_mutex_init(&d->mu);
+    uv_cond_init(&d->commit_cv);
+    uv_cond_init(&d->pub_cv);
+    uv_async_init(&d->loop, &d->async, on_async);
+    d->async.data = d;
+    if (uv_thread_create(&d->commit_thread, commit_main, d) != 0 ||
+        uv_thread_create(&d->pub_thread, pub_main, d) != 0)
+        return -1;
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sigterm);
+    d->sigint.data = d->sigterm.data = d;
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&d->loop, &d->ckpt_timer);
+    d->ckpt_timer.data = d;
+    uv_timer_start(&d->ckpt_timer, on_ckpt_timer, (uint64_t)d->cfg->checkpoint_interval_ms,
+                   (uint64_t)d->cfg->checkpoint_interval_ms);
+    open_batch(d);
+    if (zwatch_start(&d->loop, &d->ingest_w, d->ingest_sock, on_ingest, d) != 0 ||
+        zwatch_start(&d->loop, &d->query_w, d->query_sock, on_query, d) != 0)
+        return -1;
+    lt_log(LT_INFO, "loyaltyd ready",
+           "version=%s ingest=%s publish=%s query=%s data=%s next_seq=%llu", LT_VERSION,
+           d->cfg->ingest_endpoint, d->cfg->publish_endpoint, d->cfg->query_endpoint,
+           d->cfg->data_dir, (unsigned long long)d->next_seq);
+    return 0;
+}
+
+static void on_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* The loop is refreshed in the libuv helper so that the limits use the daemon's clock. */
+static void on_prepare(uv_prepare_t *h)
+{
+    daemon_t *d = h->data;
+    d->lim.now = now_s();
+}
+
+int daemon_run(const config *cfg)
+{
+    daemon_t *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return 1;
+    d->cfg = cfg;
+    uv_loop_init(&d->loop);
+    uv_prepare_t prep;
+    uv_prepare_init(&d->loop, &prep);
+    prep.data = d;
+    uv_prepare_start(&prep, on_prepare);
+    d->lim.now = now_s();
+    int code = 0;
+    bool threads = false;
+    if (start(d) != 0) {
+        code = 1;
+    } else {
+        threads = true;
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        code = d->failed ? d->exit_code : 0;
+    }
+    if (threads) {
+        uv_mutex_lock(&d->mu);
+        d->threads_stop = true;
+        uv_cond_broadcast(&d->commit_cv);
+        uv_cond_broadcast(&d->pub_cv);
+        uv_mutex_unlock(&d->mu);
+        uv_thread_join(&d->commit_thread);
+        uv_thread_join(&d->pub_thread);
+    }
+    lt_log(code == 0 ? LT_INFO : LT_ERROR, "loyaltyd stopped",
+           "code=%d accepted=%llu duplicate=%llu rejected=%llu commits=%llu last_seq=%llu "
+           "checkpoint_seq=%llu",
+           code, (unsigned long long)d->st.accepted, (unsigned long long)d->st.duplicate,
+           (unsigned long long)d->st.rejected, (unsigned long long)d->st.commits,
+           (unsigned long long)d->committed_seq, (unsigned long long)d->checkpoint_seq);
+    if (d->ingest_sock)
+        zmq_close(d->ingest_sock);
+    if (d->query_sock)
+        zmq_close(d->query_sock);
+    pub_destroy(&d->pub);
+    if (d->zctx)
+        zmq_ctx_term(d->zctx);
+    uv_walk(&d->loop, on_close_walk, NULL);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&d->loop);
+    ledger_close(&d->ledger);
+    state_destroy(&d->state);
+    rules_destroy(&d->rules);
+    if (d->batches != NULL) {
+        for (size_t i = 0; i < d->batches_n; i++)
+            batch_free(&d->batches[i]);
+        free(d->batches);
+    }
+    idmap_free(&d->pending);
+    idmap_free(&d->nodes);
+    lt_arena_destroy(&d->arena);
+    free(d->hash_waiters);
+    free(d);
+    return code;
+}

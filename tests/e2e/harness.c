@@ -1,0 +1,369 @@
+/* harness.c: see harness.h. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "harness.h"
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "harness: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        die("cannot find a free port: %s", strerror(errno));
+    int port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+int64_t h_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void spawn(lt_daemon *d)
+{
+    const char *bin = getenv("LOYALTYD");
+    if (bin == NULL)
+        die("LOYALTYD is not set");
+    char log[320];
+    snprintf(log, sizeof log, "%s/daemon.log", d->dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(bin, bin, "--config", d->config, (char *)NULL);
+        _exit(127);
+    }
+    d->pid = pid;
+    /* wait until it answers a status query */
+    for (int i = 0; i < 200; i++) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            d->pid = 0;
+            char cmd[400];
+            snprintf(cmd, sizeof cmd, "cat %s >&2", log);
+            if (system(cmd) != 0)
+                fprintf(stderr, "(no log)\n");
+            die("loyaltyd exited during start-up");
+        }
+        Loyalty__Query q = LOYALTY__QUERY__INIT;
+        q.q_case = LOYALTY__QUERY__Q_STATUS;
+        q.status = 1;
+        Loyalty__QueryReply *r = h_query(d, &q, 100);
+        if (r != NULL) {
+            loyalty__query_reply__free_unpacked(r, NULL);
+            return;
+        }
+    }
+    die("loyaltyd did not answer within 20 s");
+}
+
+static void connect_till(lt_daemon *d)
+{
+    if (d->dealer != NULL)
+        zmq_close(d->dealer);
+    d->dealer = zmq_socket(d->zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(d->dealer, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(d->dealer, d->ingest) != 0)
+        die("connect %s: %s", d->ingest, zmq_strerror(zmq_errno()));
+}
+
+void h_start(lt_daemon *d, const char *extra_yaml)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/lt-e2e-XXXXXX");
+    if (mkdtemp(d->dir) == NULL)
+        die("mkdtemp: %s", strerror(errno));
+    snprintf(d->config, sizeof d->config, "%s/loyaltyd.yaml", d->dir);
+    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    snprintf(d->ingest, sizeof d->ingest, "tcp://127.0.0.1:%d", free_port());
+    snprintf(d->publish, sizeof d->publish, "tcp://127.0.0.1:%d", free_port());
+    snprintf(d->query, sizeof d->query, "tcp://127.0.0.1:%d", free_port());
+    FILE *f = fopen(d->config, "w");
+    if (f == NULL)
+        die("cannot write %s", d->config);
+    fprintf(f,
+            "data_dir: %s\ningest_endpoint: %s\npublish_endpoint: %s\nquery_endpoint: %s\n"
+            "checkpoint_interval_ms: 500\n%s",
+            d->data, d->ingest, d->publish, d->query, extra_yaml != NULL ? extra_yaml : "");
+    fclose(f);
+    d->zctx = zmq_ctx_new();
+    d->next_batch_id = 1;
+    spawn(d);
+    connect_till(d);
+}
+
+void h_restart(lt_daemon *d)
+{
+    spawn(d);
+    connect_till(d);
+}
+
+int h_stop(lt_daemon *d, int sig)
+{
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, sig);
+    int status = 0;
+    for (int i = 0; i < 3000; i++) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid)
+            break;
+        if (i == 2999) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+        }
+        usleep(10000);
+    }
+    d->pid = 0;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+void h_cleanup(lt_daemon *d)
+{
+    if (d->pid > 0)
+        h_stop(d, SIGTERM);
+    if (d->dealer != NULL)
+        zmq_close(d->dealer);
+    /* no zmq_ctx_term(): a test that failed an assertion may have left a socket open, and
+     * terminating would then block for ever; the process ends soon anyway */
+    d->dealer = d->zctx = NULL;
+    if (getenv("LT_KEEP") == NULL) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "harness: could not remove %s\n", d->dir);
+    }
+}
+
+/* Receives one frame into a malloc'd buffer with a timeout. Returns its length or -1. */
+static int recv_timeout(void *sock, uint8_t **out, int timeout_ms)
+{
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return -1;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, sock, 0) < 0) {
+        zmq_msg_close(&m);
+        return -1;
+    }
+    size_t n = zmq_msg_size(&m);
+    *out = malloc(n ? n : 1);
+    memcpy(*out, zmq_msg_data(&m), n);
+    zmq_msg_close(&m);
+    return (int)n;
+}
+
+Loyalty__AckBatch *h_send_raw(lt_daemon *d, const void *bytes, size_t len, int timeout_ms)
+{
+    if (zmq_send(d->dealer, bytes, len, 0) < 0)
+        return NULL;
+    uint8_t *buf;
+    int n = recv_timeout(d->dealer, &buf, timeout_ms);
+    if (n < 0)
+        return NULL;
+    Loyalty__AckBatch *r = loyalty__ack_batch__unpack(NULL, (size_t)n, buf);
+    free(buf);
+    return r;
+}
+
+Loyalty__AckBatch *h_send(lt_daemon *d, Loyalty__EventBatch *b, int timeout_ms)
+{
+    b->has_batch_id = 1;
+    b->batch_id = d->next_batch_id++;
+    size_t n = loyalty__event_batch__get_packed_size(b);
+    uint8_t *buf = malloc(n ? n : 1);
+    loyalty__event_batch__pack(b, buf);
+    Loyalty__AckBatch *r = h_send_raw(d, buf, n, timeout_ms);
+    free(buf);
+    if (r != NULL && (!r->has_batch_id || r->batch_id != b->batch_id))
+        die("reply for batch %llu carries batch id %llu", (unsigned long long)b->batch_id,
+            (unsigned long long)r->batch_id);
+    return r;
+}
+
+Loyalty__QueryReply *h_query(lt_daemon *d, Loyalty__Query *q, int timeout_ms)
+{
+    void *s = zmq_socket(d->zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, d->query);
+    size_t n = loyalty__query__get_packed_size(q);
+    uint8_t qb[1024];
+    loyalty__query__pack(q, qb);
+    Loyalty__QueryReply *r = NULL;
+    if (zmq_send(s, qb, n, 0) >= 0) {
+        uint8_t *buf;
+        int m = recv_timeout(s, &buf, timeout_ms);
+        if (m >= 0) {
+            r = loyalty__query_reply__unpack(NULL, (size_t)m, buf);
+            free(buf);
+        }
+    }
+    zmq_close(s);
+    return r;
+}
+
+Loyalty__QueryReply *h_member(lt_daemon *d, const char *member_id)
+{
+    Loyalty__Query q = LOYALTY__QUERY__INIT;
+    q.q_case = LOYALTY__QUERY__Q_MEMBER_ID;
+    q.member_id = (char *)member_id;
+    return h_query(d, &q, 5000);
+}
+
+int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len)
+{
+    const char *bin = getenv("LOYALTYCTL");
+    if (bin == NULL)
+        die("LOYALTYCTL is not set");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s --endpoint %s --pub %s --query %s --data %s %s 2>&1", bin,
+             d->ingest, d->publish, d->query, d->data, args);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        die("popen: %s", strerror(errno));
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = '\0';
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0)
+        ; /* drain the rest so the child does not die of SIGPIPE */
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---- event building: everything goes on one list freed by h_free_events() */
+
+typedef struct alloc_node {
+    struct alloc_node *next;
+    max_align_t data[];
+} alloc_node;
+static alloc_node *g_allocs;
+
+static void *h_alloc(size_t n)
+{
+    alloc_node *a = calloc(1, sizeof *a + n);
+    if (a == NULL)
+        die("out of memory");
+    a->next = g_allocs;
+    g_allocs = a;
+    return a->data;
+}
+
+static char *h_strdup(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    char *p = h_alloc(strlen(s) + 1);
+    strcpy(p, s);
+    return p;
+}
+
+void h_free_events(void)
+{
+    while (g_allocs != NULL) {
+        alloc_node *n = g_allocs->next;
+        free(g_allocs);
+        g_allocs = n;
+    }
+}
+
+Loyalty__Event *h_event(uint64_t node, uint64_t eid, const char *member, int64_t at)
+{
+    Loyalty__Event *e = h_alloc(sizeof *e);
+    loyalty__event__init(e);
+    Loyalty__EventId *id = h_alloc(sizeof *id);
+    loyalty__event_id__init(id);
+    id->has_node_id = id->has_event_id = 1;
+    id->node_id = node;
+    id->event_id = eid;
+    e->id = id;
+    e->member_id = h_strdup(member);
+    e->store_id = h_strdup("S1");
+    e->has_occurred_at = 1;
+    e->occurred_at = at;
+    e->has_utc_offset_min = 1;
+    e->utc_offset_min = 480;
+    return e;
+}
+
+Loyalty__Event *h_sale(uint64_t node, uint64_t eid, const char *member, int64_t at,
+                       int64_t redeem_points)
+{
+    Loyalty__Event *e = h_event(node, eid, member, at);
+    Loyalty__Sale *s = h_alloc(sizeof *s);
+    loyalty__sale__init(s);
+    s->lines = h_alloc(sizeof(Loyalty__SaleLine *) * 256);
+    if (redeem_points > 0) {
+        s->has_redeem_points = 1;
+        s->redeem_points = redeem_points;
+    }
+    e->body_case = LOYALTY__EVENT__BODY_SALE;
+    e->sale = s;
+    return e;
+}
+
+void h_line(Loyalty__Event *e, const char *sku, const char *category, int64_t qty,
+            int64_t unit_list, int64_t unit_paid, uint32_t flags)
+{
+    Loyalty__SaleLine *l = h_alloc(sizeof *l);
+    loyalty__sale_line__init(l);
+    l->sku = h_strdup(sku);
+    l->category = h_strdup(category);
+    l->has_quantity = l->has_unit_list_fen = l->has_unit_paid_fen = 1;
+    l->quantity = qty;
+    l->unit_list_fen = unit_list;
+    l->unit_paid_fen = unit_paid;
+    if (flags) {
+        l->has_flags = 1;
+        l->flags = flags;
+    }
+    if (e->sale->n_lines >= 256)
+        die("too many lines for the harness");
+    e->sale->lines[e->sale->n_lines++] = l;
+}
+
+Loyalty__EventBatch *h_batch(size_t n, Loyalty__Event **events)
+{
+    Loyalty__EventBatch *b = h_alloc(sizeof *b);
+    loyalty__event_batch__init(b);
+    b->events = h_alloc(sizeof(Loyalty__Event *) * (n ? n : 1));
+    memcpy(b->events, events, sizeof(Loyalty__Event *) * n);
+    b->n_events = n;
+    return b;
+}

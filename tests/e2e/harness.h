@@ -1,0 +1,58 @@
+/* harness.h: end-to-end test support: runs the real loyaltyd on free loopback ports with a
+ * temporary data directory, and talks to it over real ZeroMQ sockets. */
+#ifndef LT_HARNESS_H
+#define LT_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "loyalty.pb-c.h"
+
+typedef struct {
+    char dir[256]; /* temporary directory: config, data/, daemon.log */
+    char config[300];
+    char data[300];
+    char ingest[64], publish[64], query[64];
+    pid_t pid;
+    void *zctx;
+    void *dealer; /* a till */
+    uint64_t next_batch_id;
+} lt_daemon;
+
+/* Creates a temp dir and config (extra_yaml appended, may be NULL) and starts the daemon.
+ * Aborts the test on failure. */
+void h_start(lt_daemon *d, const char *extra_yaml);
+/* Starts the daemon again on the same directory and ports. */
+void h_restart(lt_daemon *d);
+/* Sends sig and waits for exit; returns the exit status (or 128+signal). */
+int h_stop(lt_daemon *d, int sig);
+/* Stops (if running) and removes the temp dir. */
+void h_cleanup(lt_daemon *d);
+
+/* Sends one EventBatch (batch_id is set here) and waits for its AckBatch (timeout_ms).
+ * Caller frees the reply with loyalty__ack_batch__free_unpacked(r, NULL). NULL on timeout. */
+Loyalty__AckBatch *h_send(lt_daemon *d, Loyalty__EventBatch *b, int timeout_ms);
+/* Sends raw bytes as one till message and waits for the reply. */
+Loyalty__AckBatch *h_send_raw(lt_daemon *d, const void *bytes, size_t len, int timeout_ms);
+/* Queries the query endpoint. Caller frees with loyalty__query_reply__free_unpacked. */
+Loyalty__QueryReply *h_query(lt_daemon *d, Loyalty__Query *q, int timeout_ms);
+Loyalty__QueryReply *h_member(lt_daemon *d, const char *member_id);
+/* Runs loyaltyctl with the daemon's endpoints and data dir; output into out. Returns the exit
+ * status. */
+int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len);
+
+/* ---- building events (all strings are copied into a static pool per test) ---- */
+int64_t h_now(void);
+Loyalty__Event *h_event(uint64_t node, uint64_t eid, const char *member, int64_t at);
+Loyalty__Event *h_sale(uint64_t node, uint64_t eid, const char *member, int64_t at,
+                       int64_t redeem_points);
+/* Adds a line to a sale event. */
+void h_line(Loyalty__Event *e, const char *sku, const char *category, int64_t qty,
+            int64_t unit_list, int64_t unit_paid, uint32_t flags);
+Loyalty__EventBatch *h_batch(size_t n, Loyalty__Event **events);
+/* Frees everything h_* allocated for events and batches. */
+void h_free_events(void);
+
+#endif

@@ -1,0 +1,474 @@
+/* test_pipeline.c: end to end through the real daemon: tills -> ingest -> rating -> LMDB ledger
+ * -> acks and published updates; duplicates (R29), rejections, restart and crash recovery,
+ * replay and verify (R30). */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "harness.h"
+
+static lt_daemon g_d;
+
+static int setup(void **state)
+{
+    (void)state;
+    h_start(&g_d, "heartbeat_ms: 100\n");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_free_events();
+    return 0;
+}
+
+/* Worked example 1 of RULES.md as one sale. */
+static Loyalty__Event *example1(uint64_t eid, const char *member)
+{
+    Loyalty__Event *e = h_sale(1, eid, member, h_now(), 0);
+    h_line(e, "A", "groceries", 1, 12345, 12345, 0);
+    h_line(e, "B", "tobacco", 1, 5000, 5000, 0);
+    h_line(e, "C", "appliances", 1, 260000, 260000, 0);
+    return e;
+}
+
+static Loyalty__AckBatch *send1(Loyalty__Event *e)
+{
+    Loyalty__AckBatch *r = h_send(&g_d, h_batch(1, &e), 10000);
+    assert_non_null(r);
+    assert_int_equal(r->n_acks, 1);
+    return r;
+}
+
+static int64_t balance_of(const char *member)
+{
+    Loyalty__QueryReply *q = h_member(&g_d, member);
+    assert_non_null(q);
+    assert_true(q->ok);
+    int64_t b = q->member->balance;
+    loyalty__query_reply__free_unpacked(q, NULL);
+    return b;
+}
+
+static void *subscribe_all(void)
+{
+    void *sub = zmq_socket(g_d.zctx, ZMQ_SUB);
+    int linger = 0;
+    zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+    assert_int_equal(zmq_connect(sub, g_d.publish), 0);
+    /* a heartbeat proves the subscription has reached the publisher (slow joiner) */
+    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+    for (;;) {
+        assert_true(zmq_poll(&it, 1, 5000) > 0);
+        char topic[64] = "";
+        int n = zmq_recv(sub, topic, sizeof topic - 1, 0);
+        assert_true(n > 0);
+        topic[n] = '\0';
+        char payload[4096];
+        assert_true(zmq_recv(sub, payload, sizeof payload, 0) >= 0);
+        if (strcmp(topic, "heartbeat") == 0)
+            return sub;
+    }
+}
+
+/* Receives the next non-heartbeat message; returns its payload length, topic in topic. */
+static int next_update(void *sub, char *topic, size_t tlen, uint8_t *buf, size_t blen)
+{
+    zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+    for (;;) {
+        if (zmq_poll(&it, 1, 5000) <= 0)
+            return -1;
+        int n = zmq_recv(sub, topic, tlen - 1, 0);
+        assert_true(n > 0);
+        topic[n] = '\0';
+        int m = zmq_recv(sub, buf, blen, 0);
+        assert_true(m >= 0);
+        if (strcmp(topic, "heartbeat") != 0)
+            return m;
+    }
+}
+
+static void test_sale_is_rated_acked_and_published(void **state)
+{
+    (void)state;
+    void *sub = subscribe_all();
+    Loyalty__AckBatch *r = send1(example1(1, "13800000001"));
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->seq, 1);
+    assert_int_equal(r->acks[0]->points_earned, 175); /* RULES.md worked example 1 */
+    assert_int_equal(r->acks[0]->balance, 175);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    assert_int_equal(balance_of("13800000001"), 175);
+
+    bool got_update = false, got_sale = false, got_tier = false;
+    for (int i = 0; i < 3; i++) {
+        char topic[64];
+        uint8_t buf[8192];
+        int n = next_update(sub, topic, sizeof topic, buf, sizeof buf);
+        assert_true(n >= 0);
+        if (strcmp(topic, "member.updated") == 0) {
+            Loyalty__MemberUpdate *u = loyalty__member_update__unpack(NULL, (size_t)n, buf);
+            assert_non_null(u);
+            assert_int_equal(u->seq, 1);
+            assert_string_equal(u->member_id, "13800000001");
+            assert_int_equal(u->balance, 175);
+            assert_int_equal(u->delta, 175);
+            /* 272,345 fen qualifying lifts a new member to silver at once (R22, R23) */
+            assert_string_equal(u->tier, "silver");
+            loyalty__member_update__free_unpacked(u, NULL);
+            got_update = true;
+        } else if (strcmp(topic, "sale.rated") == 0) {
+            Loyalty__SaleRated *s = loyalty__sale_rated__unpack(NULL, (size_t)n, buf);
+            assert_non_null(s);
+            assert_int_equal(s->seq, 1);
+            assert_int_equal(s->points_earned, 175);
+            assert_int_equal(s->n_lines, 3);
+            assert_int_equal(s->lines[1]->points, 0); /* tobacco earns nothing (R9) */
+            loyalty__sale_rated__free_unpacked(s, NULL);
+            got_sale = true;
+        } else if (strcmp(topic, "tier.changed") == 0) {
+            Loyalty__TierChange *t = loyalty__tier_change__unpack(NULL, (size_t)n, buf);
+            assert_non_null(t);
+            assert_string_equal(t->from_tier, "basic");
+            assert_string_equal(t->to_tier, "silver");
+            assert_true(t->upgrade);
+            loyalty__tier_change__free_unpacked(t, NULL);
+            got_tier = true;
+        }
+    }
+    assert_true(got_update && got_sale && got_tier);
+    zmq_close(sub);
+}
+
+static void test_R29_resend_is_duplicate_with_original_seq(void **state)
+{
+    (void)state;
+    Loyalty__Event *ev[3] = {example1(1, "m1"), example1(2, "m2"), example1(3, "m1")};
+    Loyalty__EventBatch *b = h_batch(3, ev);
+    Loyalty__AckBatch *r = h_send(&g_d, b, 10000);
+    assert_non_null(r);
+    uint64_t seqs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+        seqs[i] = r->acks[i]->seq;
+    }
+    assert_int_equal(seqs[0] + 1, seqs[1]);
+    assert_int_equal(seqs[1] + 1, seqs[2]);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    int64_t before = balance_of("m1");
+    assert_int_equal(before, 350);
+
+    r = h_send(&g_d, b, 10000); /* the very same events again */
+    assert_non_null(r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__DUPLICATE);
+        assert_int_equal(r->acks[i]->seq, seqs[i]);
+    }
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    assert_int_equal(balance_of("m1"), before);
+
+    /* same id, different content: CONFLICT, and nothing applied */
+    Loyalty__Event *other = h_sale(1, 2, "m2", h_now(), 0);
+    h_line(other, "X", "groceries", 1, 100, 100, 0);
+    r = send1(other);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__REJECTED);
+    assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__CONFLICT);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+typedef struct {
+    const char *what;
+    Loyalty__Event *e;
+    Loyalty__Reason reason;
+} bad_case;
+
+static void test_invalid_events_rejected_with_reason(void **state)
+{
+    (void)state;
+    int64_t now = h_now();
+    bad_case cases[16];
+    size_t n = 0;
+
+    Loyalty__Event *e = h_sale(2, 1, "m", now, 0);
+    h_line(e, "A", "groceries", 0, 100, 100, 0);
+    cases[n++] = (bad_case){"quantity 0", e, LOYALTY__REASON__INVALID_QUANTITY};
+
+    e = h_sale(2, 2, "m", now, 0);
+    h_line(e, "A", "groceries", 1, 100, 200, 0);
+    cases[n++] = (bad_case){"paid above list", e, LOYALTY__REASON__INVALID_PRICE};
+
+    e = h_sale(2, 3, "m", now, 0);
+    h_line(e, "A", "groceries", 1, -5, -5, 0);
+    cases[n++] = (bad_case){"negative price", e, LOYALTY__REASON__INVALID_PRICE};
+
+    e = h_sale(2, 4, "m", now, 0);
+    for (int i = 0; i < 201; i++)
+        h_line(e, "A", "groceries", 1, 100, 100, 0);
+    cases[n++] = (bad_case){"201 lines", e, LOYALTY__REASON__TOO_MANY_LINES};
+
+    e = h_sale(2, 5, "m", now + 30 * 86400, 0);
+    h_line(e, "A", "groceries", 1, 100, 100, 0);
+    cases[n++] = (bad_case){"a month ahead", e, LOYALTY__REASON__TIMESTAMP_OUT_OF_RANGE};
+
+    e = h_sale(2, 6, "m", now, 0);
+    h_line(e, "A", "groceries", 1, 100, 100, 0);
+    e->has_utc_offset_min = 0;
+    cases[n++] = (bad_case){"no offset", e, LOYALTY__REASON__MISSING_FIELD};
+
+    e = h_sale(2, 7, "m", now, 0);
+    cases[n++] = (bad_case){"no lines", e, LOYALTY__REASON__MISSING_FIELD};
+
+    e = h_event(2, 8, "m", now);
+    cases[n++] = (bad_case){"no body", e, LOYALTY__REASON__MISSING_FIELD};
+
+    e = h_sale(2, 9, "m", now, 0);
+    h_line(e, "A", "groceries", 1000000, 10000000000LL, 10000000000LL, 0);
+    cases[n++] = (bad_case){"line total overflow", e, LOYALTY__REASON__AMOUNT_OVERFLOW};
+
+    e = h_sale(2, 10, "m", now, 500);
+    h_line(e, "A", "groceries", 1, 100000, 100000, 0);
+    cases[n++] = (bad_case){"redeem without points", e, LOYALTY__REASON__INSUFFICIENT_POINTS};
+
+    e = h_sale(2, 11, "m", now, 0);
+    e->time_zone = "Mars/Olympus_Mons";
+    e->has_utc_offset_min = 0;
+    h_line(e, "A", "groceries", 1, 100, 100, 0);
+    cases[n++] = (bad_case){"unknown zone", e, LOYALTY__REASON__UNKNOWN_TIME_ZONE};
+
+    e = h_sale(2, 12, NULL, now, 0);
+    h_line(e, "A", "groceries", 1, 100, 100, 0);
+    cases[n++] = (bad_case){"no member", e, LOYALTY__REASON__MISSING_FIELD};
+
+    e = h_sale(2, 13, "m", now, 0);
+    h_line(e, "A", "groceries", 1, 100, 100, 4);
+    cases[n++] = (bad_case){"unknown flag", e, LOYALTY__REASON__INVALID_FIELD};
+
+    Loyalty__Event *all[16];
+    for (size_t i = 0; i < n; i++)
+        all[i] = cases[i].e;
+    Loyalty__AckBatch *r = h_send(&g_d, h_batch(n, all), 10000);
+    assert_non_null(r);
+    assert_int_equal(r->n_acks, n);
+    for (size_t i = 0; i < n; i++) {
+        if (r->acks[i]->status != LOYALTY__STATUS__REJECTED ||
+            r->acks[i]->reason != cases[i].reason)
+            fail_msg("%s: got status %d reason %d (%s), want REJECTED %d", cases[i].what,
+                     r->acks[i]->status, r->acks[i]->reason,
+                     r->acks[i]->message ? r->acks[i]->message : "", cases[i].reason);
+        assert_non_null(r->acks[i]->message);
+        assert_true(strlen(r->acks[i]->message) > 0);
+    }
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    /* nothing of it reached the ledger: the next good event is seq 1 */
+    Loyalty__Event *good = h_sale(2, 100, "m", now, 0);
+    h_line(good, "A", "groceries", 1, 100, 100, 0);
+    r = send1(good);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->seq, 1);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_time_zone_name_is_resolved(void **state)
+{
+    (void)state;
+    Loyalty__Event *e = h_sale(3, 1, "tz", h_now(), 0);
+    e->has_utc_offset_min = 0;
+    e->time_zone = "Asia/Shanghai";
+    h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = send1(e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_undecodable_and_oversized_messages_refused(void **state)
+{
+    (void)state;
+    const char junk[] = "\xff\xff\xff\xff this is not protobuf";
+    Loyalty__AckBatch *r = h_send_raw(&g_d, junk, sizeof junk, 5000);
+    assert_non_null(r);
+    assert_true(r->has_reason);
+    assert_int_equal(r->reason, LOYALTY__REASON__DECODE_ERROR);
+    assert_int_equal(r->n_acks, 0);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    size_t big = (1 << 20) + 100;
+    uint8_t *buf = calloc(1, big);
+    r = h_send_raw(&g_d, buf, big, 5000);
+    free(buf);
+    assert_non_null(r);
+    assert_int_equal(r->reason, LOYALTY__REASON__MESSAGE_TOO_LARGE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    Loyalty__Event *many[1001];
+    for (int i = 0; i < 1001; i++) {
+        many[i] = h_sale(4, (uint64_t)i + 1, "x", h_now(), 0);
+        h_line(many[i], "A", "groceries", 1, 100, 100, 0);
+    }
+    r = h_send(&g_d, h_batch(1001, many), 5000);
+    assert_non_null(r);
+    assert_int_equal(r->reason, LOYALTY__REASON__BATCH_TOO_LARGE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    /* the daemon is still serving */
+    r = send1(example1(5, "still-alive"));
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_R15_redemption_through_daemon(void **state)
+{
+    (void)state;
+    Loyalty__AckBatch *r = send1(example1(1, "red")); /* 175 points */
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    /* worked example 4: paid 50,000 with 100 points -> 400 earned, balance 175 - 100 + 400 */
+    Loyalty__Event *e = h_sale(1, 2, "red", h_now(), 100);
+    h_line(e, "D", "groceries", 1, 50000, 50000, 0);
+    r = send1(e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->points_earned, 400);
+    assert_int_equal(r->acks[0]->points_redeemed, 100);
+    assert_int_equal(r->acks[0]->balance, 475);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_pipelined_batches_get_gap_free_sequences(void **state)
+{
+    (void)state;
+    enum { BATCHES = 30, PER = 100 };
+    for (int b = 0; b < BATCHES; b++) {
+        Loyalty__Event *ev[PER];
+        for (int i = 0; i < PER; i++) {
+            char member[32];
+            snprintf(member, sizeof member, "p%d", (b * PER + i) % 97);
+            ev[i] = h_sale(7, (uint64_t)(b * PER + i + 1), member, h_now(), 0);
+            h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
+        }
+        Loyalty__EventBatch *eb = h_batch(PER, ev);
+        eb->has_batch_id = 1;
+        eb->batch_id = (uint64_t)b + 1000;
+        size_t n = loyalty__event_batch__get_packed_size(eb);
+        uint8_t *buf = malloc(n);
+        loyalty__event_batch__pack(eb, buf);
+        assert_true(zmq_send(g_d.dealer, buf, n, 0) >= 0); /* no wait: pipelined */
+        free(buf);
+    }
+    uint64_t expect = 1;
+    zmq_pollitem_t it = {g_d.dealer, 0, ZMQ_POLLIN, 0};
+    for (int b = 0; b < BATCHES; b++) {
+        assert_true(zmq_poll(&it, 1, 10000) > 0);
+        uint8_t buf[65536];
+        int n = zmq_recv(g_d.dealer, buf, sizeof buf, 0);
+        assert_true(n > 0);
+        Loyalty__AckBatch *r = loyalty__ack_batch__unpack(NULL, (size_t)n, buf);
+        assert_non_null(r);
+        assert_int_equal(r->batch_id, (uint64_t)b + 1000); /* replies in request order */
+        for (size_t i = 0; i < r->n_acks; i++) {
+            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+            assert_int_equal(r->acks[i]->points_earned, 30);
+            assert_int_equal(r->acks[i]->seq, expect++);
+        }
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        h_free_events();
+    }
+    assert_int_equal(expect, BATCHES * PER + 1);
+}
+
+static void test_sigterm_restart_keeps_state(void **state)
+{
+    (void)state;
+    Loyalty__AckBatch *r = send1(example1(1, "keep"));
+    uint64_t seq = r->acks[0]->seq;
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    assert_int_equal(h_stop(&g_d, SIGTERM), 0);
+    h_restart(&g_d);
+    assert_int_equal(balance_of("keep"), 175);
+    r = send1(example1(1, "keep")); /* resend after restart */
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
+    assert_int_equal(r->acks[0]->seq, seq);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    r = send1(example1(2, "keep"));
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->seq, seq + 1);
+    assert_int_equal(r->acks[0]->balance, 350);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_sigkill_loses_nothing_acknowledged(void **state)
+{
+    (void)state;
+    int64_t acked_balance = 0;
+    for (uint64_t i = 1; i <= 60; i++) {
+        if (i == 51)
+            usleep(700 * 1000); /* let a checkpoint happen: recovery = checkpoint + tail */
+        Loyalty__AckBatch *r = send1(example1(i, "crash"));
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        acked_balance = r->acks[0]->balance;
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    /* 175 + 175, then platinum and diamond earn x2 (R13, R23): 175 + 175 + 58 x 350 */
+    assert_int_equal(acked_balance, 20650);
+    assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
+    h_restart(&g_d);
+    assert_int_equal(balance_of("crash"), acked_balance);
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify after SIGKILL failed (%d): %s", rc, out);
+}
+
+static void test_R30_replay_and_verify(void **state)
+{
+    (void)state;
+    for (uint64_t i = 1; i <= 20; i++) {
+        char member[16];
+        snprintf(member, sizeof member, "v%llu", (unsigned long long)(i % 7));
+        Loyalty__AckBatch *r = send1(example1(i, member));
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify failed (%d): %s", rc, out);
+    assert_non_null(strstr(out, "PASS"));
+    rc = h_ctl(&g_d, "replay", out, sizeof out);
+    if (rc != 0)
+        fail_msg("replay failed (%d): %s", rc, out);
+    rc = h_ctl(&g_d, "member show v1", out, sizeof out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "v1"));
+    rc = h_ctl(&g_d, "ledger dump --from 20", out, sizeof out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"seq\":20"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sale_is_rated_acked_and_published, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R29_resend_is_duplicate_with_original_seq, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_events_rejected_with_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_time_zone_name_is_resolved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undecodable_and_oversized_messages_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_R15_redemption_through_daemon, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_batches_get_gap_free_sequences, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_restart_keeps_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_loses_nothing_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R30_replay_and_verify, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("e2e_pipeline", tests, NULL, NULL);
+}
