@@ -1,0 +1,106 @@
+/* bench.h: lt-bench's internal interface: the latency histogram, the daemon it starts, the load
+ * run (till threads) and the raw LMDB ceiling.
+ */
+#ifndef LT_BENCH_H
+#define LT_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lt.h"
+
+#define BENCH_ENDPOINT_MAX 64
+#define BENCH_PATH_MAX 512
+#define BENCH_TILLS_MAX 64
+#define BENCH_WINDOW_MAX 64
+
+/* ---- histogram (hist.c): log-linear, 32 sub-buckets per power of two (~3% resolution) ---- */
+
+#define HIST_SUB_BITS 5
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS (64 * HIST_SUB)
+
+typedef struct {
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t n;
+    uint64_t max;
+} hist;
+
+void hist_add(hist *h, uint64_t v);
+void hist_merge(hist *into, const hist *from);
+/* Value at quantile q (0..1): the upper bound of the bucket holding it; 0 when empty. */
+uint64_t hist_quantile(const hist *h, double q);
+
+/* ---- the daemon under test (daemon.c) ---- */
+
+typedef struct {
+    pid_t pid;
+    char dir[BENCH_PATH_MAX]; /* temp dir: config, data, log */
+    char log[BENCH_PATH_MAX + 32];
+    char ingest[BENCH_ENDPOINT_MAX];
+    char query[BENCH_ENDPOINT_MAX];
+    char pub[BENCH_ENDPOINT_MAX];
+} bench_daemon;
+
+/* Creates a temp dir, writes a config with free loopback ports, starts `loyaltyd --config` and
+ * waits (up to wait_ms) until it answers a status query. Returns 0, or -1 (message printed;
+ * the log's tail is shown if the daemon died). */
+int bench_daemon_start(bench_daemon *d, const char *loyaltyd_path, int wait_ms);
+/* Sends SIGTERM, waits up to wait_ms, then SIGKILL. Returns the exit status, -1 if killed. */
+int bench_daemon_stop(bench_daemon *d, int wait_ms);
+/* Removes the temp dir. */
+void bench_daemon_cleanup(bench_daemon *d);
+/* Asks the query endpoint for status. Returns 0 and the committed seq, or -1. */
+int bench_status(const char *query_endpoint, int timeout_ms, uint64_t *seq, uint64_t *members);
+
+/* Removes a directory tree (the temp dirs). Returns 0 or -1. */
+int bench_rm_tree(const char *dir);
+
+/* ---- the load run (load.c) ---- */
+
+typedef struct {
+    const char *ingest;
+    int tills;          /* threads, one DEALER and one node id each */
+    int window;         /* batches in flight per till */
+    int batch;          /* events per message */
+    double seconds;     /* sending time; then in-flight batches drain */
+    uint32_t members;   /* Zipf-ish population */
+    uint64_t node_base; /* node ids node_base + 1 .. node_base + tills */
+    uint64_t seed;
+} load_opts;
+
+typedef struct {
+    double elapsed_s; /* first send to last ack */
+    uint64_t events_sent;
+    uint64_t batches_acked;
+    uint64_t accepted, duplicate, rejected;
+    uint64_t refused_batches; /* whole message refused (OVERLOADED, ...) */
+    uint64_t lost_batches;    /* no reply before the drain deadline */
+    uint64_t redemptions, enrolments;
+    uint64_t reasons[LT_R__COUNT];
+    hist latency_us; /* per batch, send to ack */
+} load_result;
+
+/* Runs the load against a daemon. Returns 0, or -1 if the tills could not start. The caller
+ * owns *r (it holds a histogram: allocate it, not on a small stack). */
+int bench_load_run(const load_opts *o, load_result *r);
+
+/* ---- the raw ceiling (raw.c) ---- */
+
+typedef struct {
+    uint64_t records;
+    size_t record_bytes;
+    double elapsed_s;
+} raw_result;
+
+/* Appends `records` encoded sale entries of ~200 bytes to a fresh ledger in dir, per_commit per
+ * ledger_commit() (durable, like the daemon's). Returns 0 or -1 (message printed). */
+int bench_raw_run(const char *dir, uint64_t records, size_t per_commit, raw_result *r);
+
+/* Monotonic seconds / nanoseconds. */
+double bench_now_s(void);
+uint64_t bench_now_ns(void);
+
+#endif
