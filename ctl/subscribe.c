@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "ctl.h"
+#include "entry.h"
 
 #define SUB_TOPIC_BYTES_MAX 64
 #define SUB_MESSAGE_BYTES_MAX (4 << 20)
@@ -58,27 +59,31 @@ static json_t *tier_change_json(const Loyalty__TierChange *t)
                      (int)t->upgrade, "occurred_at", (json_int_t)t->occurred_at);
 }
 
-static json_t *sale_rated_json(const Loyalty__SaleRated *s)
+/* sale.rated carries the sale's ledger entry: the full breakdown, per line. */
+static json_t *sale_rated_json(const lt_entry *e)
 {
     json_t *lines = json_array();
-    for (size_t i = 0; i < s->n_lines; i++) {
-        const Loyalty__LineResult *l = s->lines[i];
+    for (uint32_t i = 0; i < e->lines_n; i++) {
+        const lt_line_result *l = &e->lines[i];
         json_array_append_new(
-            lines, json_pack("{s:I,s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "index",
-                             (json_int_t)l->index, "sku", l->sku, "category", l->category, "qty",
+            lines, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "index", (json_int_t)i, "qty",
                              (json_int_t)l->quantity, "paid_fen", (json_int_t)l->paid_fen,
                              "eligible_fen", (json_int_t)l->eligible_fen, "redeemed_fen",
                              (json_int_t)l->redeemed_fen, "points", (json_int_t)l->points,
                              "qualifying_fen", (json_int_t)l->qualifying_fen));
     }
-    return json_pack(
-        "{s:I,s:o,s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:I,s:o}", "seq",
-        (json_int_t)s->seq, "event", id_json(s->event_id), "member", s->member_id, "store",
-        s->store_id, "occurred_at", (json_int_t)s->occurred_at, "paid_fen", (json_int_t)s->paid_fen,
-        "eligible_fen", (json_int_t)s->eligible_fen, "base_points", (json_int_t)s->base_points,
-        "multiplier_pct", (json_int_t)s->multiplier_pct, "sku_points", (json_int_t)s->sku_points,
-        "earned", (json_int_t)s->points_earned, "redeemed", (json_int_t)s->points_redeemed, "tier",
-        s->tier, "balance", (json_int_t)s->balance, "lines", lines);
+    json_t *ev = json_pack("{s:I,s:I}", "node_id", (json_int_t)e->id.node_id, "event_id",
+                           (json_int_t)e->id.event_id);
+    int64_t balance = e->postings_n > 0 ? e->postings[0].balance_after : 0;
+    const char *tier = e->postings_n > 0 ? e->postings[0].tier_after : "";
+    return json_pack("{s:I,s:o,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:I,s:o}", "seq",
+                     (json_int_t)e->seq, "event", ev, "member", e->member_id, "store", e->store_id,
+                     "occurred_at", (json_int_t)e->occurred_at, "paid_fen", (json_int_t)e->paid_fen,
+                     "eligible_fen", (json_int_t)e->eligible_fen, "base_points",
+                     (json_int_t)e->base_points, "multiplier_pct", (json_int_t)e->multiplier_pct,
+                     "sku_points", (json_int_t)e->sku_points, "earned",
+                     (json_int_t)e->points_earned, "redeemed", (json_int_t)e->points_redeemed,
+                     "tier_changed_to", tier, "balance", (json_int_t)balance, "lines", lines);
 }
 
 /* Decodes one published body by topic. Returns a JSON object (caller owns), or NULL when the
@@ -96,9 +101,8 @@ static json_t *decode(const char *topic, const uint8_t *b, size_t n, bool *known
         o = t ? tier_change_json(t) : NULL;
         loyalty__tier_change__free_unpacked(t, NULL);
     } else if (strcmp(topic, "sale.rated") == 0) {
-        Loyalty__SaleRated *s = loyalty__sale_rated__unpack(NULL, n, b);
-        o = s ? sale_rated_json(s) : NULL;
-        loyalty__sale_rated__free_unpacked(s, NULL);
+        static lt_entry e; /* large: not on the stack */
+        o = entry_decode(b, n, &e) == 0 ? sale_rated_json(&e) : NULL;
     } else if (strcmp(topic, "heartbeat") == 0) {
         Loyalty__Heartbeat *h = loyalty__heartbeat__unpack(NULL, n, b);
         o = h ? json_pack("{s:I,s:I}", "seq", (json_int_t)h->seq, "at", (json_int_t)h->at) : NULL;

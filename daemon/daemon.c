@@ -59,6 +59,14 @@ typedef struct {
     uint32_t msg_off; /* into batch msgs, or UINT32_MAX */
 } ack_t;
 
+/* One message for the publisher: a payload in pub_bytes, or a ledger record's own bytes. */
+typedef struct {
+    uint8_t topic; /* pub_topic */
+    uint32_t rec;  /* record index for sale.rated, else UINT32_MAX */
+    uint32_t len;
+    size_t off; /* into pub_bytes */
+} pubmsg;
+
 typedef struct batch {
     int state;
     uint64_t order; /* sealing order: commits and acks follow it */
@@ -66,8 +74,10 @@ typedef struct batch {
     uint32_t n, cap;
     ledger_record *recs;
     size_t *offs;
-    pub_tiers *tiers; /* LT_POSTINGS_MAX per record */
-    uint8_t *tiers_n;
+    pubmsg *pubs; /* what the publisher sends once the batch is committed */
+    uint32_t pubs_n, pubs_cap;
+    uint8_t *pub_bytes;
+    size_t pub_len, pub_cap;
     uint8_t *bytes;
     size_t bytes_len, bytes_cap;
     /* replies */
@@ -165,15 +175,17 @@ static int batch_init(batch *b, uint32_t cap)
     b->cap = cap;
     b->recs = calloc(cap, sizeof *b->recs);
     b->offs = calloc(cap, sizeof *b->offs);
-    b->tiers = calloc((size_t)cap * LT_POSTINGS_MAX, sizeof *b->tiers);
-    b->tiers_n = calloc(cap, 1);
+    b->pubs_cap = cap * 3;
+    b->pubs = calloc(b->pubs_cap, sizeof *b->pubs);
+    b->pub_cap = (size_t)cap * 128;
+    b->pub_bytes = malloc(b->pub_cap);
     b->reqs = calloc(cap, sizeof *b->reqs);
     b->acks = calloc(cap, sizeof *b->acks);
     b->bytes_cap = (size_t)cap * 512;
     b->bytes = malloc(b->bytes_cap);
     b->msgs_cap = 64 * 1024;
     b->msgs = malloc(b->msgs_cap);
-    if (!b->recs || !b->offs || !b->tiers || !b->tiers_n || !b->reqs || !b->acks || !b->bytes ||
+    if (!b->recs || !b->offs || !b->pubs || !b->pub_bytes || !b->reqs || !b->acks || !b->bytes ||
         !b->msgs)
         return -1;
     return 0;
@@ -183,8 +195,8 @@ static void batch_free(batch *b)
 {
     free(b->recs);
     free(b->offs);
-    free(b->tiers);
-    free(b->tiers_n);
+    free(b->pubs);
+    free(b->pub_bytes);
     free(b->reqs);
     free(b->acks);
     free(b->bytes);
@@ -199,6 +211,8 @@ static void batch_reset(batch *b)
 {
     b->n = 0;
     b->bytes_len = 0;
+    b->pubs_n = 0;
+    b->pub_len = 0;
     b->reqs_n = 0;
     b->acks_n = 0;
     b->msgs_len = 0;
@@ -387,9 +401,13 @@ static void pub_main(void *arg)
             d->pub_tail = NULL;
         uv_mutex_unlock(&d->mu);
 
-        for (uint32_t i = 0; i < b->n; i++)
-            pub_entry(d->pub, b->recs[i].bytes, b->recs[i].len, &b->tiers[i * LT_POSTINGS_MAX],
-                      b->tiers_n[i]);
+        for (uint32_t i = 0; i < b->pubs_n; i++) {
+            const pubmsg *m = &b->pubs[i];
+            if (m->rec != UINT32_MAX)
+                pub_send(d->pub, (pub_topic)m->topic, b->recs[m->rec].bytes, b->recs[m->rec].len);
+            else
+                pub_send(d->pub, (pub_topic)m->topic, b->pub_bytes + m->off, m->len);
+        }
 
         uv_mutex_lock(&d->mu);
         b->published = true;
@@ -590,6 +608,60 @@ static const char *tier_name(daemon_t *d, const char *member_id)
     return m->tier;
 }
 
+static pubmsg *add_pubmsg(batch *b, pub_topic t, uint32_t rec)
+{
+    if (b->pubs_n == b->pubs_cap) {
+        uint32_t ncap = b->pubs_cap * 2;
+        pubmsg *np = realloc(b->pubs, ncap * sizeof *np);
+        if (np == NULL)
+            return NULL;
+        b->pubs = np;
+        b->pubs_cap = ncap;
+    }
+    pubmsg *m = &b->pubs[b->pubs_n++];
+    m->topic = (uint8_t)t;
+    m->rec = rec;
+    m->off = b->pub_len;
+    m->len = 0;
+    return m;
+}
+
+/* Encodes what subscribers get for entry e (to be recorded as record b->n): member.updated per
+ * posting, tier.changed where the tier moved, and the entry itself as sale.rated. The loop
+ * thread holds the rated entry, so encoding here spares the publisher a decode (R28). */
+static int add_publications(daemon_t *d, batch *b, const lt_entry *e,
+                            char before[][LT_TIER_NAME_MAX])
+{
+    enum { ONE_MAX = 512 };
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        const lt_posting *po = &e->postings[i];
+        const char *after = tier_name(d, po->member_id);
+        if (grow_bytes(&b->pub_bytes, &b->pub_cap, b->pub_len, 2 * ONE_MAX) != 0)
+            return -1;
+        pubmsg *m = add_pubmsg(b, PUB_MEMBER_UPDATED, UINT32_MAX);
+        if (m == NULL)
+            return -1;
+        m->len =
+            (uint32_t)pub_encode_member_update(e, po, after, b->pub_bytes + b->pub_len, ONE_MAX);
+        LT_ASSERT(m->len > 0);
+        b->pub_len += m->len;
+        if (strcmp(before[i], after) != 0) {
+            /* mid-period changes are upgrades (R23); downgrades come from period ends (R24) */
+            bool up = e->kind != LT_ENTRY_TIER_PERIOD;
+            m = add_pubmsg(b, PUB_TIER_CHANGED, UINT32_MAX);
+            if (m == NULL)
+                return -1;
+            m->len = (uint32_t)pub_encode_tier_change(e, po->member_id, before[i], after, up,
+                                                      b->pub_bytes + b->pub_len, ONE_MAX);
+            LT_ASSERT(m->len > 0);
+            b->pub_len += m->len;
+        }
+    }
+    if (e->kind == LT_ENTRY_SALE && add_pubmsg(b, PUB_SALE_RATED, b->n) == NULL)
+        return -1;
+    return 0;
+}
+
 /* Rates, applies and records one event. Returns true if the request must wait for a commit. */
 static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t *a)
 {
@@ -605,7 +677,7 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
         reject(d, b, a, rc, msg);
         return false;
     }
-    uint64_t digest = ingest_event_digest(pe);
+    uint64_t digest = ingest_event_digest_ev(&d->ev);
     uint64_t seq = 0, orig_digest = 0;
     bool pending;
     int dup = find_duplicate(d, d->ev.id, &seq, &orig_digest, &pending);
@@ -633,10 +705,9 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     lt_entry *e = &d->entry;
     e->seq = d->next_seq;
     e->digest = digest;
-    pub_tiers *tiers = &b->tiers[(size_t)b->n * LT_POSTINGS_MAX];
+    char before[LT_POSTINGS_MAX][LT_TIER_NAME_MAX];
     for (uint32_t i = 0; i < e->postings_n; i++)
-        snprintf(tiers[i].before, sizeof tiers[i].before, "%s",
-                 tier_name(d, e->postings[i].member_id));
+        snprintf(before[i], sizeof before[i], "%s", tier_name(d, e->postings[i].member_id));
     char err[256];
     if (state_apply(d->state, e, err, sizeof err) != 0) {
         /* rating produced an entry the state refuses: a bug. If a later posting failed, the
@@ -650,10 +721,12 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
         }
         return false;
     }
-    for (uint32_t i = 0; i < e->postings_n; i++)
-        snprintf(tiers[i].after, sizeof tiers[i].after, "%s",
-                 tier_name(d, e->postings[i].member_id));
-    b->tiers_n[b->n] = (uint8_t)e->postings_n;
+    if (add_publications(d, b, e, before) != 0) {
+        lt_log(LT_ERROR, "out of memory for a batch", NULL);
+        d->failed = true;
+        d->exit_code = 71;
+        return false;
+    }
     size_t len = entry_encode(e, d->enc, sizeof d->enc);
     LT_ASSERT(len > 0);
     if (grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {

@@ -37,6 +37,10 @@ int ingest_event_from_pb(const Loyalty__Event *pe, const ingest_limits *lim, lt_
 /* A 64-bit digest of an event's content, for CONFLICT detection (same id, other content). */
 uint64_t ingest_event_digest(const Loyalty__Event *pe);
 
+/* The same purpose from a validated event, without re-encoding it (the daemon's hot path):
+ * equal events give equal digests whatever bytes the till used. Never 0. */
+uint64_t ingest_event_digest_ev(const lt_event *ev);
+
 /* Resolves an IANA zone name (e.g. "Asia/Shanghai") to its UTC offset in minutes at UTC time t,
  * from the system's zoneinfo files (cached). Returns 0, or -1 if the zone is unknown. */
 int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min);

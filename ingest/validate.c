@@ -274,3 +274,82 @@ uint64_t ingest_event_digest(const Loyalty__Event *pe)
     free(heap);
     return h;
 }
+
+/* Canonical bytes of a validated event: every field of its kind, strings with their NUL. */
+typedef struct {
+    uint8_t *p, *end;
+} dbuf;
+
+static void d_bytes(dbuf *b, const void *v, size_t n)
+{
+    LT_ASSERT((size_t)(b->end - b->p) >= n);
+    memcpy(b->p, v, n);
+    b->p += n;
+}
+
+static void d_str(dbuf *b, const char *s)
+{
+    d_bytes(b, s, strlen(s) + 1);
+}
+
+static void d_i64(dbuf *b, int64_t v)
+{
+    d_bytes(b, &v, sizeof v);
+}
+
+uint64_t ingest_event_digest_ev(const lt_event *ev)
+{
+    /* the largest event: 200 lines of two strings and four numbers, plus the header */
+    static uint8_t buf[LT_SALE_LINES_MAX * (2 * LT_ID_MAX + 5 * 8) + 16 * LT_TEXT_MAX];
+    dbuf b = {buf, buf + sizeof buf};
+    d_i64(&b, ev->kind);
+    d_str(&b, ev->member_id);
+    d_str(&b, ev->card);
+    d_str(&b, ev->store_id);
+    d_i64(&b, ev->occurred_at);
+    d_i64(&b, ev->utc_offset_min);
+    switch (ev->kind) {
+    case LT_EV_SALE:
+        d_i64(&b, ev->redeem_points);
+        for (uint32_t i = 0; i < ev->lines_n; i++) {
+            const lt_line *l = &ev->lines[i];
+            d_str(&b, l->sku);
+            d_str(&b, l->category);
+            d_i64(&b, l->quantity);
+            d_i64(&b, l->unit_list_fen);
+            d_i64(&b, l->unit_paid_fen);
+            d_i64(&b, l->flags);
+        }
+        break;
+    case LT_EV_ENROL:
+        d_i64(&b, ev->birth_month * 100 + ev->birth_day);
+        d_i64(&b, ev->staff);
+        d_str(&b, ev->referrer);
+        break;
+    case LT_EV_CARD_LINK:
+        d_str(&b, ev->replaces_card);
+        break;
+    case LT_EV_GIFT:
+    case LT_EV_ADJUST:
+        d_i64(&b, ev->points);
+        d_str(&b, ev->reward_code);
+        d_str(&b, ev->reason_code);
+        d_str(&b, ev->operator_id);
+        break;
+    case LT_EV_RETURN:
+        d_i64(&b, (int64_t)ev->original.node_id);
+        d_i64(&b, (int64_t)ev->original.event_id);
+        for (uint32_t i = 0; i < ev->return_lines_n; i++) {
+            d_i64(&b, ev->return_lines[i].line_index);
+            d_i64(&b, ev->return_lines[i].quantity);
+        }
+        break;
+    case LT_EV_MERGE:
+        d_str(&b, ev->source_member);
+        break;
+    default:
+        break;
+    }
+    uint64_t h = XXH3_64bits(buf, (size_t)(b.p - buf));
+    return h != 0 ? h : 1;
+}

@@ -9,6 +9,7 @@
 #ifndef LT_PUB_H
 #define LT_PUB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,18 +17,21 @@
 
 typedef struct pub pub;
 
-/* Tier names around one posting, filled by the daemon after applying the entry (the ledger
- * entry only records a tier when it changes). */
-typedef struct {
-    char before[LT_TIER_NAME_MAX];
-    char after[LT_TIER_NAME_MAX];
-} pub_tiers;
+typedef enum {
+    PUB_MEMBER_UPDATED = 0, /* loyalty.MemberUpdate */
+    PUB_TIER_CHANGED = 1,   /* loyalty.TierChange */
+    PUB_SALE_RATED = 2,     /* loyalty.LedgerEntry of the sale: the full breakdown, per line */
+    PUB_HEARTBEAT = 3,      /* loyalty.Heartbeat */
+    PUB__TOPICS
+} pub_topic;
 
 typedef struct {
     uint64_t messages; /* sent */
     uint64_t dropped;  /* refused by ZeroMQ (high-water mark) */
-    uint64_t entries;  /* entries published */
 } pub_stats;
+
+/* The topic string ("member.updated", ...). Static storage. */
+const char *pub_topic_name(pub_topic t);
 
 /* Creates a PUB socket in zctx bound to endpoint. Returns 0 and *out (caller owns:
  * pub_destroy()), or -1 with err set. The socket may then be used from one other thread. */
@@ -35,10 +39,16 @@ int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_l
 /* Closes the socket and frees. Safe on NULL. */
 void pub_destroy(pub **p);
 
-/* Publishes everything one committed entry means: member.updated per posting, tier.changed when
- * a tier changed, sale.rated for a sale. tiers has one element per posting. Returns 0, or -1 if
- * the bytes do not decode (counted, not fatal). */
-int pub_entry(pub *p, const uint8_t *bytes, size_t len, const pub_tiers *tiers, size_t tiers_n);
+/* Encoders, called by the daemon's loop thread while it holds the rated entry, so that the
+ * publisher thread only sends bytes. Each returns the payload length, or 0 if cap is too small.
+ * tier is the member's tier after the entry. */
+size_t pub_encode_member_update(const lt_entry *e, const lt_posting *p, const char *tier,
+                                uint8_t *buf, size_t cap);
+size_t pub_encode_tier_change(const lt_entry *e, const char *member_id, const char *from,
+                              const char *to, bool upgrade, uint8_t *buf, size_t cap);
+
+/* Sends one message (topic frame + payload) without blocking; counts a drop if ZeroMQ refuses. */
+void pub_send(pub *p, pub_topic t, const uint8_t *payload, size_t len);
 
 /* Publishes a heartbeat carrying the latest committed sequence. */
 void pub_heartbeat(pub *p, uint64_t seq, int64_t now);

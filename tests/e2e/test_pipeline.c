@@ -130,13 +130,16 @@ static void test_sale_is_rated_acked_and_published(void **state)
             loyalty__member_update__free_unpacked(u, NULL);
             got_update = true;
         } else if (strcmp(topic, "sale.rated") == 0) {
-            Loyalty__SaleRated *s = loyalty__sale_rated__unpack(NULL, (size_t)n, buf);
+            /* sale.rated carries the sale's ledger entry: the full breakdown */
+            Loyalty__LedgerEntry *s = loyalty__ledger_entry__unpack(NULL, (size_t)n, buf);
             assert_non_null(s);
             assert_int_equal(s->seq, 1);
             assert_int_equal(s->points_earned, 175);
+            assert_int_equal(s->paid_fen, 277345);
             assert_int_equal(s->n_lines, 3);
             assert_int_equal(s->lines[1]->points, 0); /* tobacco earns nothing (R9) */
-            loyalty__sale_rated__free_unpacked(s, NULL);
+            assert_int_equal(s->lines[0]->points + s->lines[2]->points, 175);
+            loyalty__ledger_entry__free_unpacked(s, NULL);
             got_sale = true;
         } else if (strcmp(topic, "tier.changed") == 0) {
             Loyalty__TierChange *t = loyalty__tier_change__unpack(NULL, (size_t)n, buf);
