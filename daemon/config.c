@@ -18,6 +18,7 @@ void config_defaults(config *c)
     snprintf(c->publish_endpoint, sizeof c->publish_endpoint, "tcp://127.0.0.1:7701");
     snprintf(c->query_endpoint, sizeof c->query_endpoint, "tcp://127.0.0.1:7702");
     snprintf(c->log_level, sizeof c->log_level, "info");
+    snprintf(c->metrics_listen, sizeof c->metrics_listen, "127.0.0.1:9464");
     c->map_size_mb = 64 * 1024;
     c->batch_events_max = 4000;
     c->batches_max = 4;
@@ -51,6 +52,7 @@ static const config_key g_keys[] = {
     STR(query_endpoint),
     STR(rules_file),
     STR(log_level),
+    STR(metrics_listen),
     INT(map_size_mb, 16, 16 * 1024 * 1024),
     INT(batch_events_max, 1, 100000),
     INT(batches_max, 2, 64),

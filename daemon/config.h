@@ -15,6 +15,7 @@ typedef struct {
     char publish_endpoint[CONFIG_PATH_MAX];
     char query_endpoint[CONFIG_PATH_MAX];
     char rules_file[CONFIG_PATH_MAX]; /* "" = built-in default rules */
+    char metrics_listen[64];          /* "HOST:PORT" of the Prometheus endpoint; "" = off */
     char log_level[16];
     int64_t map_size_mb;            /* LMDB map size */
     int64_t batch_events_max;       /* events per group commit */

@@ -32,6 +32,8 @@
 #include "ingest.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
 #include "loyalty.pb-c.h"
 #include "pub.h"
 #include "rules.h"
@@ -50,6 +52,7 @@ typedef struct {
     bool has_batch_id;
     uint64_t batch_id;
     uint32_t ack_first, ack_n;
+    uint64_t t0_ns; /* arrival, for the ack latency histogram */
 } req_t;
 
 typedef struct {
@@ -117,7 +120,9 @@ typedef struct {
     pub *pub;
     void *ingest_sock, *query_sock;
     zwatch ingest_w, query_w;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_timer_t watchdog_timer;
+    metrics m;
     uv_timer_t ckpt_timer;
     uv_async_t async;
     lt_arena *arena;
@@ -347,8 +352,17 @@ static void commit_main(void *arg)
                 b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
         }
         int rc = 0;
-        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0)
+        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0) {
+            uint64_t t0 = uv_hrtime();
             rc = ledger_commit(d->ledger, b->recs, b->n, b->snaps, b->snaps_n, b->checkpoint_seq);
+            metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
+            metrics_observe(&d->m.commit_batch, b->n);
+            if (rc != 0) {
+                metrics_inc(&d->m.commit_failures, 1);
+                lt_log(LT_ERROR, "commit failed", "error=\"%s\" detail=\"%s\"", ledger_strerror(rc),
+                       ledger_errmsg(d->ledger));
+            }
+        }
 
         uv_mutex_lock(&d->mu);
         b->commit_rc = rc;
@@ -385,6 +399,7 @@ static void pub_main(void *arg)
                 last_hb_seq = d->pub_committed_seq;
                 uv_mutex_unlock(&d->mu);
                 pub_heartbeat(d->pub, last_hb_seq, now_s());
+                metrics_set(&d->m.subscribers, pub_subscribers(d->pub));
                 continue;
             }
         }
@@ -409,6 +424,11 @@ static void pub_main(void *arg)
                 pub_send(d->pub, (pub_topic)m->topic, b->pub_bytes + m->off, m->len);
         }
 
+        pub_stats ps;
+        pub_get_stats(d->pub, &ps);
+        metrics_set(&d->m.pub_messages, ps.messages);
+        metrics_set(&d->m.pub_dropped, ps.dropped);
+        metrics_set(&d->m.subscribers, pub_subscribers(d->pub));
         uv_mutex_lock(&d->mu);
         b->published = true;
         uv_mutex_unlock(&d->mu);
@@ -476,6 +496,7 @@ static void send_acks(daemon_t *d, const req_t *r, const batch *b, int reason, c
     LT_ASSERT(n <= sizeof d->reply);
     loyalty__ack_batch__pack(&ab, d->reply);
     send_frames(d, d->ingest_sock, r, d->reply, n);
+    metrics_observe(&d->m.ack_seconds, (double)(uv_hrtime() - r->t0_ns) / 1e9);
 }
 
 /* ------------------------------------------------------------------ the event path */
@@ -564,6 +585,8 @@ static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
     a->msg_off = msg != NULL && msg[0] != '\0' ? add_msg(b, msg) : UINT32_MAX;
     d->st.rejected++;
     d->st.by_reason[reason]++;
+    metrics_inc(&d->m.events[d->ev.kind < METRICS_KINDS ? d->ev.kind : 0][METRIC_REJECTED], 1);
+    metrics_inc(&d->m.rejects[reason], 1);
     if (lt_log_enabled(LT_DEBUG))
         lt_log(LT_DEBUG, "event rejected", "node=%llu id=%llu reason=%s detail=\"%s\"",
                (unsigned long long)a->node, (unsigned long long)a->eid, lt_reason_name(reason),
@@ -695,6 +718,7 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
         a->status = LOYALTY__STATUS__DUPLICATE;
         a->seq = seq;
         d->st.duplicate++;
+        metrics_inc(&d->m.events[d->ev.kind][METRIC_DUPLICATE], 1);
         return pending;
     }
     rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
@@ -755,12 +779,15 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     a->redeemed = e->points_redeemed;
     a->balance = e->postings_n > 0 ? e->postings[0].balance_after : 0;
     d->st.accepted++;
+    metrics_inc(&d->m.events[d->ev.kind][METRIC_ACCEPTED], 1);
     return true;
 }
 
 static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *msg)
 {
     d->st.by_reason[reason]++;
+    metrics_inc(&d->m.rejects[reason], 1);
+    metrics_inc(&d->m.messages_refused, 1);
     send_acks(d, r, NULL, reason, msg);
     zwatch_after_send(&d->ingest_w);
 }
@@ -769,6 +796,7 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
 {
     char msg[MSG_BYTES_MAX];
     d->st.messages++;
+    metrics_inc(&d->m.messages, 1);
     if (len > LT_MESSAGE_BYTES_MAX) {
         snprintf(msg, sizeof msg, "message of %zu bytes exceeds the limit of %d", len,
                  LT_MESSAGE_BYTES_MAX);
@@ -831,6 +859,7 @@ static int recv_request(void *sock, req_t *r, zmq_msg_t *payload)
     memcpy(r->ident, zmq_msg_data(&part), r->ident_len);
     r->delimiter = false;
     r->has_batch_id = false;
+    r->t0_ns = uv_hrtime();
     int frames = 1;
     bool more = zmq_msg_more(&part);
     zmq_msg_close(&part);
@@ -863,6 +892,7 @@ static size_t on_ingest(zwatch *w, size_t budget)
         }
         if (b == NULL) {
             zwatch_pause(w); /* every batch is in the pipeline: backpressure to ZeroMQ */
+            metrics_set(&d->m.ingest_paused, 1);
             break;
         }
         req_t r;
@@ -970,6 +1000,7 @@ static void answer_hash_waiters(daemon_t *d)
 
 static void handle_query(daemon_t *d, const req_t *r, const uint8_t *data, size_t len)
 {
+    metrics_inc(&d->m.query_requests, 1);
     Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
     Loyalty__Query *q = loyalty__query__unpack(NULL, len, data);
     if (q == NULL) {
@@ -1088,6 +1119,12 @@ static void on_async(uv_async_t *h)
             d->checkpoint_seq = next->checkpoint_seq;
         d->st.commits++;
         d->st.committed_entries += next->n;
+        metrics_inc(&d->m.commits, 1);
+        if (next->checkpoint_seq > 0)
+            metrics_inc(&d->m.checkpoints, 1);
+        metrics_set(&d->m.last_seq, d->committed_seq);
+        metrics_set(&d->m.checkpoint_seq, d->checkpoint_seq);
+        metrics_set(&d->m.members, state_members(d->state));
         d->ack_order = next->order;
         uv_mutex_lock(&d->mu);
         next->acked = true;
@@ -1115,8 +1152,10 @@ static void on_async(uv_async_t *h)
             seal(d);
         answer_hash_waiters(d);
     }
-    if (freed && !d->stopping && d->hash_waiters_n == 0)
+    if (freed && !d->stopping && d->hash_waiters_n == 0) {
+        metrics_set(&d->m.ingest_paused, 0);
         zwatch_resume(&d->ingest_w);
+    }
     if (d->open == NULL && !d->stopping)
         open_batch(d);
     maybe_seal(d);
@@ -1168,6 +1207,7 @@ static void on_signal(uv_signal_t *h, int signum)
     if (d->stopping)
         return;
     lt_log(LT_INFO, "stopping: finishing events in flight", "signal=%d", signum);
+    notify_send("STOPPING=1");
     d->stopping = true;
     zwatch_pause(&d->ingest_w);
     d->hash_waiters_n = 0;
@@ -1182,6 +1222,41 @@ static void on_ckpt_timer(uv_timer_t *h)
     d->ckpt_due = true;
     if (open_batch(d) != NULL)
         maybe_seal(d);
+}
+
+/* SIGHUP: reload the rules file. A file that does not load is refused and the rules in force
+ * stay; the version in force is logged and recorded on every ledger entry from now on (R31). */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    daemon_t *d = h->data;
+    char err[512];
+    rules *nr = NULL;
+    notify_send("RELOADING=1");
+    int rc = d->cfg->rules_file[0] != '\0'
+                 ? rules_load_file(d->cfg->rules_file, &nr, err, sizeof err)
+                 : rules_load_string(rules_default_text(), strlen(rules_default_text()),
+                                     "<built-in rules>", &nr, err, sizeof err);
+    if (rc != 0) {
+        metrics_inc(&d->m.rules_reload_failures, 1);
+        lt_log(LT_ERROR, "rules reload refused; the rules in force stay",
+               "error=\"%s\" version=\"%s\"", err, rules_version(d->rules));
+    } else {
+        lt_log(LT_INFO, "rules reloaded", "old_version=\"%s\" version=\"%s\" file=\"%s\"",
+               rules_version(d->rules), rules_version(nr),
+               d->cfg->rules_file[0] ? d->cfg->rules_file : "<built-in>");
+        rules_destroy(&d->rules); /* only the loop thread rates: nothing else holds it */
+        d->rules = nr;
+        metrics_inc(&d->m.rules_reloads, 1);
+        metrics_set_rules_version(&d->m, rules_version(d->rules));
+    }
+    notify_send("READY=1");
+}
+
+static void on_watchdog(uv_timer_t *h)
+{
+    (void)h;
+    notify_send("WATCHDOG=1"); /* the loop turns: the daemon is alive */
 }
 
 /* ------------------------------------------------------------------ start-up */
@@ -1326,6 +1401,9 @@ static int start(daemon_t *d)
         lt_log(LT_ERROR, "cannot open ledger", "error=\"%s\"", err);
         return -1;
     }
+    if (metrics_init(&d->m, d->ledger) != 0)
+        return -1;
+    metrics_set_rules_version(&d->m, rules_version(d->rules));
     if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
         idmap_init(&d->nodes, 1024) != 0)
         return -1;
@@ -1373,6 +1451,17 @@ static int start(daemon_t *d)
     d->sigint.data = d->sigterm.data = d;
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sighup.data = d;
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
+    uint64_t wd_ms = notify_watchdog_ms();
+    uv_timer_init(&d->loop, &d->watchdog_timer);
+    if (wd_ms > 0)
+        uv_timer_start(&d->watchdog_timer, on_watchdog, wd_ms / 2, wd_ms / 2);
+    if (metrics_listen(&d->m, d->cfg->metrics_listen, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "cannot start metrics", "error=\"%s\"", err);
+        return -1;
+    }
     uv_timer_init(&d->loop, &d->ckpt_timer);
     d->ckpt_timer.data = d;
     uv_timer_start(&d->ckpt_timer, on_ckpt_timer, (uint64_t)d->cfg->checkpoint_interval_ms,
@@ -1381,10 +1470,14 @@ static int start(daemon_t *d)
     if (zwatch_start(&d->loop, &d->ingest_w, d->ingest_sock, on_ingest, d) != 0 ||
         zwatch_start(&d->loop, &d->query_w, d->query_sock, on_query, d) != 0)
         return -1;
+    metrics_set(&d->m.last_seq, d->committed_seq);
+    metrics_set(&d->m.checkpoint_seq, d->checkpoint_seq);
+    metrics_set(&d->m.members, state_members(d->state));
+    notify_send("READY=1");
     lt_log(LT_INFO, "loyaltyd ready",
-           "version=%s ingest=%s publish=%s query=%s data=%s next_seq=%llu", LT_VERSION,
+           "version=%s ingest=%s publish=%s query=%s metrics=%s data=%s next_seq=%llu", LT_VERSION,
            d->cfg->ingest_endpoint, d->cfg->publish_endpoint, d->cfg->query_endpoint,
-           d->cfg->data_dir, (unsigned long long)d->next_seq);
+           d->cfg->metrics_listen, d->cfg->data_dir, (unsigned long long)d->next_seq);
     return 0;
 }
 
@@ -1445,6 +1538,7 @@ int daemon_run(const config *cfg)
     pub_destroy(&d->pub);
     if (d->zctx)
         zmq_ctx_term(d->zctx);
+    metrics_stop(&d->m);
     uv_walk(&d->loop, on_close_walk, NULL);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     uv_loop_close(&d->loop);

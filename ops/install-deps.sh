@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config
 libuv1-dev libzmq3-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler
-libcmocka-dev libyaml-dev libjansson-dev libxxhash-dev tzdata"
+libcmocka-dev libyaml-dev libjansson-dev libxxhash-dev libmicrohttpd-dev tzdata curl"
 
 missing=""
 for p in $PKGS; do

@@ -12,6 +12,8 @@
 
 struct pub {
     void *sock;
+    void *monitor; /* PAIR receiving the PUB socket's connect/disconnect events */
+    uint64_t subscribers;
     pub_stats st;
 };
 
@@ -46,8 +48,42 @@ int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_l
         pub_destroy(&p);
         return -1;
     }
+    /* a unique inproc name per publisher, so several may live in one process (tests) */
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://pub-monitor-%p", (void *)p);
+    if (zmq_socket_monitor(p->sock, mon, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) == 0) {
+        p->monitor = zmq_socket(zctx, ZMQ_PAIR);
+        if (p->monitor != NULL) {
+            zmq_setsockopt(p->monitor, ZMQ_LINGER, &linger, sizeof linger);
+            if (zmq_connect(p->monitor, mon) != 0) {
+                zmq_close(p->monitor);
+                p->monitor = NULL;
+            }
+        }
+    }
     *out = p;
     return 0;
+}
+
+uint64_t pub_subscribers(pub *p)
+{
+    if (p->monitor == NULL)
+        return 0;
+    for (;;) {
+        uint8_t ev[6];
+        char addr[256];
+        int n = zmq_recv(p->monitor, ev, sizeof ev, ZMQ_DONTWAIT);
+        if (n < 0)
+            break;
+        if (zmq_recv(p->monitor, addr, sizeof addr, 0) < 0)
+            break;
+        uint16_t id = (uint16_t)(ev[0] | ev[1] << 8);
+        if (id == ZMQ_EVENT_ACCEPTED)
+            p->subscribers++;
+        else if (id == ZMQ_EVENT_DISCONNECTED && p->subscribers > 0)
+            p->subscribers--;
+    }
+    return p->subscribers;
 }
 
 void pub_destroy(pub **pp)
@@ -55,8 +91,12 @@ void pub_destroy(pub **pp)
     pub *p = *pp;
     if (p == NULL)
         return;
-    if (p->sock != NULL)
+    if (p->sock != NULL) {
+        zmq_socket_monitor(p->sock, NULL, 0);
         zmq_close(p->sock);
+    }
+    if (p->monitor != NULL)
+        zmq_close(p->monitor);
     free(p);
     *pp = NULL;
 }

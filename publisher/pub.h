@@ -55,4 +55,7 @@ void pub_heartbeat(pub *p, uint64_t seq, int64_t now);
 
 void pub_get_stats(const pub *p, pub_stats *st);
 
+/* Connected subscribers, from the socket's monitor events (same thread as the sends). */
+uint64_t pub_subscribers(pub *p);
+
 #endif
