@@ -100,29 +100,48 @@ static void connect_till(lt_daemon *d)
         die("connect %s: %s", d->ingest, zmq_strerror(zmq_errno()));
 }
 
-void h_start(lt_daemon *d, const char *extra_yaml)
+/* h_start with the data directory given (NULL: DIR/data). */
+static void start_in(lt_daemon *d, const char *data_dir, const char *extra_yaml)
 {
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "/tmp/lt-e2e-XXXXXX");
     if (mkdtemp(d->dir) == NULL)
         die("mkdtemp: %s", strerror(errno));
     snprintf(d->config, sizeof d->config, "%s/loyaltyd.yaml", d->dir);
-    snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    if (data_dir != NULL) {
+        if (strlen(data_dir) >= sizeof d->data)
+            die("data directory path too long: %s", data_dir);
+        snprintf(d->data, sizeof d->data, "%s", data_dir);
+    } else {
+        snprintf(d->data, sizeof d->data, "%s/data", d->dir);
+    }
     snprintf(d->ingest, sizeof d->ingest, "tcp://127.0.0.1:%d", free_port());
     snprintf(d->publish, sizeof d->publish, "tcp://127.0.0.1:%d", free_port());
     snprintf(d->query, sizeof d->query, "tcp://127.0.0.1:%d", free_port());
+    snprintf(d->metrics, sizeof d->metrics, "127.0.0.1:%d", free_port());
     FILE *f = fopen(d->config, "w");
     if (f == NULL)
         die("cannot write %s", d->config);
     fprintf(f,
             "data_dir: %s\ningest_endpoint: %s\npublish_endpoint: %s\nquery_endpoint: %s\n"
-            "checkpoint_interval_ms: 500\n%s",
-            d->data, d->ingest, d->publish, d->query, extra_yaml != NULL ? extra_yaml : "");
+            "metrics_listen: %s\ncheckpoint_interval_ms: 500\n%s",
+            d->data, d->ingest, d->publish, d->query, d->metrics,
+            extra_yaml != NULL ? extra_yaml : "");
     fclose(f);
     d->zctx = zmq_ctx_new();
     d->next_batch_id = 1;
     spawn(d);
     connect_till(d);
+}
+
+void h_start(lt_daemon *d, const char *extra_yaml)
+{
+    start_in(d, NULL, extra_yaml);
+}
+
+void h_start_data(lt_daemon *d, const char *data_dir, const char *extra_yaml)
+{
+    start_in(d, data_dir, extra_yaml);
 }
 
 void h_restart(lt_daemon *d)
@@ -267,6 +286,23 @@ int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+int h_run(const char *cmd, char *out, size_t out_len)
+{
+    char full[4096];
+    if ((size_t)snprintf(full, sizeof full, "%s 2>&1", cmd) >= sizeof full)
+        die("command too long: %s", cmd);
+    FILE *p = popen(full, "r");
+    if (p == NULL)
+        die("popen: %s", strerror(errno));
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = '\0';
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0)
+        ; /* drain the rest so the child does not die of SIGPIPE */
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* ---- event building: everything goes on one list freed by h_free_events() */
 
 typedef struct alloc_node {
@@ -366,4 +402,36 @@ Loyalty__EventBatch *h_batch(size_t n, Loyalty__Event **events)
     memcpy(b->events, events, sizeof(Loyalty__Event *) * n);
     b->n_events = n;
     return b;
+}
+
+int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len)
+{
+    int port = atoi(strchr(d->metrics, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    static char buf[1 << 20];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof buf - 1 && (r = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)r;
+    close(fd);
+    buf[len] = '\0';
+    int status = -1;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return -1;
+    const char *body = strstr(buf, "\r\n\r\n");
+    snprintf(out, out_len, "%s", body != NULL ? body + 4 : "");
+    return status;
 }

@@ -15,6 +15,7 @@ typedef struct {
     char config[300];
     char data[300];
     char ingest[64], publish[64], query[64];
+    char metrics[64]; /* HOST:PORT of the Prometheus endpoint */
     pid_t pid;
     void *zctx;
     void *dealer; /* a till */
@@ -24,6 +25,10 @@ typedef struct {
 /* Creates a temp dir and config (extra_yaml appended, may be NULL) and starts the daemon.
  * Aborts the test on failure. */
 void h_start(lt_daemon *d, const char *extra_yaml);
+/* Like h_start, but the daemon keeps its ledger in data_dir (which may already hold one, e.g.
+ * a restored backup); the temp dir still holds the config and the log. h_cleanup does not
+ * remove data_dir unless it is inside the temp dir. */
+void h_start_data(lt_daemon *d, const char *data_dir, const char *extra_yaml);
 /* Starts the daemon again on the same directory and ports. */
 void h_restart(lt_daemon *d);
 /* Sends sig and waits for exit; returns the exit status (or 128+signal). */
@@ -42,6 +47,14 @@ Loyalty__QueryReply *h_member(lt_daemon *d, const char *member_id);
 /* Runs loyaltyctl with the daemon's endpoints and data dir; output into out. Returns the exit
  * status. */
 int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len);
+
+/* Runs a shell command with stderr merged into stdout; output into out. Returns the exit
+ * status (-1 if it did not exit normally). */
+int h_run(const char *cmd, char *out, size_t out_len);
+
+/* HTTP GET on the metrics endpoint. Returns the status code (-1 on failure); the body goes into
+ * out (NUL-terminated, truncated at out_len). */
+int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len);
 
 /* ---- building events (all strings are copied into a static pool per test) ---- */
 int64_t h_now(void);
