@@ -25,6 +25,7 @@ typedef struct {
 
 static tz_zone g_zones[TZ_ZONES_MAX];
 static size_t g_zones_n;
+static size_t g_zones_next; /* once full, the entry the next new zone replaces */
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -99,10 +100,10 @@ static int parse_tzif(const uint8_t *b, size_t len, tz_zone *z)
     return 0;
 }
 
+/* Loads a zone into the cache. A full cache recycles its entries in turn, so that a till naming
+ * many zones costs re-reads but never turns a valid zone into an unknown one. */
 static tz_zone *load_zone(const char *name)
 {
-    if (g_zones_n >= TZ_ZONES_MAX)
-        return NULL;
     char path[256];
     const char *dir = getenv("TZDIR");
     snprintf(path, sizeof path, "%s/%s", dir != NULL ? dir : "/usr/share/zoneinfo", name);
@@ -112,14 +113,22 @@ static tz_zone *load_zone(const char *name)
     uint8_t *buf = malloc(TZ_FILE_BYTES_MAX);
     size_t len = buf != NULL ? fread(buf, 1, TZ_FILE_BYTES_MAX, f) : 0;
     fclose(f);
-    tz_zone *z = &g_zones[g_zones_n];
-    memset(z, 0, sizeof *z);
-    int rc = len > 0 ? parse_tzif(buf, len, z) : -1;
+    tz_zone loaded = {0};
+    int rc = len > 0 ? parse_tzif(buf, len, &loaded) : -1;
     free(buf);
     if (rc != 0)
         return NULL;
-    snprintf(z->name, sizeof z->name, "%s", name);
-    g_zones_n++;
+    snprintf(loaded.name, sizeof loaded.name, "%s", name);
+    tz_zone *z;
+    if (g_zones_n < TZ_ZONES_MAX) {
+        z = &g_zones[g_zones_n++];
+    } else {
+        z = &g_zones[g_zones_next];
+        g_zones_next = (g_zones_next + 1) % TZ_ZONES_MAX;
+        free(z->at);
+        free(z->off_s);
+    }
+    *z = loaded;
     return z;
 }
 
