@@ -297,8 +297,18 @@ static int snap_add(batch *b, ledger_snap_kind kind, const char *key, const uint
 
 static int snap_member(void *ctx, const lt_member *m)
 {
-    uint8_t buf[64 * 1024];
-    size_t n = state_member_encode(m, buf, sizeof buf);
+    /* a member's record grows with its lots: size the buffer to fit, never truncate */
+    static uint8_t *buf;
+    static size_t cap;
+    size_t need = 512 + (size_t)m->lots_n * 64;
+    if (need > cap) {
+        uint8_t *nb = realloc(buf, need);
+        if (nb == NULL)
+            return -1;
+        buf = nb;
+        cap = need;
+    }
+    size_t n = state_member_encode(m, buf, cap);
     if (n == 0)
         return -1;
     return snap_add(ctx, LEDGER_SNAP_MEMBER, m->id, buf, n, false);
@@ -316,8 +326,13 @@ static int snap_card(void *ctx, const char *card, const char *member_id)
  * the state up to the last sequence handed out. Returns 0 or -1 (out of memory). */
 static int batch_add_checkpoint(daemon_t *d, batch *b)
 {
-    if (state_foreach_dirty(d->state, snap_member, snap_card, b) != 0)
+    if (state_foreach_dirty(d->state, snap_member, snap_card, b) != 0) {
+        /* never write part of a checkpoint: records newer than checkpoint_seq would be
+         * applied again on top at recovery. The members stay dirty for the next try. */
+        b->snaps_n = 0;
+        b->snap_len = 0;
         return -1;
+    }
     state_clear_dirty(d->state);
     b->checkpoint_seq = d->next_seq - 1;
     return 0;
@@ -499,6 +514,21 @@ static void send_acks(daemon_t *d, const req_t *r, const batch *b, int reason, c
     metrics_observe(&d->m.ack_seconds, (double)(uv_hrtime() - r->t0_ns) / 1e9);
 }
 
+/* A failure on the loop thread that leaves the in-memory state out of step with what will be
+ * committed: stop taking events, never checkpoint again, and exit; the next start rebuilds
+ * the state from the ledger. Nothing unacknowledged is lost: tills resend. */
+static void fatal(daemon_t *d, int code, const char *why)
+{
+    if (d->failed)
+        return;
+    lt_log(LT_ERROR, "stopping after an internal failure", "code=%d why=\"%s\"", code, why);
+    d->failed = true;
+    d->exit_code = code;
+    zwatch_pause(&d->ingest_w);
+    uv_timer_stop(&d->ckpt_timer);
+    uv_stop(&d->loop);
+}
+
 /* ------------------------------------------------------------------ the event path */
 
 static batch *open_batch(daemon_t *d)
@@ -525,7 +555,7 @@ static batch *open_batch(daemon_t *d)
 static void seal(daemon_t *d)
 {
     batch *b = d->open;
-    if (b == NULL)
+    if (b == NULL || d->failed)
         return;
     if (d->ckpt_due) {
         if (batch_add_checkpoint(d, b) != 0)
@@ -583,6 +613,7 @@ static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
     a->status = LOYALTY__STATUS__REJECTED;
     a->reason = (uint8_t)reason;
     a->msg_off = msg != NULL && msg[0] != '\0' ? add_msg(b, msg) : UINT32_MAX;
+    LT_ASSERT(reason > 0 && reason < LT_R__COUNT);
     d->st.rejected++;
     d->st.by_reason[reason]++;
     metrics_inc(&d->m.events[d->ev.kind < METRICS_KINDS ? d->ev.kind : 0][METRIC_REJECTED], 1);
@@ -696,6 +727,22 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
         a->eid = pe->id->event_id;
     }
     int rc = ingest_event_from_pb(pe, &d->lim, &d->ev, msg, sizeof msg);
+    if (rc == LT_R_TIMESTAMP_OUT_OF_RANGE) {
+        /* a resend of an event applied long ago is still a DUPLICATE (R29), however late */
+        ingest_limits any = {d->lim.now, INT64_MAX / 4, INT64_MAX / 4};
+        char msg2[MSG_BYTES_MAX];
+        uint64_t seq = 0, orig = 0;
+        bool pend;
+        if (ingest_event_from_pb(pe, &any, &d->ev, msg2, sizeof msg2) == LT_R_NONE &&
+            find_duplicate(d, d->ev.id, &seq, &orig, &pend) == 1 &&
+            orig == ingest_event_digest_ev(&d->ev)) {
+            a->status = LOYALTY__STATUS__DUPLICATE;
+            a->seq = seq;
+            d->st.duplicate++;
+            metrics_inc(&d->m.events[d->ev.kind][METRIC_DUPLICATE], 1);
+            return pend;
+        }
+    }
     if (rc != LT_R_NONE) {
         reject(d, b, a, rc, msg);
         return false;
@@ -713,7 +760,7 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
             snprintf(msg, sizeof msg, "event id was applied at seq %llu with other content",
                      (unsigned long long)seq);
             reject(d, b, a, LT_R_CONFLICT, msg);
-            return false;
+            return pending;
         }
         a->status = LOYALTY__STATUS__DUPLICATE;
         a->seq = seq;
@@ -724,7 +771,9 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
     if (rc != LT_R_NONE) {
         reject(d, b, a, rc, NULL);
-        return false;
+        /* the rejection rests on state that may not be durable yet (MEMBER_EXISTS,
+         * INSUFFICIENT_POINTS, ...): answer it only after that state is committed */
+        return d->committed_seq + 1 < d->next_seq;
     }
     lt_entry *e = &d->entry;
     e->seq = d->next_seq;
@@ -739,24 +788,18 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
         lt_log(LT_ERROR, "entry refused by state", "seq=%llu error=\"%s\"",
                (unsigned long long)e->seq, err);
         reject(d, b, a, LT_R_INTERNAL_ERROR, "rating produced an inconsistent entry");
-        if (e->postings_n > 1) {
-            d->failed = true;
-            d->exit_code = 70;
-        }
+        if (e->postings_n > 1)
+            fatal(d, 70, "state refused a later posting: state half-changed");
         return false;
     }
     if (add_publications(d, b, e, before) != 0) {
-        lt_log(LT_ERROR, "out of memory for a batch", NULL);
-        d->failed = true;
-        d->exit_code = 71;
+        fatal(d, 71, "out of memory for a batch");
         return false;
     }
     size_t len = entry_encode(e, d->enc, sizeof d->enc);
     LT_ASSERT(len > 0);
     if (grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {
-        lt_log(LT_ERROR, "out of memory for a batch", NULL);
-        d->failed = true;
-        d->exit_code = 71;
+        fatal(d, 71, "out of memory for a batch");
         return false;
     }
     memcpy(b->bytes + b->bytes_len, d->enc, len);
@@ -769,10 +812,13 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     b->bytes_len += len;
     b->n++;
     d->next_seq++;
-    idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, digest);
     idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
-    if (hw == NULL || e->id.event_id > hw->v1)
-        idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0);
+    if (idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, digest) != 0 ||
+        ((hw == NULL || e->id.event_id > hw->v1) &&
+         idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
+        fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
+        return false;
+    }
     a->status = LOYALTY__STATUS__ACCEPTED;
     a->seq = e->seq;
     a->earned = e->points_earned;
@@ -1072,15 +1118,18 @@ static void fail_pipeline(daemon_t *d, int rc)
            ledger_strerror(rc));
     for (size_t i = 0; i < d->batches_n; i++) {
         batch *b = &d->batches[i];
-        if (b->state == B_FREE || b->acked || (b->state == B_COMMITTED && b->commit_rc == 0))
+        uv_mutex_lock(&d->mu);
+        bool skip =
+            b->state == B_FREE || b->acked || (b->state == B_COMMITTED && b->commit_rc == 0);
+        uv_mutex_unlock(&d->mu);
+        if (skip)
             continue;
+        /* every answer in these batches rests on state that never became durable */
         for (uint32_t j = 0; j < b->acks_n; j++) {
             ack_t *a = &b->acks[j];
-            if (a->status != LOYALTY__STATUS__REJECTED) {
-                a->status = LOYALTY__STATUS__REJECTED;
-                a->reason = LT_R_INTERNAL_ERROR;
-                a->msg_off = UINT32_MAX;
-            }
+            a->status = LOYALTY__STATUS__REJECTED;
+            a->reason = LT_R_INTERNAL_ERROR;
+            a->msg_off = UINT32_MAX;
         }
         for (uint32_t j = 0; j < b->reqs_n; j++)
             send_acks(d, &b->reqs[j], b, LT_R_NONE, NULL);
@@ -1210,6 +1259,11 @@ static void on_signal(uv_signal_t *h, int signum)
     notify_send("STOPPING=1");
     d->stopping = true;
     zwatch_pause(&d->ingest_w);
+    Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
+    qr.has_ok = 1, qr.ok = 0;
+    qr.error = "daemon is shutting down";
+    for (size_t i = 0; i < d->hash_waiters_n; i++)
+        send_query_reply(d, &d->hash_waiters[i], &qr);
     d->hash_waiters_n = 0;
     final_checkpoint_and_stop(d);
 }
@@ -1217,7 +1271,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_ckpt_timer(uv_timer_t *h)
 {
     daemon_t *d = h->data;
-    if (d->stopping || d->checkpoint_seq + 1 == d->next_seq)
+    if (d->stopping || d->failed || d->checkpoint_seq + 1 == d->next_seq)
         return;
     d->ckpt_due = true;
     if (open_batch(d) != NULL)
@@ -1531,6 +1585,11 @@ int daemon_run(const config *cfg)
            code, (unsigned long long)d->st.accepted, (unsigned long long)d->st.duplicate,
            (unsigned long long)d->st.rejected, (unsigned long long)d->st.commits,
            (unsigned long long)d->committed_seq, (unsigned long long)d->checkpoint_seq);
+    if (d->ingest_w.sock != NULL)
+        zwatch_close(&d->ingest_w);
+    if (d->query_w.sock != NULL)
+        zwatch_close(&d->query_w);
+    uv_run(&d->loop, UV_RUN_NOWAIT); /* let the poll handles close before their sockets */
     if (d->ingest_sock)
         zmq_close(d->ingest_sock);
     if (d->query_sock)

@@ -391,13 +391,14 @@ static void test_pipelined_batches_get_gap_free_sequences(void **state)
 static void test_sigterm_restart_keeps_state(void **state)
 {
     (void)state;
-    Loyalty__AckBatch *r = send1(example1(1, "keep"));
+    Loyalty__Event *first = example1(1, "keep");
+    Loyalty__AckBatch *r = send1(first);
     uint64_t seq = r->acks[0]->seq;
     loyalty__ack_batch__free_unpacked(r, NULL);
     assert_int_equal(h_stop(&g_d, SIGTERM), 0);
     h_restart(&g_d);
     assert_int_equal(balance_of("keep"), 175);
-    r = send1(example1(1, "keep")); /* resend after restart */
+    r = send1(first); /* the identical event, resent after the restart */
     assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
     assert_int_equal(r->acks[0]->seq, seq);
     loyalty__ack_batch__free_unpacked(r, NULL);
@@ -429,6 +430,79 @@ static void test_sigkill_loses_nothing_acknowledged(void **state)
     int rc = h_ctl(&g_d, "verify", out, sizeof out);
     if (rc != 0)
         fail_msg("verify after SIGKILL failed (%d): %s", rc, out);
+}
+
+/* A member record over 64 KiB (thousands of lots) once made the checkpoint fail half-way,
+ * writing newer member records under an old checkpoint_seq: recovery then counted entries
+ * twice. */
+static void test_checkpoint_of_member_with_thousands_of_lots(void **state)
+{
+    (void)state;
+    enum { LOTS = 3000, SMALL = 40 };
+    int64_t now = h_now();
+    int64_t big = 0, small[SMALL];
+    for (int b = 0; b < LOTS / 100; b++) {
+        Loyalty__Event *ev[100];
+        for (int i = 0; i < 100; i++) {
+            /* distinct earning times: one lot each */
+            ev[i] = h_sale(8, (uint64_t)(b * 100 + i + 1), "big", now - (b * 100 + i), 0);
+            h_line(ev[i], "A", "groceries", 1, 100, 100, 0);
+        }
+        Loyalty__AckBatch *r = h_send(&g_d, h_batch(100, ev), 10000);
+        assert_non_null(r);
+        big = r->acks[99]->balance;
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        h_free_events();
+    }
+    assert_int_equal(big, LOTS);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            usleep(800 * 1000); /* a checkpoint holds the big member and the small ones */
+        for (int i = 0; i < SMALL; i++) {
+            char m[16];
+            snprintf(m, sizeof m, "s%d", i);
+            Loyalty__AckBatch *r = send1(example1((uint64_t)(10000 + round * SMALL + i), m));
+            small[i] = r->acks[0]->balance;
+            loyalty__ack_batch__free_unpacked(r, NULL);
+        }
+    }
+    assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
+    h_restart(&g_d);
+    assert_int_equal(balance_of("big"), big);
+    for (int i = 0; i < SMALL; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "s%d", i);
+        assert_int_equal(balance_of(m), small[i]);
+    }
+}
+
+/* R29: an event applied long ago stays a DUPLICATE when resent after it has become older
+ * than the age limit (it was once answered TIMESTAMP_OUT_OF_RANGE). */
+static void test_R29_old_resend_after_age_limit_is_duplicate(void **state)
+{
+    (void)state;
+    Loyalty__Event *e = h_sale(9, 1, "old", h_now() - 10 * 86400, 0);
+    h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = send1(e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    uint64_t seq = r->acks[0]->seq;
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    assert_int_equal(h_stop(&g_d, SIGTERM), 0);
+    FILE *f = fopen(g_d.config, "a");
+    assert_non_null(f);
+    fputs("past_age_days: 1\n", f);
+    fclose(f);
+    h_restart(&g_d);
+    r = send1(e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
+    assert_int_equal(r->acks[0]->seq, seq);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    /* a new event that old is still refused */
+    Loyalty__Event *n = h_sale(9, 2, "old", h_now() - 10 * 86400, 0);
+    h_line(n, "A", "groceries", 1, 1000, 1000, 0);
+    r = send1(n);
+    assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__TIMESTAMP_OUT_OF_RANGE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
 }
 
 static void test_R30_replay_and_verify(void **state)
@@ -471,6 +545,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart_keeps_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_loses_nothing_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_of_member_with_thousands_of_lots, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_R29_old_resend_after_age_limit_is_duplicate, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_R30_replay_and_verify, setup, teardown),
     };
     return cmocka_run_group_tests_name("e2e_pipeline", tests, NULL, NULL);
