@@ -144,7 +144,8 @@ typedef struct {
     int64_t credit_expires_at; /* 0 = never */
     int64_t lifetime_delta_fen;
     int64_t qualifying_delta;
-    char tier_after[LT_TIER_NAME_MAX]; /* "" = unchanged */
+    char tier_after[LT_TIER_NAME_MAX];  /* "" = unchanged; the daemon records it always */
+    char tier_before[LT_TIER_NAME_MAX]; /* the tier before (informational: publications) */
     char reason[16];                   /* sale, return, gift, adjustment, referral, enrol, ... */
     int64_t balance_after;             /* balance once applied */
     bool count_sale;                   /* bump sales count, set last_purchase_at */

@@ -26,6 +26,7 @@
 #include <zmq.h>
 
 #include "arena.h"
+#include "catchup.h"
 #include "daemon.h"
 #include "entry.h"
 #include "idmap.h"
@@ -62,10 +63,9 @@ typedef struct {
     uint32_t msg_off; /* into batch msgs, or UINT32_MAX */
 } ack_t;
 
-/* One message for the publisher: a payload in pub_bytes, or a ledger record's own bytes. */
+/* One message for the publisher: its payload is in the batch's pub_bytes. */
 typedef struct {
     uint8_t topic; /* pub_topic */
-    uint32_t rec;  /* record index for sale.rated, else UINT32_MAX */
     uint32_t len;
     size_t off; /* into pub_bytes */
 } pubmsg;
@@ -118,7 +118,8 @@ typedef struct {
     rules_view view;
     ledger *ledger;
     pub *pub;
-    void *ingest_sock, *query_sock;
+    catchup *catchup;
+    void *ingest_sock, *query_sock; /* query_sock: PAIR to the catch-up thread's ROUTER */
     zwatch ingest_w, query_w;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t watchdog_timer;
@@ -433,10 +434,7 @@ static void pub_main(void *arg)
 
         for (uint32_t i = 0; i < b->pubs_n; i++) {
             const pubmsg *m = &b->pubs[i];
-            if (m->rec != UINT32_MAX)
-                pub_send(d->pub, (pub_topic)m->topic, b->recs[m->rec].bytes, b->recs[m->rec].len);
-            else
-                pub_send(d->pub, (pub_topic)m->topic, b->pub_bytes + m->off, m->len);
+            pub_send(d->pub, (pub_topic)m->topic, b->pub_bytes + m->off, m->len);
         }
 
         pub_stats ps;
@@ -662,57 +660,31 @@ static const char *tier_name(daemon_t *d, const char *member_id)
     return m->tier;
 }
 
-static pubmsg *add_pubmsg(batch *b, pub_topic t, uint32_t rec)
+/* Renders what subscribers get for entry e (encoded as enc[0..len)) into the batch: the same
+ * pub_render() catch-up uses, so live and replayed messages are identical (R28). */
+static int add_publications(batch *b, const lt_entry *e, const uint8_t *enc, size_t len)
 {
-    if (b->pubs_n == b->pubs_cap) {
+    size_t need = len + PUB_PARTS_MAX * PUB_PART_BYTES_MAX;
+    if (grow_bytes(&b->pub_bytes, &b->pub_cap, b->pub_len, need) != 0)
+        return -1;
+    if (b->pubs_n + PUB_PARTS_MAX > b->pubs_cap) {
         uint32_t ncap = b->pubs_cap * 2;
         pubmsg *np = realloc(b->pubs, ncap * sizeof *np);
         if (np == NULL)
-            return NULL;
+            return -1;
         b->pubs = np;
         b->pubs_cap = ncap;
     }
-    pubmsg *m = &b->pubs[b->pubs_n++];
-    m->topic = (uint8_t)t;
-    m->rec = rec;
-    m->off = b->pub_len;
-    m->len = 0;
-    return m;
-}
-
-/* Encodes what subscribers get for entry e (to be recorded as record b->n): member.updated per
- * posting, tier.changed where the tier moved, and the entry itself as sale.rated. The loop
- * thread holds the rated entry, so encoding here spares the publisher a decode (R28). */
-static int add_publications(daemon_t *d, batch *b, const lt_entry *e,
-                            char before[][LT_TIER_NAME_MAX])
-{
-    enum { ONE_MAX = 512 };
-    for (uint32_t i = 0; i < e->postings_n; i++) {
-        const lt_posting *po = &e->postings[i];
-        const char *after = tier_name(d, po->member_id);
-        if (grow_bytes(&b->pub_bytes, &b->pub_cap, b->pub_len, 2 * ONE_MAX) != 0)
-            return -1;
-        pubmsg *m = add_pubmsg(b, PUB_MEMBER_UPDATED, UINT32_MAX);
-        if (m == NULL)
-            return -1;
-        m->len =
-            (uint32_t)pub_encode_member_update(e, po, after, b->pub_bytes + b->pub_len, ONE_MAX);
-        LT_ASSERT(m->len > 0);
-        b->pub_len += m->len;
-        if (strcmp(before[i], after) != 0) {
-            /* mid-period changes are upgrades (R23); downgrades come from period ends (R24) */
-            bool up = e->kind != LT_ENTRY_TIER_PERIOD;
-            m = add_pubmsg(b, PUB_TIER_CHANGED, UINT32_MAX);
-            if (m == NULL)
-                return -1;
-            m->len = (uint32_t)pub_encode_tier_change(e, po->member_id, before[i], after, up,
-                                                      b->pub_bytes + b->pub_len, ONE_MAX);
-            LT_ASSERT(m->len > 0);
-            b->pub_len += m->len;
-        }
+    pub_part parts[PUB_PARTS_MAX];
+    int n = pub_render(e, enc, len, b->pub_bytes + b->pub_len, need, parts);
+    LT_ASSERT(n >= 0);
+    for (int i = 0; i < n; i++) {
+        pubmsg *m = &b->pubs[b->pubs_n++];
+        m->topic = (uint8_t)parts[i].topic;
+        m->off = b->pub_len + parts[i].off;
+        m->len = parts[i].len;
     }
-    if (e->kind == LT_ENTRY_SALE && add_pubmsg(b, PUB_SALE_RATED, b->n) == NULL)
-        return -1;
+    b->pub_len += n > 0 ? parts[n - 1].off + parts[n - 1].len : 0;
     return 0;
 }
 
@@ -778,9 +750,15 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     lt_entry *e = &d->entry;
     e->seq = d->next_seq;
     e->digest = digest;
-    char before[LT_POSTINGS_MAX][LT_TIER_NAME_MAX];
-    for (uint32_t i = 0; i < e->postings_n; i++)
-        snprintf(before[i], sizeof before[i], "%s", tier_name(d, e->postings[i].member_id));
+    /* record every posting's tier before and after, so that the entry alone renders its
+     * publications (catch-up reads them from the ledger). Stamped before applying: live state
+     * and replay apply the very same entry. */
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        lt_posting *po = &e->postings[i];
+        snprintf(po->tier_before, sizeof po->tier_before, "%s", tier_name(d, po->member_id));
+        if (po->tier_after[0] == '\0')
+            memcpy(po->tier_after, po->tier_before, sizeof po->tier_after);
+    }
     char err[256];
     if (state_apply(d->state, e, err, sizeof err) != 0) {
         /* rating produced an entry the state refuses: a bug. If a later posting failed, the
@@ -792,12 +770,12 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
             fatal(d, 70, "state refused a later posting: state half-changed");
         return false;
     }
-    if (add_publications(d, b, e, before) != 0) {
+    size_t len = entry_encode(e, d->enc, sizeof d->enc);
+    LT_ASSERT(len > 0);
+    if (add_publications(b, e, d->enc, len) != 0) {
         fatal(d, 71, "out of memory for a batch");
         return false;
     }
-    size_t len = entry_encode(e, d->enc, sizeof d->enc);
-    LT_ASSERT(len > 0);
     if (grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {
         fatal(d, 71, "out of memory for a batch");
         return false;
@@ -1071,6 +1049,11 @@ static void handle_query(daemon_t *d, const req_t *r, const uint8_t *data, size_
             qr.error = "too many state hash requests waiting";
             send_query_reply(d, r, &qr);
         }
+        break;
+    case LOYALTY__QUERY__Q_CATCH_UP:
+        qr.has_ok = 1, qr.ok = 0;
+        qr.error = "catch-up needs a DEALER (no REQ envelope): see docs/subscribers.md";
+        send_query_reply(d, r, &qr);
         break;
     case LOYALTY__QUERY__Q_STATUS:
         qr.has_ok = 1, qr.ok = 1;
@@ -1472,8 +1455,22 @@ static int start(daemon_t *d)
         return -1;
     }
     d->ingest_sock = make_router(d, d->cfg->ingest_endpoint, (int)d->cfg->ingest_queue_max);
-    d->query_sock = make_router(d, d->cfg->query_endpoint, 1000);
-    if (d->ingest_sock == NULL || d->query_sock == NULL)
+    if (d->ingest_sock == NULL)
+        return -1;
+    /* the query endpoint is the catch-up thread's; other queries come here over a PAIR */
+    char pair_ep[64];
+    snprintf(pair_ep, sizeof pair_ep, "inproc://loyaltyd-query-%p", (void *)d);
+    if (catchup_start(d->zctx, d->cfg->query_endpoint, pair_ep, d->ledger, &d->catchup, err,
+                      sizeof err) != 0) {
+        lt_log(LT_ERROR, "cannot start the query and catch-up endpoint", "error=\"%s\"", err);
+        return -1;
+    }
+    d->m.catchup = d->catchup;
+    d->query_sock = zmq_socket(d->zctx, ZMQ_PAIR);
+    int linger = 1000;
+    if (d->query_sock == NULL ||
+        zmq_setsockopt(d->query_sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_connect(d->query_sock, pair_ep) != 0)
         return -1;
 
     d->batches_n = (size_t)d->cfg->batches_max;
@@ -1585,6 +1582,7 @@ int daemon_run(const config *cfg)
            code, (unsigned long long)d->st.accepted, (unsigned long long)d->st.duplicate,
            (unsigned long long)d->st.rejected, (unsigned long long)d->st.commits,
            (unsigned long long)d->committed_seq, (unsigned long long)d->checkpoint_seq);
+    metrics_stop(&d->m); /* first: its HTTP thread reads what is torn down below */
     if (d->ingest_w.sock != NULL)
         zwatch_close(&d->ingest_w);
     if (d->query_w.sock != NULL)
@@ -1594,10 +1592,10 @@ int daemon_run(const config *cfg)
         zmq_close(d->ingest_sock);
     if (d->query_sock)
         zmq_close(d->query_sock);
+    catchup_stop(&d->catchup);
     pub_destroy(&d->pub);
     if (d->zctx)
         zmq_ctx_term(d->zctx);
-    metrics_stop(&d->m);
     uv_walk(&d->loop, on_close_walk, NULL);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     uv_loop_close(&d->loop);

@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+#include "catchup.h"
 #include "ledger.h"
 #include "metrics.h"
 
@@ -169,6 +170,14 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
             rd(&m->rules_reloads));
     counter(&o, "loyaltyd_rules_reload_failures_total", "Refused rules reloads (bad file).",
             rd(&m->rules_reload_failures));
+    if (m->catchup != NULL) {
+        catchup_stats cs;
+        catchup_get_stats(m->catchup, &cs);
+        counter(&o, "loyaltyd_catchup_requests_total", "Catch-up requests served.", cs.requests);
+        counter(&o, "loyaltyd_catchup_entries_total", "Ledger entries replayed by catch-up.",
+                cs.entries);
+        counter(&o, "loyaltyd_catchup_errors_total", "Catch-up requests that failed.", cs.errors);
+    }
     ledger_stats st;
     if (m->ledger != NULL && ledger_stat(m->ledger, &st) == 0) {
         gauge(&o, "loyaltyd_ledger_entries", "Entries in the ledger.", st.entries);

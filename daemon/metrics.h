@@ -37,6 +37,7 @@ typedef struct metrics {
     _Atomic uint64_t ingest_paused; /* 1 while backpressure holds ingest */
     histogram commit_batch, commit_seconds, ack_seconds;
     ledger *ledger; /* for map use and sizes at scrape time */
+    void *catchup;  /* catchup *, for its counters */
     char rules_version[LT_TEXT_MAX];
     void *mu; /* guards rules_version */
     void *http;

@@ -56,6 +56,7 @@ static void w_posting(wbuf *w, const lt_posting *p)
     w_i64(w, 10, p->lifetime_delta_fen);
     w_i64(w, 11, p->qualifying_delta);
     W_STR(w, 12, p->tier_after);
+    W_STR(w, 19, p->tier_before);
     W_STR(w, 13, p->reason);
     w_i64(w, 14, p->balance_after);
     w_u64(w, 15, p->count_sale);
@@ -168,7 +169,8 @@ static int decode_posting(const Loyalty__Posting *m, lt_posting *p)
     p->qualifying_delta = GET(m, qualifying_delta);
     p->balance_after = GET(m, balance_after);
     if (COPY(p->member_id, m->member_id) || COPY(p->referrer, m->referrer) ||
-        COPY(p->tier_after, m->tier_after) || COPY(p->reason, m->reason) ||
+        COPY(p->tier_after, m->tier_after) || COPY(p->tier_before, m->tier_before) ||
+        COPY(p->reason, m->reason) ||
         COPY(p->card, m->card) || COPY(p->unlink_card, m->unlink_card))
         return -1;
     return 0;
@@ -317,6 +319,7 @@ static void json_posting(FILE *f, const lt_posting *p)
             ",\"debit\":%" PRId64 ",\"credit\":%" PRId64 ",\"credit_expires_at\":%" PRId64
             ",\"lifetime_delta_fen\":%" PRId64 ",\"qualifying_delta\":%" PRId64,
             p->debit, p->credit, p->credit_expires_at, p->lifetime_delta_fen, p->qualifying_delta);
+    json_kv_str(f, "tier_before", p->tier_before);
     json_kv_str(f, "tier_after", p->tier_after);
     json_kv_str(f, "reason", p->reason);
     fprintf(f, ",\"balance_after\":%" PRId64 ",\"count_sale\":%s", p->balance_after,

@@ -101,32 +101,93 @@ void pub_destroy(pub **pp)
     *pp = NULL;
 }
 
-size_t pub_encode_member_update(const lt_entry *e, const lt_posting *p, const char *tier,
-                                uint8_t *buf, size_t cap)
+static size_t member_update(const lt_entry *e, const lt_posting *p, uint32_t part, uint32_t parts,
+                            uint8_t *buf, size_t cap)
 {
     wbuf w = w_init(buf, cap);
     w_u64(&w, 1, e->seq);
     W_STR(&w, 2, p->member_id);
     w_i64(&w, 3, p->balance_after);
     w_i64(&w, 4, p->credit - p->debit);
-    w_str(&w, 5, tier, LT_TIER_NAME_MAX);
+    W_STR(&w, 5, p->tier_after);
     W_STR(&w, 6, p->reason);
     w_i64(&w, 7, e->occurred_at);
     w_id(&w, 8, e->id);
+    w_u64(&w, 9, part);
+    w_u64(&w, 10, parts);
     return w.full ? 0 : (size_t)(w.p - buf);
 }
 
-size_t pub_encode_tier_change(const lt_entry *e, const char *member_id, const char *from,
-                              const char *to, bool upgrade, uint8_t *buf, size_t cap)
+static size_t tier_change(const lt_entry *e, const lt_posting *p, uint32_t part, uint32_t parts,
+                          uint8_t *buf, size_t cap)
 {
     wbuf w = w_init(buf, cap);
     w_u64(&w, 1, e->seq);
-    w_str(&w, 2, member_id, LT_ID_MAX);
-    w_str(&w, 3, from, LT_TIER_NAME_MAX);
-    w_str(&w, 4, to, LT_TIER_NAME_MAX);
-    w_u64(&w, 5, upgrade);
+    W_STR(&w, 2, p->member_id);
+    W_STR(&w, 3, p->tier_before);
+    W_STR(&w, 4, p->tier_after);
+    /* mid-period changes are upgrades (R23); downgrades come from period ends (R24) */
+    w_u64(&w, 5, e->kind != LT_ENTRY_TIER_PERIOD);
     w_i64(&w, 6, e->occurred_at);
+    w_u64(&w, 7, part);
+    w_u64(&w, 8, parts);
     return w.full ? 0 : (size_t)(w.p - buf);
+}
+
+static size_t sale_rated(const lt_entry *e, const uint8_t *entry, size_t entry_len, uint32_t part,
+                         uint32_t parts, uint8_t *buf, size_t cap)
+{
+    wbuf w = w_init(buf, cap);
+    w_u64(&w, 1, e->seq);
+    w_u64(&w, 2, part);
+    w_u64(&w, 3, parts);
+    w_tag(&w, 4, WT_LEN);
+    w_varint(&w, entry_len);
+    if (w.full || (size_t)(w.end - w.p) < entry_len)
+        return 0;
+    memcpy(w.p, entry, entry_len);
+    w.p += entry_len;
+    return (size_t)(w.p - buf);
+}
+
+static bool tier_moved(const lt_posting *p)
+{
+    return p->tier_before[0] != '\0' && p->tier_after[0] != '\0' &&
+           strcmp(p->tier_before, p->tier_after) != 0;
+}
+
+int pub_render(const lt_entry *e, const uint8_t *entry_bytes, size_t entry_len, uint8_t *buf,
+               size_t cap, pub_part *parts)
+{
+    uint32_t total = e->postings_n + (e->kind == LT_ENTRY_SALE ? 1 : 0);
+    for (uint32_t i = 0; i < e->postings_n; i++)
+        total += tier_moved(&e->postings[i]);
+    LT_ASSERT(total <= PUB_PARTS_MAX);
+    uint32_t n = 0;
+    size_t off = 0;
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        const lt_posting *p = &e->postings[i];
+        size_t len = member_update(e, p, n + 1, total, buf + off, cap - off);
+        if (len == 0)
+            return -1;
+        parts[n++] = (pub_part){PUB_MEMBER_UPDATED, (uint32_t)off, (uint32_t)len};
+        off += len;
+        if (tier_moved(p)) {
+            len = tier_change(e, p, n + 1, total, buf + off, cap - off);
+            if (len == 0)
+                return -1;
+            parts[n++] = (pub_part){PUB_TIER_CHANGED, (uint32_t)off, (uint32_t)len};
+            off += len;
+        }
+    }
+    if (e->kind == LT_ENTRY_SALE) {
+        size_t len = sale_rated(e, entry_bytes, entry_len, n + 1, total, buf + off, cap - off);
+        if (len == 0)
+            return -1;
+        parts[n++] = (pub_part){PUB_SALE_RATED, (uint32_t)off, (uint32_t)len};
+    }
+    LT_ASSERT(n == total);
+    return (int)n;
 }
 
 void pub_send(pub *p, pub_topic t, const uint8_t *payload, size_t len)

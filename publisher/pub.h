@@ -39,13 +39,24 @@ int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_l
 /* Closes the socket and frees. Safe on NULL. */
 void pub_destroy(pub **p);
 
-/* Encoders, called by the daemon's loop thread while it holds the rated entry, so that the
- * publisher thread only sends bytes. Each returns the payload length, or 0 if cap is too small.
- * tier is the member's tier after the entry. */
-size_t pub_encode_member_update(const lt_entry *e, const lt_posting *p, const char *tier,
-                                uint8_t *buf, size_t cap);
-size_t pub_encode_tier_change(const lt_entry *e, const char *member_id, const char *from,
-                              const char *to, bool upgrade, uint8_t *buf, size_t cap);
+/* What one ledger entry publishes, rendered from the entry alone, so that the live stream and
+ * catch-up (which reads the ledger) send exactly the same messages: member.updated per posting,
+ * tier.changed where tier_before and tier_after differ, then sale.rated for a sale. Each
+ * carries seq, part (1..parts) and parts. */
+#define PUB_PARTS_MAX (2 * LT_POSTINGS_MAX + 1)
+#define PUB_PART_BYTES_MAX 512 /* any part but sale.rated */
+
+typedef struct {
+    pub_topic topic;
+    uint32_t off, len; /* payload within the render buffer */
+} pub_part;
+
+/* Renders entry e (whose encoded bytes are entry_bytes, for sale.rated) into buf. Returns the
+ * number of parts written to parts, or -1 if cap is too small: cap of entry_len +
+ * PUB_PARTS_MAX * PUB_PART_BYTES_MAX always suffices. Every entry kind the rules produce has a
+ * posting, so every entry publishes at least one message. */
+int pub_render(const lt_entry *e, const uint8_t *entry_bytes, size_t entry_len, uint8_t *buf,
+               size_t cap, pub_part *parts);
 
 /* Sends one message (topic frame + payload) without blocking; counts a drop if ZeroMQ refuses. */
 void pub_send(pub *p, pub_topic t, const uint8_t *payload, size_t len);

@@ -127,11 +127,18 @@ static void test_sale_is_rated_acked_and_published(void **state)
             assert_int_equal(u->delta, 175);
             /* 272,345 fen qualifying lifts a new member to silver at once (R22, R23) */
             assert_string_equal(u->tier, "silver");
+            assert_int_equal(u->part, 1);
+            assert_int_equal(u->parts, 3);
             loyalty__member_update__free_unpacked(u, NULL);
             got_update = true;
         } else if (strcmp(topic, "sale.rated") == 0) {
             /* sale.rated carries the sale's ledger entry: the full breakdown */
-            Loyalty__LedgerEntry *s = loyalty__ledger_entry__unpack(NULL, (size_t)n, buf);
+            Loyalty__SaleRated *sr = loyalty__sale_rated__unpack(NULL, (size_t)n, buf);
+            assert_non_null(sr);
+            assert_int_equal(sr->seq, 1);
+            assert_int_equal(sr->part, 3); /* member.updated, tier.changed, sale.rated */
+            assert_int_equal(sr->parts, 3);
+            Loyalty__LedgerEntry *s = sr->entry;
             assert_non_null(s);
             assert_int_equal(s->seq, 1);
             assert_int_equal(s->points_earned, 175);
@@ -139,7 +146,7 @@ static void test_sale_is_rated_acked_and_published(void **state)
             assert_int_equal(s->n_lines, 3);
             assert_int_equal(s->lines[1]->points, 0); /* tobacco earns nothing (R9) */
             assert_int_equal(s->lines[0]->points + s->lines[2]->points, 175);
-            loyalty__ledger_entry__free_unpacked(s, NULL);
+            loyalty__sale_rated__free_unpacked(sr, NULL);
             got_sale = true;
         } else if (strcmp(topic, "tier.changed") == 0) {
             Loyalty__TierChange *t = loyalty__tier_change__unpack(NULL, (size_t)n, buf);
@@ -147,6 +154,7 @@ static void test_sale_is_rated_acked_and_published(void **state)
             assert_string_equal(t->from_tier, "basic");
             assert_string_equal(t->to_tier, "silver");
             assert_true(t->upgrade);
+            assert_int_equal(t->part, 2);
             loyalty__tier_change__free_unpacked(t, NULL);
             got_tier = true;
         }
