@@ -35,6 +35,7 @@ typedef struct {
     int timeout_ms;
     bool json;
     bool timeout_given; /* --timeout-ms was on the command line */
+    bool data_given;    /* --data was on the command line (restore insists on it) */
 } ctl_globals;
 
 /* getopt_long ids of the global options; command options use ids below CTL_OPT_GLOBAL. */
@@ -85,6 +86,8 @@ int ctl_cmd_subscribe(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_ledger(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_replay(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_verify(ctl_globals *g, int argc, char **argv);
+int ctl_cmd_backup(ctl_globals *g, int argc, char **argv);
+int ctl_cmd_restore(ctl_globals *g, int argc, char **argv);
 
 /* ---- query endpoint (ctl/query.c) ---- */
 

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl.h"
 #include "entry.h"
+#include "progress.h"
 
 #define TAIL_DEFAULT_N 10
 #define FOLLOW_POLL_MS 200
@@ -42,6 +44,7 @@ typedef struct {
     lt_entry *entry; /* one decode buffer: an entry is ~12 KiB with 200 lines */
     uint64_t printed;
     uint64_t last;
+    ctl_progress *progress; /* dump only: NULL for tail */
 } print_ctx;
 
 static int print_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
@@ -59,6 +62,8 @@ static int print_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
     }
     p->printed++;
     p->last = seq;
+    if (p->progress != NULL)
+        ctl_progress_update(p->progress, p->printed);
     return stop_requested ? 1 : 0;
 }
 
@@ -93,6 +98,23 @@ static int follow(ledger *l, print_ctx *p)
             return -1;
     }
     return 0;
+}
+
+/* Prints from..to with a progress report on stderr for a long dump (none when stdout and stderr
+ * are the same terminal: the bar would be written over the entries). */
+static int dump_range(ledger *l, print_ctx *p, uint64_t from, uint64_t to)
+{
+    uint64_t end = to;
+    if (end == 0 && ledger_last_seq(l, &end) < 0)
+        end = 0;
+    ctl_progress progress;
+    ctl_progress_start(&progress, "dump", "entries", end >= from ? end - from + 1 : 0,
+                       isatty(STDOUT_FILENO) == 1);
+    p->progress = &progress;
+    int rc = print_range(l, p, from, to);
+    ctl_progress_done(&progress, p->printed);
+    p->progress = NULL;
+    return rc;
 }
 
 int ctl_cmd_ledger(ctl_globals *g, int argc, char **argv)
@@ -149,7 +171,7 @@ int ctl_cmd_ledger(ctl_globals *g, int argc, char **argv)
         if (rc == 0 && follow_on)
             rc = follow(l, &p);
     } else {
-        rc = print_range(l, &p, from, to);
+        rc = dump_range(l, &p, from, to);
     }
     free(p.entry);
     ledger_close(&l);

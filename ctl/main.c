@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "report.h"
 
 static const char usage_text[] =
     "usage: loyaltyctl [GLOBAL OPTIONS] COMMAND [ARGS]\n"
@@ -24,6 +25,11 @@ static const char usage_text[] =
     "  replay                   rebuild member state from the ledger alone, print its hash\n"
     "  verify [--offline]       compare the daemon's state hash with a replay of the ledger\n"
     "  status                   daemon status: committed sequence, members, rules version\n"
+    "  backup DIR               hot, compacted copy of the ledger into a new or empty DIR\n"
+    "  restore BACKUP_DIR --data DIR [--force]\n"
+    "                           put a backup into a data directory (daemon stopped)\n"
+    "  report liability|tiers|stores\n"
+    "                           points liability, members per tier, sales per store and day\n"
     "\n"
     "Run 'loyaltyctl COMMAND --help' for a command's options.\n"
     "\n";
@@ -46,7 +52,8 @@ static const struct {
 } commands[] = {
     {"send", ctl_cmd_send},     {"member", ctl_cmd_member}, {"subscribe", ctl_cmd_subscribe},
     {"ledger", ctl_cmd_ledger}, {"replay", ctl_cmd_replay}, {"verify", ctl_cmd_verify},
-    {"status", ctl_cmd_status},
+    {"status", ctl_cmd_status}, {"backup", ctl_cmd_backup}, {"restore", ctl_cmd_restore},
+    {"report", ctl_cmd_report},
 };
 
 void ctl_errorf(const char *fmt, ...)
@@ -91,6 +98,7 @@ int ctl_global_opt(ctl_globals *g, int id, const char *arg)
         return 0;
     case CTL_OPT_DATA:
         g->data = arg;
+        g->data_given = true;
         return 0;
     case CTL_OPT_TIMEOUT:
         if (ctl_parse_u64("--timeout-ms", arg, 1, CTL_TIMEOUT_MS_MAX, &v) < 0)
@@ -133,6 +141,7 @@ int main(int argc, char **argv)
                      CTL_DEFAULT_PUB,
                      CTL_DEFAULT_DATA,
                      CTL_DEFAULT_TIMEOUT_MS,
+                     false,
                      false,
                      false};
     int c;

@@ -13,6 +13,7 @@
 
 #include "ctl.h"
 #include "entry.h"
+#include "progress.h"
 
 #define VERIFY_PROBE_MS 2000        /* status probe before the state-hash query */
 #define VERIFY_SNAPSHOT_TRIES_MAX 3 /* re-reads when a checkpoint lands during the read */
@@ -44,6 +45,8 @@ typedef struct {
     ctl_replay_result *r;
     char *err;
     size_t err_len;
+    ctl_progress progress;
+    uint64_t applied; /* entries applied by this call (r->entries may carry earlier ones) */
 } apply_ctx;
 
 static int apply_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
@@ -65,6 +68,7 @@ static int apply_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
     }
     a->r->entries++;
     a->r->last_seq = seq;
+    ctl_progress_update(&a->progress, ++a->applied);
     return 0;
 }
 
@@ -74,9 +78,14 @@ int ctl_replay_range(ledger *l, state *s, uint64_t from, uint64_t to, ctl_replay
     LT_ASSERT(from >= 1);
     apply_ctx a = {s, malloc(sizeof(lt_entry)), r, err, err_len};
     LT_ASSERT(a.entry != NULL);
+    uint64_t end = to;
+    if (end == 0 && ledger_last_seq(l, &end) < 0)
+        end = 0; /* unknown: the scan itself reports the error */
+    ctl_progress_start(&a.progress, "replay", "entries", end >= from ? end - from + 1 : 0, false);
     double t0 = now_s();
     int rc = ledger_scan(l, from, to, apply_one, &a);
     r->elapsed_s += now_s() - t0;
+    ctl_progress_done(&a.progress, a.applied);
     free(a.entry);
     if (rc < -1)
         snprintf(err, err_len, "ledger scan: %s", ledger_strerror(rc));
