@@ -121,7 +121,8 @@ static int write_config(bench_daemon *d, char *path, size_t cap)
             "ingest_endpoint: \"%s\"\n"
             "publish_endpoint: \"%s\"\n"
             "query_endpoint: \"%s\"\n"
-            "rules_file: \"\"\n",
+            "rules_file: \"\"\n"
+            "metrics_listen: \"\"\n", /* no fixed port: a daemon beside it may hold 9464 */
             d->dir, d->ingest, d->pub, d->query);
     return fclose(f) == 0 ? 0 : -1;
 }

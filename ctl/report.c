@@ -21,7 +21,6 @@
 #include "rules.h"
 /* rules.h has no accessor for the point value (R2) or the tier list (R22) yet: rules_facts()
  * reads them from the loaded object, read-only, and is the only code here that touches it. */
-#include "rules_internal.h"
 
 #define REPORT_STORE_DAYS_MAX (1u << 22) /* (store, day) rows in one stores report */
 #define REPORT_TIERS_MAX 64              /* distinct tier names counted by report tiers */
@@ -469,19 +468,16 @@ static int load_rules(const char *path, rules **out)
     return 0;
 }
 
-/* What the reports need from the rules that rules.h does not offer (see the include above). */
 static int64_t rules_point_value(const rules *r)
 {
-    LT_ASSERT(r->point_value_fen > 0);
-    return r->point_value_fen;
+    return rules_point_value_fen(r);
 }
 
 static size_t rules_tiers(const rules *r, const char **names, size_t max)
 {
-    LT_ASSERT(r->tiers_n >= 1 && r->tiers_n <= max);
-    for (uint32_t i = 0; i < r->tiers_n; i++)
-        names[i] = r->tiers[i].name;
-    return r->tiers_n;
+    size_t n = rules_tier_names(r, names, max);
+    LT_ASSERT(n >= 1 && n <= max);
+    return n;
 }
 
 /* Warns when the ledger's entry seq was rated with rules other than r (R31). */

@@ -160,6 +160,15 @@ int config_check(const config *c, char *err, size_t err_len)
         snprintf(err, err_len, "data_dir must not be empty");
         return -1;
     }
+    if (c->metrics_listen[0] != '\0') {
+        const char *colon = strrchr(c->metrics_listen, ':');
+        long port = colon != NULL ? strtol(colon + 1, NULL, 10) : 0;
+        if (colon == NULL || colon == c->metrics_listen || port < 1 || port > 65535) {
+            snprintf(err, err_len, "metrics_listen \"%s\" is not HOST:PORT (or \"\" for off)",
+                     c->metrics_listen);
+            return -1;
+        }
+    }
     if (c->batch_events_max < 1) {
         snprintf(err, err_len, "batch_events_max must be at least 1");
         return -1;

@@ -228,6 +228,8 @@ int ingest_event_from_pb(const Loyalty__Event *pe, const ingest_limits *lim, lt_
     msg[0] = '\0';
     if (pe->id == NULL || !pe->id->has_node_id || !pe->id->has_event_id)
         REJECT(LT_R_MISSING_FIELD, "id (node_id, event_id) is required");
+    if (pe->id->node_id == 0 || pe->id->event_id == 0)
+        REJECT(LT_R_INVALID_FIELD, "id: node_id and event_id must be at least 1 (R29)");
     ev->id.node_id = pe->id->node_id;
     ev->id.event_id = pe->id->event_id;
     TEXT_FIELD(ev->member_id, pe->member_id, "member_id", false);

@@ -45,6 +45,13 @@ const char *rules_version(const rules *r);
 /* The name of the lowest tier (new members start there). Valid while the rules live. */
 const char *rules_tier_base(const rules *r);
 
+/* What one point is worth in fen when redeemed (R2). */
+int64_t rules_point_value_fen(const rules *r);
+
+/* The tiers' names, lowest first (R22): fills up to max pointers (valid while the rules live)
+ * and returns how many tiers there are. */
+size_t rules_tier_names(const rules *r, const char **names, size_t max);
+
 /* Rates one validated event against the current state.
  * Returns LT_R_NONE (0) and fills *out with the complete entry (seq left 0, rules_version set),
  * or returns the lt_reason why the event is rejected (*out is then undefined). Never fails for

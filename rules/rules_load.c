@@ -940,6 +940,19 @@ const char *rules_version(const rules *r)
     return r->version;
 }
 
+int64_t rules_point_value_fen(const rules *r)
+{
+    LT_ASSERT(r->point_value_fen > 0);
+    return r->point_value_fen;
+}
+
+size_t rules_tier_names(const rules *r, const char **names, size_t max)
+{
+    for (uint32_t i = 0; i < r->tiers_n && i < max; i++)
+        names[i] = r->tiers[i].name;
+    return r->tiers_n;
+}
+
 const char *rules_tier_base(const rules *r)
 {
     LT_ASSERT(r->tiers_n > 0);

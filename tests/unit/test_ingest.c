@@ -195,6 +195,15 @@ static void test_id_required(void **state)
     f->id.has_node_id = 1;
     f->id.has_event_id = 0;
     assert_reject(f, LT_R_MISSING_FIELD, "id (node_id, event_id)");
+    /* R29: ids start at 1; (0, 0) is the daemon's own and is not indexed for duplicates */
+    f->id.has_event_id = 1;
+    f->id.event_id = 0;
+    assert_reject(f, LT_R_INVALID_FIELD, "at least 1");
+    f->id.event_id = 5;
+    f->id.node_id = 0;
+    assert_reject(f, LT_R_INVALID_FIELD, "at least 1");
+    f->id.node_id = 1;
+    assert_ok(f);
     free(f);
 }
 
