@@ -27,6 +27,7 @@ static const char usage_text[] =
     "  status                   daemon status: committed sequence, members, rules version\n"
     "  backup DIR               hot, compacted copy of the ledger into a new or empty DIR\n"
     "  restore BACKUP_DIR --data DIR [--force]\n"
+    "  keygen [PREFIX]\n"
     "                           put a backup into a data directory (daemon stopped)\n"
     "  report liability|tiers|stores\n"
     "                           points liability, members per tier, sales per store and day\n"
@@ -53,6 +54,7 @@ static const struct {
     {"send", ctl_cmd_send},     {"member", ctl_cmd_member}, {"subscribe", ctl_cmd_subscribe},
     {"ledger", ctl_cmd_ledger}, {"replay", ctl_cmd_replay}, {"verify", ctl_cmd_verify},
     {"status", ctl_cmd_status}, {"backup", ctl_cmd_backup}, {"restore", ctl_cmd_restore},
+    {"keygen", ctl_cmd_keygen},
     {"report", ctl_cmd_report},
 };
 

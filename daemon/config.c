@@ -27,6 +27,8 @@ void config_defaults(config *c)
     c->past_age_days = 3650;
     c->ingest_queue_max = 10000;
     c->heartbeat_ms = 1000;
+    c->curve_publish = 1;
+    c->curve_query = 1;
 }
 
 typedef struct {
@@ -53,6 +55,8 @@ static const config_key g_keys[] = {
     STR(rules_file),
     STR(log_level),
     STR(metrics_listen),
+    STR(curve_secret_key_file),
+    STR(curve_allowlist_file),
     INT(map_size_mb, 16, 16 * 1024 * 1024),
     INT(batch_events_max, 1, 100000),
     INT(batches_max, 2, 64),
@@ -61,6 +65,9 @@ static const config_key g_keys[] = {
     INT(past_age_days, 1, 100 * 365),
     INT(ingest_queue_max, 1, 10000000),
     INT(heartbeat_ms, 10, 3600 * 1000),
+    INT(curve_publish, 0, 1),
+    INT(curve_query, 0, 1),
+    INT(allow_insecure_bind, 0, 1),
 };
 
 static int set_key(config *c, const char *key, const char *val, char *err, size_t err_len,
@@ -168,6 +175,12 @@ int config_check(const config *c, char *err, size_t err_len)
                      c->metrics_listen);
             return -1;
         }
+    }
+    if ((c->curve_secret_key_file[0] != '\0') != (c->curve_allowlist_file[0] != '\0')) {
+        snprintf(err, err_len,
+                 "curve_secret_key_file and curve_allowlist_file go together: "
+                 "CURVE without an allowlist would admit anyone");
+        return -1;
     }
     if (c->batch_events_max < 1) {
         snprintf(err, err_len, "batch_events_max must be at least 1");

@@ -17,6 +17,11 @@ typedef struct {
     char rules_file[CONFIG_PATH_MAX]; /* "" = built-in default rules */
     char metrics_listen[64];          /* "HOST:PORT" of the Prometheus endpoint; "" = off */
     char log_level[16];
+    char curve_secret_key_file[CONFIG_PATH_MAX]; /* "" = no CURVE */
+    char curve_allowlist_file[CONFIG_PATH_MAX];
+    int64_t curve_publish;          /* 1: subscribers need an allowlisted key too */
+    int64_t curve_query;            /* 1: the query / catch-up endpoint too */
+    int64_t allow_insecure_bind;    /* 1: allow a non-loopback endpoint without CURVE */
     int64_t map_size_mb;            /* LMDB map size */
     int64_t batch_events_max;       /* events per group commit */
     int64_t batches_max;            /* batches in the pipeline (queue depth) */

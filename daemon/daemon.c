@@ -26,6 +26,7 @@
 #include <zmq.h>
 
 #include "arena.h"
+#include "auth.h"
 #include "catchup.h"
 #include "daemon.h"
 #include "entry.h"
@@ -119,6 +120,8 @@ typedef struct {
     ledger *ledger;
     pub *pub;
     catchup *catchup;
+    auth *auth; /* CURVE allowlist and ZAP handler; NULL without CURVE */
+    char curve_secret[41];
     void *ingest_sock, *query_sock; /* query_sock: PAIR to the catch-up thread's ROUTER */
     zwatch ingest_w, query_w;
     uv_signal_t sigint, sigterm, sighup;
@@ -688,8 +691,10 @@ static int add_publications(batch *b, const lt_entry *e, const uint8_t *enc, siz
     return 0;
 }
 
-/* Rates, applies and records one event. Returns true if the request must wait for a commit. */
-static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t *a)
+/* Rates, applies and records one event. Returns true if the request must wait for a commit.
+ * user_id is the connection's ZAP User-Id (CURVE), NULL without CURVE. */
+static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const char *user_id,
+                          ack_t *a)
 {
     char msg[MSG_BYTES_MAX];
     memset(a, 0, sizeof *a);
@@ -717,6 +722,12 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, ack_t
     }
     if (rc != LT_R_NONE) {
         reject(d, b, a, rc, msg);
+        return false;
+    }
+    if (d->auth != NULL && !auth_node_allowed(user_id, d->ev.id.node_id)) {
+        snprintf(msg, sizeof msg, "this till's key may not submit events for node %llu",
+                 (unsigned long long)d->ev.id.node_id);
+        reject(d, b, a, LT_R_NODE_NOT_ALLOWED, msg);
         return false;
     }
     uint64_t digest = ingest_event_digest_ev(&d->ev);
@@ -816,7 +827,8 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
     zwatch_after_send(&d->ingest_w);
 }
 
-static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len)
+static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len,
+                           const char *user_id)
 {
     char msg[MSG_BYTES_MAX];
     d->st.messages++;
@@ -852,7 +864,7 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     r->ack_n = (uint32_t)eb->n_events;
     bool wait = false;
     for (size_t i = 0; i < eb->n_events && !d->failed; i++)
-        wait |= process_event(d, b, eb->events[i], &b->acks[b->acks_n + i]);
+        wait |= process_event(d, b, eb->events[i], user_id, &b->acks[b->acks_n + i]);
     if (d->failed)
         return;
     if (wait) {
@@ -928,7 +940,8 @@ static size_t on_ingest(zwatch *w, size_t budget)
             lt_log(LT_WARN, "malformed envelope dropped", NULL);
             continue;
         }
-        handle_message(d, &r, zmq_msg_data(&payload), zmq_msg_size(&payload));
+        const char *uid = d->auth != NULL ? zmq_msg_gets(&payload, "User-Id") : NULL;
+        handle_message(d, &r, zmq_msg_data(&payload), zmq_msg_size(&payload), uid);
     }
     zmq_msg_close(&payload);
     if (!d->failed)
@@ -1287,6 +1300,13 @@ static void on_sighup(uv_signal_t *h, int signum)
         metrics_inc(&d->m.rules_reloads, 1);
         metrics_set_rules_version(&d->m, rules_version(d->rules));
     }
+    if (d->auth != NULL) {
+        if (auth_reload(d->auth, err, sizeof err) != 0)
+            lt_log(LT_ERROR, "allowlist reload refused; the list in force stays", "error=\"%s\"",
+                   err);
+        else
+            lt_log(LT_INFO, "allowlist reloaded", "keys=%zu", auth_keys(d->auth));
+    }
     notify_send("READY=1");
 }
 
@@ -1365,11 +1385,45 @@ static int recover(daemon_t *d)
     return 0;
 }
 
+/* CURVE: only allowlisted keys connect. Without it, only endpoints on this machine may be
+ * bound, unless allow_insecure_bind says otherwise. */
+static int start_security(daemon_t *d)
+{
+    char err[512];
+    const config *c = d->cfg;
+    if (c->curve_secret_key_file[0] == '\0') {
+        const char *eps[] = {c->ingest_endpoint, c->publish_endpoint, c->query_endpoint};
+        for (size_t i = 0; i < LT_ARRAY_LEN(eps); i++) {
+            if (!auth_endpoint_is_local(eps[i]) && !c->allow_insecure_bind) {
+                lt_log(LT_ERROR, "refusing a non-loopback endpoint without CURVE",
+                       "endpoint=%s hint=\"set curve_secret_key_file and curve_allowlist_file, "
+                       "or allow_insecure_bind: 1\"",
+                       eps[i]);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (auth_read_secret(c->curve_secret_key_file, d->curve_secret, err, sizeof err) != 0 ||
+        auth_start(d->zctx, c->curve_allowlist_file, &d->auth, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "cannot start CURVE", "error=\"%s\"", err);
+        return -1;
+    }
+    lt_log(LT_INFO, "CURVE on", "allowlist=%s keys=%zu publish=%s query=%s",
+           c->curve_allowlist_file, auth_keys(d->auth), c->curve_publish ? "yes" : "no",
+           c->curve_query ? "yes" : "no");
+    return 0;
+}
+
 static void *make_router(daemon_t *d, const char *endpoint, int rcvhwm)
 {
     void *s = zmq_socket(d->zctx, ZMQ_ROUTER);
     if (s == NULL)
         return NULL;
+    if (d->auth != NULL && pub_secure(s, d->curve_secret, AUTH_DOMAIN_INGEST) != 0) {
+        zmq_close(s);
+        return NULL;
+    }
     int linger = 2000, sndhwm = 100000;
     int64_t maxmsg = (int64_t)LT_MESSAGE_BYTES_MAX * 4; /* hard cap; the soft one replies */
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
@@ -1450,7 +1504,11 @@ static int start(daemon_t *d)
     d->zctx = zmq_ctx_new();
     if (d->zctx == NULL)
         return -1;
-    if (pub_new(d->zctx, d->cfg->publish_endpoint, &d->pub, err, sizeof err) != 0) {
+    if (start_security(d) != 0)
+        return -1;
+    const char *secret = d->auth != NULL ? d->curve_secret : NULL;
+    if (pub_new(d->zctx, d->cfg->publish_endpoint, d->cfg->curve_publish ? secret : NULL, &d->pub,
+                err, sizeof err) != 0) {
         lt_log(LT_ERROR, "cannot start publisher", "error=\"%s\"", err);
         return -1;
     }
@@ -1460,8 +1518,8 @@ static int start(daemon_t *d)
     /* the query endpoint is the catch-up thread's; other queries come here over a PAIR */
     char pair_ep[64];
     snprintf(pair_ep, sizeof pair_ep, "inproc://loyaltyd-query-%p", (void *)d);
-    if (catchup_start(d->zctx, d->cfg->query_endpoint, pair_ep, d->ledger, &d->catchup, err,
-                      sizeof err) != 0) {
+    if (catchup_start(d->zctx, d->cfg->query_endpoint, pair_ep, d->ledger,
+                      d->cfg->curve_query ? secret : NULL, &d->catchup, err, sizeof err) != 0) {
         lt_log(LT_ERROR, "cannot start the query and catch-up endpoint", "error=\"%s\"", err);
         return -1;
     }
@@ -1594,6 +1652,7 @@ int daemon_run(const config *cfg)
         zmq_close(d->query_sock);
     catchup_stop(&d->catchup);
     pub_destroy(&d->pub);
+    auth_stop(&d->auth); /* its ZAP socket must close before the context ends */
     if (d->zctx)
         zmq_ctx_term(d->zctx);
     uv_walk(&d->loop, on_close_walk, NULL);

@@ -176,7 +176,7 @@ static void run(void *arg)
 }
 
 int catchup_start(void *zctx, const char *endpoint, const char *loop_pair_endpoint, ledger *l,
-                  catchup **out, char *err, size_t err_len)
+                  const char *curve_secret, catchup **out, char *err, size_t err_len)
 {
     catchup *c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -199,6 +199,11 @@ int catchup_start(void *zctx, const char *endpoint, const char *loop_pair_endpoi
     zmq_setsockopt(c->router, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
     zmq_setsockopt(c->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(c->pair, ZMQ_LINGER, &linger, sizeof linger);
+    if (curve_secret != NULL && pub_secure(c->router, curve_secret, "query") != 0) {
+        snprintf(err, err_len, "cannot set CURVE: %s", zmq_strerror(zmq_errno()));
+        catchup_stop(&c);
+        return -1;
+    }
     if (zmq_bind(c->router, endpoint) != 0) {
         snprintf(err, err_len, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         catchup_stop(&c);

@@ -28,7 +28,7 @@ typedef struct {
  * [identity][payload], answered with [identity][reply]. Returns 0 and *out (caller owns:
  * catchup_stop()), or -1 with err. */
 int catchup_start(void *zctx, const char *endpoint, const char *loop_pair_endpoint, ledger *l,
-                  catchup **out, char *err, size_t err_len);
+                  const char *curve_secret, catchup **out, char *err, size_t err_len);
 /* Stops the thread, closes its sockets and frees. Safe on NULL. */
 void catchup_stop(catchup **c);
 void catchup_get_stats(catchup *c, catchup_stats *st);

@@ -26,7 +26,18 @@ const char *pub_topic_name(pub_topic t)
     return g_topics[t];
 }
 
-int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_len)
+int pub_secure(void *sock, const char *secret_z85, const char *domain)
+{
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret_z85, 40) != 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) != 0)
+        return -1;
+    return 0;
+}
+
+int pub_new(void *zctx, const char *endpoint, const char *curve_secret, pub **out, char *err,
+            size_t err_len)
 {
     pub *p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -42,6 +53,11 @@ int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_l
     }
     zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (curve_secret != NULL && pub_secure(p->sock, curve_secret, "publish") != 0) {
+        snprintf(err, err_len, "cannot set CURVE on the publisher: %s", zmq_strerror(zmq_errno()));
+        pub_destroy(&p);
+        return -1;
+    }
     if (zmq_bind(p->sock, endpoint) != 0) {
         snprintf(err, err_len, "cannot bind publisher to %s: %s", endpoint,
                  zmq_strerror(zmq_errno()));

@@ -33,9 +33,15 @@ typedef struct {
 /* The topic string ("member.updated", ...). Static storage. */
 const char *pub_topic_name(pub_topic t);
 
-/* Creates a PUB socket in zctx bound to endpoint. Returns 0 and *out (caller owns:
- * pub_destroy()), or -1 with err set. The socket may then be used from one other thread. */
-int pub_new(void *zctx, const char *endpoint, pub **out, char *err, size_t err_len);
+/* Makes sock a CURVE server with a Z85 secret key (40 characters), authenticated by the ZAP
+ * handler in the given domain (see daemon/auth.h). Call before bind. Returns 0 or -1. */
+int pub_secure(void *sock, const char *secret_z85, const char *domain);
+
+/* Creates a PUB socket in zctx bound to endpoint; with curve_secret (NULL: plain) it is a CURVE
+ * server in ZAP domain "publish". Returns 0 and *out (caller owns: pub_destroy()), or -1 with
+ * err set. The socket may then be used from one other thread. */
+int pub_new(void *zctx, const char *endpoint, const char *curve_secret, pub **out, char *err,
+            size_t err_len);
 /* Closes the socket and frees. Safe on NULL. */
 void pub_destroy(pub **p);
 

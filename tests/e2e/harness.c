@@ -89,11 +89,33 @@ static void spawn(lt_daemon *d)
     die("loyaltyd did not answer within 20 s");
 }
 
+static char g_curve_server[41], g_curve_pub[41], g_curve_sec[41];
+
+void h_set_curve(const char *server_public, const char *client_public, const char *client_secret)
+{
+    g_curve_server[0] = g_curve_pub[0] = g_curve_sec[0] = '\0';
+    if (server_public == NULL)
+        return;
+    memcpy(g_curve_server, server_public, 41);
+    memcpy(g_curve_pub, client_public, 41);
+    memcpy(g_curve_sec, client_secret, 41);
+}
+
+void h_curve_client(void *sock)
+{
+    if (g_curve_server[0] == '\0')
+        return;
+    zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, g_curve_server, 40);
+    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, g_curve_pub, 40);
+    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, g_curve_sec, 40);
+}
+
 static void connect_till(lt_daemon *d)
 {
     if (d->dealer != NULL)
         zmq_close(d->dealer);
     d->dealer = zmq_socket(d->zctx, ZMQ_DEALER);
+    h_curve_client(d->dealer);
     int linger = 0;
     zmq_setsockopt(d->dealer, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(d->dealer, d->ingest) != 0)
@@ -241,6 +263,7 @@ Loyalty__QueryReply *h_query(lt_daemon *d, Loyalty__Query *q, int timeout_ms)
     void *s = zmq_socket(d->zctx, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    h_curve_client(s);
     zmq_connect(s, d->query);
     size_t n = loyalty__query__get_packed_size(q);
     uint8_t qb[1024];
@@ -408,7 +431,8 @@ int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len)
 {
     int port = atoi(strchr(d->metrics, ':') + 1);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         if (fd >= 0)

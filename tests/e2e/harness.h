@@ -22,6 +22,12 @@ typedef struct {
     uint64_t next_batch_id;
 } lt_daemon;
 
+/* Optional CURVE identity for the harness's own sockets (till, queries), applied from the
+ * next h_start/h_restart on; NULLs turn it off. Keys are Z85 (40 characters). */
+void h_set_curve(const char *server_public, const char *client_public, const char *client_secret);
+/* Applies that identity to a socket (no-op when off). */
+void h_curve_client(void *sock);
+
 /* Creates a temp dir and config (extra_yaml appended, may be NULL) and starts the daemon.
  * Aborts the test on failure. */
 void h_start(lt_daemon *d, const char *extra_yaml);
