@@ -5,7 +5,8 @@ set -eu
 
 PKGS="build-essential cmake pkg-config
 libuv1-dev libzmq3-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler
-libcmocka-dev libyaml-dev libjansson-dev libxxhash-dev libmicrohttpd-dev tzdata curl"
+libcmocka-dev libyaml-dev libjansson-dev libxxhash-dev libmicrohttpd-dev tzdata curl
+protobuf-compiler python3 python3-zmq python3-protobuf"
 
 missing=""
 for p in $PKGS; do
