@@ -18,7 +18,8 @@ static const char usage_text[] =
     "commands:\n"
     "  send FILE|-              send JSON-lines events (docs/events-json.md) to the daemon\n"
     "  member show ID           show one member's balance, tier, lots and cards\n"
-    "  subscribe [TOPIC...]     print published updates as they arrive\n"
+    "  subscribe [--from SEQ] [--state-file F] [TOPIC...]\n"
+    "                           print published updates; with --from, none missed\n"
     "  ledger tail [-n N] [--follow]\n"
     "  ledger dump [--from SEQ] [--to SEQ]\n"
     "                           print ledger entries as JSON lines (reads the data dir)\n"
@@ -54,8 +55,7 @@ static const struct {
     {"send", ctl_cmd_send},     {"member", ctl_cmd_member}, {"subscribe", ctl_cmd_subscribe},
     {"ledger", ctl_cmd_ledger}, {"replay", ctl_cmd_replay}, {"verify", ctl_cmd_verify},
     {"status", ctl_cmd_status}, {"backup", ctl_cmd_backup}, {"restore", ctl_cmd_restore},
-    {"keygen", ctl_cmd_keygen},
-    {"report", ctl_cmd_report},
+    {"keygen", ctl_cmd_keygen}, {"report", ctl_cmd_report},
 };
 
 void ctl_errorf(const char *fmt, ...)

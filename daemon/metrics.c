@@ -162,8 +162,12 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
     gauge(&o, "loyaltyd_ingest_paused", "1 while ingest is paused by backpressure.",
           rd(&m->ingest_paused));
     counter(&o, "loyaltyd_published_total", "Messages published.", rd(&m->pub_messages));
-    counter(&o, "loyaltyd_publish_dropped_total", "Messages ZeroMQ refused (high-water mark).",
-            rd(&m->pub_dropped));
+    counter(
+        &o, "loyaltyd_publish_dropped_total",
+        "Messages the PUB socket refused. A slow subscriber's own losses at its high-water mark "
+        "are silent by ZeroMQ's design; subscribers detect and repair them by seq/part and "
+        "catch-up (docs/subscribers.md).",
+        rd(&m->pub_dropped));
     counter(&o, "loyaltyd_query_requests_total", "Requests on the query endpoint.",
             rd(&m->query_requests));
     counter(&o, "loyaltyd_rules_reloads_total", "Successful rules reloads (SIGHUP).",
