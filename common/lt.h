@@ -65,7 +65,8 @@
     X(SHUTTING_DOWN, 23, "daemon is shutting down, resend later")                                  \
     X(INTERNAL_ERROR, 24, "internal error, nothing applied, resend later")                         \
     X(UNSUPPORTED_EVENT, 25, "event kind not supported")                                           \
-    X(NODE_NOT_ALLOWED, 26, "this till may not submit for that node id")
+    X(NODE_NOT_ALLOWED, 26, "this till may not submit for that node id")                          \
+    X(STORAGE_UNAVAILABLE, 27, "the ledger cannot take writes now, resend later")
 
 typedef enum {
 #define LT_REASON_ENUM(name, num, msg) LT_R_##name = num,

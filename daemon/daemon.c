@@ -61,6 +61,7 @@ typedef struct {
     uint64_t node, eid, seq;
     int64_t earned, redeemed, balance;
     uint8_t status, reason;
+    uint8_t kind;     /* lt_event_kind, for the metrics */
     uint32_t msg_off; /* into batch msgs, or UINT32_MAX */
 } ack_t;
 
@@ -156,6 +157,10 @@ typedef struct {
     size_t hash_waiters_n;
 
     bool stopping, failed;
+    bool recovering;          /* a commit failed: waiting for the pipeline, then rebuilding */
+    uint64_t refuse_until_ms; /* after a failed commit: refuse events until then (backoff) */
+    uint64_t refuse_backoff_ms;
+    char refuse_why[128];
     int exit_code;
     daemon_stats st;
 
@@ -556,7 +561,7 @@ static batch *open_batch(daemon_t *d)
 static void seal(daemon_t *d)
 {
     batch *b = d->open;
-    if (b == NULL || d->failed)
+    if (b == NULL || d->failed || d->recovering)
         return;
     if (d->ckpt_due) {
         if (batch_add_checkpoint(d, b) != 0)
@@ -809,13 +814,12 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
         return false;
     }
     a->status = LOYALTY__STATUS__ACCEPTED;
+    a->kind = (uint8_t)d->ev.kind;
     a->seq = e->seq;
     a->earned = e->points_earned;
     a->redeemed = e->points_redeemed;
     a->balance = e->postings_n > 0 ? e->postings[0].balance_after : 0;
-    d->st.accepted++;
-    metrics_inc(&d->m.events[d->ev.kind][METRIC_ACCEPTED], 1);
-    return true;
+    return true; /* counted as accepted when acknowledged, once durable */
 }
 
 static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *msg)
@@ -855,6 +859,10 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     }
     if (d->stopping) {
         refuse_message(d, r, LT_R_SHUTTING_DOWN, "daemon is shutting down, resend later");
+        return;
+    }
+    if (d->refuse_until_ms > uv_now(&d->loop)) {
+        refuse_message(d, r, LT_R_STORAGE_UNAVAILABLE, d->refuse_why);
         return;
     }
     batch *b = d->open;
@@ -1020,7 +1028,7 @@ static bool quiet(daemon_t *d)
 
 static void answer_hash_waiters(daemon_t *d)
 {
-    if (d->hash_waiters_n == 0 || !quiet(d))
+    if (d->hash_waiters_n == 0 || d->recovering || !quiet(d))
         return;
     Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
     qr.has_ok = 1, qr.ok = 1;
@@ -1108,10 +1116,27 @@ static void final_checkpoint_and_stop(daemon_t *d);
 
 /* A commit failed: nothing from this batch on is durable. Tell every waiting till, then stop;
  * the next start rebuilds the state from the ledger. */
-static void fail_pipeline(daemon_t *d, int rc)
+/* A commit failed (map or disk full, I/O error): nothing from that batch on is durable, and
+ * the ledger refuses any later batch (its sequences would leave a gap). Every event not yet
+ * durable is answered STORAGE_UNAVAILABLE; once the pipeline is empty the state is rebuilt from
+ * the ledger in place (rebuild_state()) while queries go on being answered, and events are
+ * refused for a while (doubling up to a minute) before the next try. Nothing acknowledged is
+ * affected and nothing half-applied survives. */
+static void storage_failure(daemon_t *d, int rc)
 {
-    lt_log(LT_ERROR, "commit failed: refusing un-durable events and stopping", "error=\"%s\"",
-           ledger_strerror(rc));
+    if (!d->recovering) {
+        lt_log(LT_ERROR, "commit failed: refusing events not yet durable, rebuilding state",
+               "error=\"%s\"", ledger_strerror(rc));
+        uint64_t backoff = d->refuse_backoff_ms ? d->refuse_backoff_ms * 2 : 1000;
+        d->refuse_backoff_ms = backoff < 60000 ? backoff : 60000;
+        d->refuse_until_ms = uv_now(&d->loop) + d->refuse_backoff_ms;
+        snprintf(d->refuse_why, sizeof d->refuse_why,
+                 "ledger cannot take writes (%s); nothing applied, resend later",
+                 ledger_strerror(rc));
+    }
+    d->recovering = true;
+    metrics_set(&d->m.storage_unavailable, 1);
+    zwatch_pause(&d->ingest_w);
     for (size_t i = 0; i < d->batches_n; i++) {
         batch *b = &d->batches[i];
         uv_mutex_lock(&d->mu);
@@ -1123,16 +1148,65 @@ static void fail_pipeline(daemon_t *d, int rc)
         /* every answer in these batches rests on state that never became durable */
         for (uint32_t j = 0; j < b->acks_n; j++) {
             ack_t *a = &b->acks[j];
+            if (a->status != LOYALTY__STATUS__REJECTED) {
+                d->st.rejected++;
+                metrics_inc(&d->m.events[a->kind < METRICS_KINDS ? a->kind : 0][METRIC_REJECTED],
+                            1);
+                metrics_inc(&d->m.rejects[LT_R_STORAGE_UNAVAILABLE], 1);
+            }
             a->status = LOYALTY__STATUS__REJECTED;
-            a->reason = LT_R_INTERNAL_ERROR;
+            a->reason = LT_R_STORAGE_UNAVAILABLE;
             a->msg_off = UINT32_MAX;
         }
         for (uint32_t j = 0; j < b->reqs_n; j++)
             send_acks(d, &b->reqs[j], b, LT_R_NONE, NULL);
         b->acked = true;
+        b->reqs_n = 0;
     }
-    d->failed = true;
-    d->exit_code = 75;
+    zwatch_after_send(&d->ingest_w);
+}
+
+static int recover(daemon_t *d);
+
+/* Once no batch is in flight: drop the un-durable state and load it again from the ledger. */
+static void rebuild_state(daemon_t *d)
+{
+    bool busy = false;
+    uv_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->batches_n; i++) {
+        batch *b = &d->batches[i];
+        if (b->state == B_QUEUED || (b->state == B_COMMITTED && !b->published))
+            busy = true;
+    }
+    if (!busy) {
+        for (size_t i = 0; i < d->batches_n; i++)
+            d->batches[i].state = B_FREE;
+    }
+    uv_mutex_unlock(&d->mu);
+    if (busy)
+        return; /* on_async comes back when the commit thread is done */
+    d->open = NULL;
+    d->ack_order = d->seal_order;
+    state_destroy(&d->state);
+    idmap_free(&d->pending);
+    idmap_free(&d->nodes);
+    if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
+        idmap_init(&d->nodes, 1024) != 0) {
+        fatal(d, 71, "out of memory rebuilding the state");
+        return;
+    }
+    state_view(d->state, &d->view);
+    if (recover(d) != 0) {
+        fatal(d, 74, "the ledger cannot be read back after a failed commit");
+        return;
+    }
+    d->recovering = false;
+    metrics_set(&d->m.storage_unavailable, 0);
+    lt_log(LT_WARN, "state rebuilt from the ledger; events refused for a while", "refuse_ms=%llu",
+           (unsigned long long)d->refuse_backoff_ms);
+    open_batch(d);
+    if (!d->stopping)
+        zwatch_resume(&d->ingest_w);
 }
 
 static void on_async(uv_async_t *h)
@@ -1151,8 +1225,17 @@ static void on_async(uv_async_t *h)
         if (next == NULL || d->failed)
             break;
         if (next->commit_rc != 0) {
-            fail_pipeline(d, next->commit_rc);
+            storage_failure(d, next->commit_rc);
             break;
+        }
+        d->refuse_backoff_ms = 0; /* the ledger takes writes again */
+        for (uint32_t i = 0; i < next->acks_n; i++) {
+            const ack_t *a = &next->acks[i];
+            if (a->status == LOYALTY__STATUS__ACCEPTED) {
+                d->st.accepted++;
+                metrics_inc(&d->m.events[a->kind < METRICS_KINDS ? a->kind : 0][METRIC_ACCEPTED],
+                            1);
+            }
         }
         for (uint32_t i = 0; i < next->reqs_n; i++)
             send_acks(d, &next->reqs[i], next, LT_R_NONE, NULL);
@@ -1191,6 +1274,15 @@ static void on_async(uv_async_t *h)
         uv_stop(&d->loop);
         return;
     }
+    if (d->recovering) {
+        if (d->stopping) {
+            final_checkpoint_and_stop(d); /* stops without a checkpoint: state is ahead */
+            return;
+        }
+        rebuild_state(d);
+        if (d->recovering || d->failed)
+            return;
+    }
     zwatch_after_send(&d->ingest_w);
     if (d->hash_waiters_n > 0) {
         if (d->open != NULL && d->open->n > 0)
@@ -1222,6 +1314,18 @@ static bool pipeline_empty(daemon_t *d)
 
 static void final_checkpoint_and_stop(daemon_t *d)
 {
+    if (d->recovering) {
+        /* the state holds events that never became durable: no checkpoint of it; the next
+         * start rebuilds from the ledger. Wait only for the commit thread to go idle. */
+        bool busy = false;
+        uv_mutex_lock(&d->mu);
+        for (size_t i = 0; i < d->batches_n; i++)
+            busy |= d->batches[i].state == B_QUEUED;
+        uv_mutex_unlock(&d->mu);
+        if (!busy)
+            uv_stop(&d->loop);
+        return;
+    }
     if (d->open != NULL && (d->open->n > 0 || d->open->reqs_n > 0)) {
         seal(d);
         return; /* on_async comes back when it is committed */
@@ -1267,7 +1371,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_ckpt_timer(uv_timer_t *h)
 {
     daemon_t *d = h->data;
-    if (d->stopping || d->failed || d->checkpoint_seq + 1 == d->next_seq)
+    if (d->stopping || d->failed || d->recovering || d->checkpoint_seq + 1 == d->next_seq)
         return;
     d->ckpt_due = true;
     if (open_batch(d) != NULL)

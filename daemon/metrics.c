@@ -161,6 +161,9 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
           rd(&m->subscribers));
     gauge(&o, "loyaltyd_ingest_paused", "1 while ingest is paused by backpressure.",
           rd(&m->ingest_paused));
+    gauge(&o, "loyaltyd_storage_unavailable",
+          "1 while the daemon recovers from a failed commit (map or disk full, I/O error).",
+          rd(&m->storage_unavailable));
     counter(&o, "loyaltyd_published_total", "Messages published.", rd(&m->pub_messages));
     counter(
         &o, "loyaltyd_publish_dropped_total",

@@ -34,7 +34,8 @@ typedef struct metrics {
     _Atomic uint64_t last_seq, checkpoint_seq, members, cards_unused;
     _Atomic uint64_t pub_messages, pub_dropped, subscribers;
     _Atomic uint64_t query_requests, rules_reloads, rules_reload_failures;
-    _Atomic uint64_t ingest_paused; /* 1 while backpressure holds ingest */
+    _Atomic uint64_t ingest_paused;       /* 1 while backpressure holds ingest */
+    _Atomic uint64_t storage_unavailable; /* 1 while a failed commit is being recovered */
     histogram commit_batch, commit_seconds, ack_seconds;
     ledger *ledger; /* for map use and sizes at scrape time */
     void *catchup;  /* catchup *, for its counters */

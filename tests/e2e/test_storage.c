@@ -1,0 +1,123 @@
+/* test_storage.c: disk trouble. When the ledger cannot take a commit (here: the LMDB map is
+ * full), the daemon answers STORAGE_UNAVAILABLE for everything not yet durable, keeps serving
+ * queries, never acknowledges what is not on disk, keeps its state equal to the ledger, and
+ * takes events again once there is room. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define MEMBERS 50
+
+static lt_daemon g_d;
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_free_events();
+    return 0;
+}
+
+static void test_map_full_refuses_serves_and_recovers(void **state)
+{
+    (void)state;
+    h_start(&g_d, "map_size_mb: 16\n");
+    int64_t acked[MEMBERS] = {0};
+    uint64_t eid = 0;
+    int refused = 0, accepted = 0;
+    for (int b = 0; b < 400 && refused == 0; b++) {
+        Loyalty__Event *ev[500];
+        for (int i = 0; i < 500; i++) {
+            char m[16];
+            snprintf(m, sizeof m, "m%d", (int)(eid % MEMBERS));
+            ev[i] = h_sale(1, ++eid, m, h_now(), 0);
+            /* several lines: bigger entries fill the map sooner */
+            for (int l = 0; l < 6; l++)
+                h_line(ev[i], "SKU-0000000000", "groceries", 1, 1000, 1000, 0);
+        }
+        Loyalty__AckBatch *r = h_send(&g_d, h_batch(500, ev), 30000);
+        assert_non_null(r); /* the daemon always answers */
+        for (size_t i = 0; i < r->n_acks; i++) {
+            const Loyalty__Ack *a = r->acks[i];
+            if (a->status == LOYALTY__STATUS__ACCEPTED) {
+                accepted++;
+                acked[(a->id->event_id - 1) % MEMBERS] = a->balance;
+            } else {
+                assert_int_equal(a->status, LOYALTY__STATUS__REJECTED);
+                assert_int_equal(a->reason, LOYALTY__REASON__STORAGE_UNAVAILABLE);
+                refused++;
+            }
+        }
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        h_free_events();
+    }
+    assert_true(accepted > 1000);
+    assert_true(refused > 0); /* the map did fill */
+
+    /* still serving: queries answer, and the state equals the ledger's */
+    for (int i = 0; i < MEMBERS; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "m%d", i);
+        Loyalty__QueryReply *q = h_member(&g_d, m);
+        assert_non_null(q);
+        assert_true(q->ok);
+        assert_int_equal(q->member->balance, acked[i]); /* exactly what was acknowledged */
+        loyalty__query_reply__free_unpacked(q, NULL);
+    }
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify after map full (%d): %s", rc, out);
+
+    /* new events are refused with the reason while the map stays full */
+    Loyalty__Event *e = h_sale(2, 1, "late", h_now(), 0);
+    h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = h_send(&g_d, h_batch(1, &e), 10000);
+    assert_non_null(r);
+    bool refused_again =
+        (r->has_reason && r->reason == LOYALTY__REASON__STORAGE_UNAVAILABLE) ||
+        (r->n_acks == 1 && r->acks[0]->reason == LOYALTY__REASON__STORAGE_UNAVAILABLE);
+    assert_true(refused_again);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    /* room again (a larger map): the same daemon data takes events */
+    assert_int_equal(h_stop(&g_d, SIGTERM), 0);
+    FILE *f = fopen(g_d.config, "a");
+    assert_non_null(f);
+    fputs("map_size_mb: 256\n", f);
+    fclose(f);
+    h_restart(&g_d);
+    r = h_send(&g_d, h_batch(1, &e), 10000);
+    assert_non_null(r);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    for (int i = 0; i < MEMBERS; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "m%d", i);
+        Loyalty__QueryReply *q = h_member(&g_d, m);
+        assert_non_null(q);
+        assert_int_equal(q->member->balance, acked[i]);
+        loyalty__query_reply__free_unpacked(q, NULL);
+    }
+    rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify after recovery (%d): %s", rc, out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_map_full_refuses_serves_and_recovers, teardown),
+    };
+    return cmocka_run_group_tests_name("e2e_storage", tests, NULL, NULL);
+}
