@@ -146,11 +146,12 @@ typedef struct {
     int64_t qualifying_delta;
     char tier_after[LT_TIER_NAME_MAX];  /* "" = unchanged; the daemon records it always */
     char tier_before[LT_TIER_NAME_MAX]; /* the tier before (informational: publications) */
-    char reason[16];                   /* sale, return, gift, adjustment, referral, enrol, ... */
-    int64_t balance_after;             /* balance once applied */
-    bool count_sale;                   /* bump sales count, set last_purchase_at */
-    char card[LT_ID_MAX];              /* link this card */
-    char unlink_card[LT_ID_MAX];       /* deactivate this card */
+    char reason[16];                    /* sale, return, gift, adjustment, referral, enrol, ... */
+    int64_t balance_after;              /* balance once applied */
+    bool count_sale;                    /* bump sales count, set last_purchase_at */
+    char card[LT_ID_MAX];               /* link this card */
+    char unlink_card[LT_ID_MAX];        /* deactivate this card */
+    int64_t clamp; /* R18 negative_balance clamp: points not debited (informational) */
 } lt_posting;
 
 /* Per-line result of rating a sale (loyalty.LineResult), kept for returns (R18). */

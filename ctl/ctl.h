@@ -110,6 +110,10 @@ typedef struct {
 
 /* Opens the ledger in dir read-only. Returns 0 and *out, or -1 (message printed). */
 int ctl_ledger_open(const char *dir, ledger **out);
+/* Loads the latest checkpoint (members, cards, returned quantities) into a new state, retrying
+ * if a checkpoint lands meanwhile. Returns 0 with *out (caller destroys) and *cp_seq, or -1
+ * (message printed). */
+int ctl_load_checkpoint(ledger *l, state **out, uint64_t *cp_seq);
 
 /* Applies entries from..to (to = 0: to the end) to s. Returns 0, or -1 with the failing
  * sequence and cause in err. */

@@ -300,9 +300,20 @@ static int snap_card(void *ctx, const char *card, const char *member_id)
     return 0;
 }
 
+/* R18: quantities already returned per sale are part of the state too. */
+static int snap_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
+{
+    snap_ctx *c = ctx;
+    if (state_load_returns(c->s, sale_seq, rec, len) < 0) {
+        c->bad = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* Loads the checkpoint into a fresh state; retried if a checkpoint lands meanwhile.
  * Returns 0 and *out, *cp_seq, or -1 (message printed). */
-static int load_checkpoint(ledger *l, state **out, uint64_t *cp_seq)
+int ctl_load_checkpoint(ledger *l, state **out, uint64_t *cp_seq)
 {
     for (int attempt = 0; attempt < VERIFY_SNAPSHOT_TRIES_MAX; attempt++) {
         uint64_t before = 0, after = 0;
@@ -312,6 +323,8 @@ static int load_checkpoint(ledger *l, state **out, uint64_t *cp_seq)
             rc = LEDGER_ERR_OTHER;
         if (rc == 0)
             rc = ledger_scan_snapshot(l, snap_member, snap_card, &c);
+        if (rc == 0)
+            rc = ledger_scan_returns(l, snap_returns, &c);
         if (rc == 0 || rc == 1)
             rc = ledger_checkpoint_seq(l, &after);
         if (rc < 0 || c.bad) {
@@ -338,7 +351,7 @@ static int verify_offline(const ctl_globals *g, ledger *l)
     char err[CTL_ERR_MAX];
     state *cs;
     uint64_t cp, last;
-    if (load_checkpoint(l, &cs, &cp) < 0)
+    if (ctl_load_checkpoint(l, &cs, &cp) < 0)
         return CTL_EXIT_FAIL;
     int rc = ledger_last_seq(l, &last);
     if (rc < 0 || last < cp) {

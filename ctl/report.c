@@ -26,7 +26,6 @@
 #define REPORT_TIERS_MAX 64              /* distinct tier names counted by report tiers */
 #define REPORT_COLS_MAX 16               /* columns of one report */
 #define REPORT_CELL_MAX 48               /* one formatted cell (an id, a number, a date) */
-#define REPORT_SNAPSHOT_TRIES_MAX 3      /* re-reads when a checkpoint lands during the read */
 #define REPORT_INDEX_CAP_MIN 1024        /* initial slots of the store-day hash index */
 
 /* ------------------------------------------------------------------ usage */
@@ -498,58 +497,6 @@ static void warn_rules_version(ledger *l, uint64_t seq, const rules *r)
     free(buf);
 }
 
-typedef struct {
-    state *s;
-    int bad;
-} snap_ctx;
-
-static int snap_member(void *ctx, const uint8_t *rec, size_t len)
-{
-    snap_ctx *c = ctx;
-    c->bad = state_load_member(c->s, rec, len) < 0;
-    return c->bad;
-}
-
-static int snap_card(void *ctx, const char *card, const char *member_id)
-{
-    snap_ctx *c = ctx;
-    c->bad = state_load_card(c->s, card, member_id) < 0;
-    return c->bad;
-}
-
-/* Loads the checkpoint into a fresh state, re-read if a checkpoint lands meanwhile (as verify
- * does). Returns 0 and *out, *cp_seq, or -1 (message printed). */
-static int load_checkpoint(ledger *l, state **out, uint64_t *cp_seq)
-{
-    for (int attempt = 0; attempt < REPORT_SNAPSHOT_TRIES_MAX; attempt++) {
-        uint64_t before = 0, after = 0;
-        snap_ctx c = {0};
-        int rc = ledger_checkpoint_seq(l, &before);
-        if (rc == 0 && state_new(&c.s) < 0)
-            rc = LEDGER_ERR_OTHER;
-        if (rc == 0)
-            rc = ledger_scan_snapshot(l, snap_member, snap_card, &c);
-        if (rc == 0 || rc == 1)
-            rc = ledger_checkpoint_seq(l, &after);
-        if (rc < 0 || c.bad) {
-            ctl_errorf("report: reading the checkpoint: %s",
-                       c.bad ? "a checkpointed member or card record is malformed"
-                             : ledger_strerror(rc));
-            state_destroy(&c.s);
-            return -1;
-        }
-        if (before == after) {
-            state_set_seq(c.s, before);
-            *out = c.s;
-            *cp_seq = before;
-            return 0;
-        }
-        state_destroy(&c.s);
-    }
-    ctl_errorf("report: the checkpoint keeps moving (the daemon is writing); try again");
-    return -1;
-}
-
 /* Member state at the ledger's end: the checkpoint (unless full) plus the entries after it.
  * Returns 0, *out (caller destroys) and *seq, the last sequence applied; or -1 (printed). */
 static int load_state(ledger *l, bool full, state **out, uint64_t *seq)
@@ -561,7 +508,7 @@ static int load_state(ledger *l, bool full, state **out, uint64_t *seq)
         ctl_errorf("report: out of memory");
         return -1;
     }
-    if (!full && load_checkpoint(l, &s, &cp) < 0)
+    if (!full && ctl_load_checkpoint(l, &s, &cp) < 0)
         return -1;
     ctl_replay_result r = {0};
     r.last_seq = cp;

@@ -34,6 +34,7 @@
 #include "ingest.h"
 #include "ledger.h"
 #include "log.h"
+#include "lookup.h"
 #include "metrics.h"
 #include "notify.h"
 #include "loyalty.pb-c.h"
@@ -118,6 +119,7 @@ typedef struct {
     rules *rules;
     state *state;
     rules_view view;
+    daemon_lookup lookup; /* the view's context: state plus the sale lookup for returns (R18) */
     ledger *ledger;
     pub *pub;
     catchup *catchup;
@@ -323,6 +325,17 @@ static int snap_member(void *ctx, const lt_member *m)
     return snap_add(ctx, LEDGER_SNAP_MEMBER, m->id, buf, n, false);
 }
 
+static int snap_returns(void *ctx, uint64_t sale_seq, const int64_t *qty, uint32_t n)
+{
+    uint8_t buf[STATE_RETURNS_BYTES_MAX];
+    char key[24];
+    size_t len = state_returns_encode(qty, n, buf, sizeof buf);
+    if (len == 0)
+        return -1;
+    snprintf(key, sizeof key, "%llu", (unsigned long long)sale_seq);
+    return snap_add(ctx, LEDGER_SNAP_RETURNS, key, buf, len, false);
+}
+
 static int snap_card(void *ctx, const char *card, const char *member_id)
 {
     if (member_id == NULL)
@@ -335,7 +348,8 @@ static int snap_card(void *ctx, const char *card, const char *member_id)
  * the state up to the last sequence handed out. Returns 0 or -1 (out of memory). */
 static int batch_add_checkpoint(daemon_t *d, batch *b)
 {
-    if (state_foreach_dirty(d->state, snap_member, snap_card, b) != 0) {
+    if (state_foreach_dirty(d->state, snap_member, snap_card, b) != 0 ||
+        state_foreach_dirty_returns(d->state, snap_returns, b) != 0) {
         /* never write part of a checkpoint: records newer than checkpoint_seq would be
          * applied again on top at recovery. The members stay dirty for the next try. */
         b->snaps_n = 0;
@@ -533,6 +547,37 @@ static void fatal(daemon_t *d, int code, const char *why)
     zwatch_pause(&d->ingest_w);
     uv_timer_stop(&d->ckpt_timer);
     uv_stop(&d->loop);
+}
+
+/* For returns (R18) of a sale still in an uncommitted batch: its encoded entry in the batch. */
+static int pending_sale(void *ctx, lt_event_id id, const uint8_t **bytes, size_t *len,
+                        uint64_t *seq)
+{
+    daemon_t *d = ctx;
+    idmap_slot *p = idmap_get(&d->pending, id.node_id, id.event_id);
+    if (p == NULL)
+        return -1;
+    for (size_t i = 0; i < d->batches_n; i++) {
+        batch *b = &d->batches[i];
+        /* only the loop thread writes a batch, and only while OPEN: reading here is safe */
+        if (b->state == B_FREE || b->n == 0 || b->recs[0].seq > p->v1 ||
+            b->recs[b->n - 1].seq < p->v1)
+            continue;
+        uint32_t k = (uint32_t)(p->v1 - b->recs[0].seq);
+        LT_ASSERT(b->recs[k].seq == p->v1);
+        *bytes = b->bytes + b->offs[k];
+        *len = b->recs[k].len;
+        *seq = p->v1;
+        return 0;
+    }
+    return -1;
+}
+
+static void view_init(daemon_t *d)
+{
+    daemon_lookup_view(&d->lookup, d->ledger, d->state, &d->view);
+    d->lookup.pending = pending_sale;
+    d->lookup.pending_ctx = d;
 }
 
 /* ------------------------------------------------------------------ the event path */
@@ -1195,7 +1240,7 @@ static void rebuild_state(daemon_t *d)
         fatal(d, 71, "out of memory rebuilding the state");
         return;
     }
-    state_view(d->state, &d->view);
+    view_init(d);
     if (recover(d) != 0) {
         fatal(d, 74, "the ledger cannot be read back after a failed commit");
         return;
@@ -1456,6 +1501,11 @@ static int replay_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
     return 0;
 }
 
+static int load_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
+{
+    return state_load_returns(((daemon_t *)ctx)->state, sale_seq, rec, len);
+}
+
 static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
 {
     return idmap_put(&((daemon_t *)ctx)->nodes, node_id, 0, event_id_max, 0);
@@ -1468,7 +1518,8 @@ static int recover(daemon_t *d)
     uint64_t t0 = uv_hrtime();
     if (ledger_checkpoint_seq(d->ledger, &ckpt) != 0 || ledger_last_seq(d->ledger, &last) != 0)
         return -1;
-    if (ckpt > 0 && ledger_scan_snapshot(d->ledger, load_member, load_card, d) != 0) {
+    if (ckpt > 0 && (ledger_scan_snapshot(d->ledger, load_member, load_card, d) != 0 ||
+                     ledger_scan_returns(d->ledger, load_returns, d) != 0)) {
         lt_log(LT_ERROR, "checkpoint does not load", NULL);
         return -1;
     }
@@ -1602,7 +1653,7 @@ static int start(daemon_t *d)
     if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
         idmap_init(&d->nodes, 1024) != 0)
         return -1;
-    state_view(d->state, &d->view);
+    view_init(d);
     if (recover(d) != 0)
         return -1;
     d->zctx = zmq_ctx_new();

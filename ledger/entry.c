@@ -62,6 +62,7 @@ static void w_posting(wbuf *w, const lt_posting *p)
     w_u64(w, 15, p->count_sale);
     W_STR(w, 16, p->card);
     W_STR(w, 17, p->unlink_card);
+    w_i64(w, 18, p->clamp);
     w_sub_end(w, at);
 }
 
@@ -168,10 +169,11 @@ static int decode_posting(const Loyalty__Posting *m, lt_posting *p)
     p->lifetime_delta_fen = GET(m, lifetime_delta_fen);
     p->qualifying_delta = GET(m, qualifying_delta);
     p->balance_after = GET(m, balance_after);
+    p->clamp = GET(m, clamp);
     if (COPY(p->member_id, m->member_id) || COPY(p->referrer, m->referrer) ||
         COPY(p->tier_after, m->tier_after) || COPY(p->tier_before, m->tier_before) ||
-        COPY(p->reason, m->reason) ||
-        COPY(p->card, m->card) || COPY(p->unlink_card, m->unlink_card))
+        COPY(p->reason, m->reason) || COPY(p->card, m->card) ||
+        COPY(p->unlink_card, m->unlink_card))
         return -1;
     return 0;
 }
@@ -326,7 +328,7 @@ static void json_posting(FILE *f, const lt_posting *p)
             p->count_sale ? "true" : "false");
     json_kv_str(f, "card", p->card);
     json_kv_str(f, "unlink_card", p->unlink_card);
-    fputc('}', f);
+    fprintf(f, ",\"clamp\":%" PRId64 "}", p->clamp);
 }
 
 static void json_line(FILE *f, const lt_line_result *l)

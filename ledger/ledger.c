@@ -30,6 +30,8 @@ typedef struct {
 struct ledger {
     MDB_env *env;
     MDB_dbi entries, events, members, cards, meta;
+    MDB_dbi returns;  /* R18 checkpoint records */
+    bool has_returns; /* false: a read-only open of a ledger written before returns existed */
     bool read_only;
     int lock_fd; /* DIR/daemon.lock held with flock(LOCK_EX), or -1 */
     /* One read transaction kept reset between calls, so find_event/get/last_seq cost no
@@ -220,6 +222,13 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     MDB_dbi *dbis[] = {&l->entries, &l->events, &l->members, &l->cards, &l->meta};
     for (size_t i = 0; i < LT_ARRAY_LEN(names) && rc == 0; i++)
         rc = mdb_dbi_open(txn, names[i], flags, dbis[i]);
+    /* `returns` came later: a writer adds it to an older ledger, a reader does without it */
+    if (rc == 0) {
+        int rr = mdb_dbi_open(txn, "returns", flags, &l->returns);
+        l->has_returns = rr == 0;
+        if (rr != 0 && rr != MDB_NOTFOUND)
+            rc = rr;
+    }
     if (rc == MDB_NOTFOUND) {
         fmt_err(err, err_len, "%s: not a loyaltyd ledger (database missing)", dir);
         mdb_txn_abort(txn);
@@ -487,7 +496,8 @@ static int put_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t
     for (size_t i = 0; i < n; i++)
         if (recs[i].id.node_id || recs[i].id.event_id)
             l->keys[m++] = (dedup_key){recs[i].id.node_id, recs[i].id.event_id, recs[i].seq};
-    qsort(l->keys, m, sizeof(*l->keys), cmp_dedup);
+    if (m > 1) /* l->keys is still NULL before the first records: qsort(NULL, 0) is UB */
+        qsort(l->keys, m, sizeof(*l->keys), cmp_dedup);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, l->events, &cur);
     if (rc != 0)
@@ -507,17 +517,44 @@ static int put_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t
     return rc ? fail(l, rc, "events: put") : 0;
 }
 
+/* Parses a decimal sale seq (1..UINT64_MAX, no sign, no leading zero). Returns 0 or -1. */
+static int parse_seq(const char *key, uint64_t *seq)
+{
+    uint64_t v = 0;
+    if (key[0] == '0')
+        return -1;
+    for (const char *p = key; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *seq = v;
+    return 0;
+}
+
 static int put_snaps(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n)
 {
+    static const char *const what[] = {"", "members: put", "cards: put", "returns: put"};
     for (size_t i = 0; i < n; i++) {
         const ledger_snap *s = &snaps[i];
         LT_ASSERT(s->key && s->key[0]);
-        LT_ASSERT(s->kind == LEDGER_SNAP_MEMBER || s->kind == LEDGER_SNAP_CARD);
-        MDB_dbi dbi = s->kind == LEDGER_SNAP_MEMBER ? l->members : l->cards;
+        LT_ASSERT(s->kind == LEDGER_SNAP_MEMBER || s->kind == LEDGER_SNAP_CARD ||
+                  s->kind == LEDGER_SNAP_RETURNS);
+        MDB_dbi dbi = s->kind == LEDGER_SNAP_MEMBER ? l->members
+                      : s->kind == LEDGER_SNAP_CARD ? l->cards
+                                                    : l->returns;
         MDB_val k = {strlen(s->key), (void *)s->key}, v = {s->len, (void *)s->value};
+        uint8_t seq_key[8];
+        if (s->kind == LEDGER_SNAP_RETURNS) {
+            uint64_t seq;
+            if (parse_seq(s->key, &seq) != 0)
+                return fail(l, LEDGER_ERR_OTHER, "returns: key is not a sale seq");
+            put_be64(seq_key, seq);
+            k = (MDB_val){sizeof(seq_key), seq_key};
+        }
         int rc = s->value ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL);
         if (rc != 0 && !(rc == MDB_NOTFOUND && s->value == NULL))
-            return fail(l, rc, s->kind == LEDGER_SNAP_MEMBER ? "members: put" : "cards: put");
+            return fail(l, rc, what[s->kind]);
     }
     return 0;
 }
@@ -660,6 +697,32 @@ int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *r
         rc = scan_cards(l, txn, card_fn, ctx);
     mdb_txn_abort(txn);
     return rc;
+}
+
+int ledger_scan_returns(ledger *l,
+                        int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
+                        void *ctx)
+{
+    if (!l->has_returns)
+        return 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    if ((rc = mdb_cursor_open(txn, l->returns, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return map_err(rc);
+    }
+    MDB_val k, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        ret = k.mv_size != 8 ? LEDGER_ERR_CORRUPT
+                             : fn(ctx, get_be64(k.mv_data), v.mv_data, v.mv_size);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
 }
 
 /* For each node: seek past its last key, step back one. O(nodes * log n), not O(events). */

@@ -7,6 +7,7 @@
  *            per commit, not a random page per event.
  *   members  member id -> state_member_encode() record   (checkpoint of the projection)
  *   cards    card -> member id                           (checkpoint of the projection)
+ *   returns  sale seq (u64, big-endian) -> state_returns_encode() record (checkpoint, R18)
  *   meta     "checkpoint_seq" -> u64, "format" -> u32
  *
  * One writer (the daemon's commit thread) calls ledger_commit(); any number of readers, in this
@@ -67,12 +68,18 @@ typedef struct {
     size_t len;
 } ledger_record;
 
-typedef enum { LEDGER_SNAP_MEMBER = 1, LEDGER_SNAP_CARD = 2 } ledger_snap_kind;
+typedef enum {
+    LEDGER_SNAP_MEMBER = 1,
+    LEDGER_SNAP_CARD = 2,
+    LEDGER_SNAP_RETURNS = 3, /* R18 returned quantities of one sale */
+} ledger_snap_kind;
 
 typedef struct {
     ledger_snap_kind kind;
-    const char *key;      /* member id or card, NUL-terminated */
-    const uint8_t *value; /* member record or member id bytes; NULL = delete the key */
+    /* member id, card, or (RETURNS) the sale's seq in decimal ("1234"), NUL-terminated */
+    const char *key;
+    /* member record, member id bytes, or state_returns_encode() record; NULL = delete the key */
+    const uint8_t *value;
     size_t len;
 } ledger_snap;
 
@@ -108,6 +115,13 @@ int ledger_scan(ledger *l, uint64_t from, uint64_t to,
 int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *rec, size_t len),
                          int (*card_fn)(void *ctx, const char *card, const char *member_id),
                          void *ctx);
+
+/* Calls fn for each checkpointed returned-quantity record (R18) with the sale's seq, in seq
+ * order. A ledger written before returns existed has none (returns 0 without calling fn). A key
+ * that is not 8 bytes is LEDGER_ERR_CORRUPT. Records are valid only during the call. */
+int ledger_scan_returns(ledger *l,
+                        int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
+                        void *ctx);
 
 /* Calls fn once per node id in the dedup index with the highest event id seen for it. */
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),

@@ -9,6 +9,9 @@
  *
  * state_apply() checks a posting completely and reserves every allocation it may need before
  * changing anything, so a failing posting leaves its member as it was.
+ *
+ * Returned quantities (R18) live in one record per sale that had a return (sale seq, one int64
+ * per line of the sale), found through their own open-addressing index of record numbers.
  */
 #include "state.h"
 
@@ -27,6 +30,9 @@
 #define LOT_REC_BYTES 24
 #define HASH_SEED_MEMBER 0x6d656d62ull
 #define HASH_SEED_CARD 0x63617264ull
+#define HASH_SEED_RETURNS 0x72657475ull
+#define RETURNS_REC_VERSION 1
+#define RETURNS_SLOTS_MIN 64u
 
 typedef struct {
     lt_member m;
@@ -52,6 +58,14 @@ typedef struct {
     uint32_t n;
 } table;
 
+/* R18: what was returned so far of one sale. */
+typedef struct {
+    uint64_t seq; /* the sale's ledger sequence */
+    int64_t *qty; /* n cumulative returned quantities, one per line of the sale */
+    uint32_t n;
+    uint8_t dirty;
+} rrec;
+
 struct state {
     mrec **chunks;
     uint32_t chunks_n, chunks_cap;
@@ -63,6 +77,12 @@ struct state {
     uint32_t dirty_members_n, dirty_members_cap;
     char (*dirty_cards)[LT_ID_MAX];
     uint32_t dirty_cards_n, dirty_cards_cap;
+    rrec *rrecs; /* R18 returned quantities */
+    uint32_t rrecs_n, rrecs_cap;
+    uint32_t *rslots; /* record numbers, NIL = empty; linear probing on the seq's hash */
+    uint32_t rmask;   /* rslots - 1 */
+    uint32_t *dirty_returns;
+    uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
 };
 
@@ -226,6 +246,7 @@ void state_view(state *s, rules_view *v)
     v->ctx = s;
     v->member = view_member;
     v->card_owner = view_card_owner;
+    v->sale = NULL;
 }
 
 static int64_t lots_sum(const lt_member *m);
@@ -277,6 +298,11 @@ void state_destroy(state **sp)
     free(s->crecs);
     free(s->dirty_members);
     free(s->dirty_cards);
+    for (uint32_t i = 0; i < s->rrecs_n; i++)
+        free(s->rrecs[i].qty);
+    free(s->rrecs);
+    free(s->rslots);
+    free(s->dirty_returns);
     free(s);
     *sp = NULL;
 }
@@ -405,8 +431,11 @@ void state_clear_dirty(state *s)
         if (c)
             c->dirty = 0;
     }
+    for (uint32_t i = 0; i < s->dirty_returns_n; i++)
+        s->rrecs[s->dirty_returns[i]].dirty = 0;
     s->dirty_members_n = 0;
     s->dirty_cards_n = 0;
+    s->dirty_returns_n = 0;
 }
 
 /* ------------------------------------------------------------------ members and cards */
@@ -536,17 +565,169 @@ int state_foreach_card(const state *s,
     return 0;
 }
 
+/* ------------------------------------------------------------------ returned quantities (R18) */
+
+/* Spreads a sale seq over the index (seqs are dense: mix them). */
+static uint32_t returns_hash(uint64_t seq)
+{
+    seq ^= seq >> 33;
+    seq *= 0xff51afd7ed558ccdull;
+    seq ^= seq >> 33;
+    return (uint32_t)seq;
+}
+
+/* Returns the slot holding seq's record number, or the empty slot where it would go. */
+static uint32_t *returns_slot(const state *s, uint64_t seq)
+{
+    for (uint32_t i = returns_hash(seq) & s->rmask;; i = (i + 1) & s->rmask) {
+        uint32_t *sl = &s->rslots[i];
+        if (*sl == NIL || s->rrecs[*sl].seq == seq)
+            return sl;
+    }
+}
+
+static rrec *returns_find(const state *s, uint64_t seq)
+{
+    if (s->rrecs_n == 0)
+        return NULL;
+    uint32_t idx = *returns_slot(s, seq);
+    return idx == NIL ? NULL : &s->rrecs[idx];
+}
+
+/* Makes room for one more record (array and index at 70% load). Returns 0 or -1. */
+static int returns_reserve(state *s)
+{
+    void *p = s->rrecs;
+    if (s->rrecs_n >= MEMBERS_MAX || grow(&p, &s->rrecs_cap, s->rrecs_n + 1, sizeof(rrec), 16))
+        return -1;
+    s->rrecs = p;
+    uint64_t slots = s->rslots ? (uint64_t)s->rmask + 1 : 0;
+    if (((uint64_t)s->rrecs_n + 1) * 10 <= slots * 7)
+        return 0;
+    uint64_t nslots = slots ? slots * 2 : RETURNS_SLOTS_MIN;
+    if (nslots > ((uint64_t)1 << 32))
+        return -1;
+    uint32_t *ns = malloc(nslots * sizeof(*ns));
+    if (ns == NULL)
+        return -1;
+    memset(ns, 0xff, nslots * sizeof(*ns));
+    free(s->rslots);
+    s->rslots = ns;
+    s->rmask = (uint32_t)(nslots - 1);
+    for (uint32_t i = 0; i < s->rrecs_n; i++)
+        *returns_slot(s, s->rrecs[i].seq) = i;
+    return 0;
+}
+
+/* Adds a record that owns qty (room reserved, seq not present). */
+static void returns_add(state *s, uint64_t seq, int64_t *qty, uint32_t n)
+{
+    LT_ASSERT(s->rrecs_n < s->rrecs_cap);
+    uint32_t *sl = returns_slot(s, seq);
+    LT_ASSERT(*sl == NIL);
+    *sl = s->rrecs_n;
+    s->rrecs[s->rrecs_n++] = (rrec){seq, qty, n, 0};
+}
+
+/* What applying a return entry will do to the records, decided before anything changes. */
+typedef struct {
+    rrec *rec;      /* the sale's record, or NULL: fresh becomes a new one */
+    int64_t *fresh; /* zeroed quantities for a sale's first return */
+} rplan;
+
+/* Checks a return entry's lines against the sale's record and reserves what applying it needs.
+ * Returns 0, or -1 with err set (nothing changed; rp->fresh is NULL). */
+static int returns_prepare(state *s, const lt_entry *e, rplan *rp, char *err, size_t err_len)
+{
+    rp->rec = NULL;
+    rp->fresh = NULL;
+    if (e->original_seq == 0 || e->lines_n == 0 || e->lines_n > LT_SALE_LINES_MAX) {
+        seterr(err, err_len, "return: no original sale or no lines");
+        return -1;
+    }
+    rp->rec = returns_find(s, e->original_seq);
+    if (rp->rec && rp->rec->n != e->lines_n) {
+        seterr(err, err_len, "return: sale %" PRIu64 " has %" PRIu32 " lines, the entry %" PRIu32,
+               e->original_seq, rp->rec->n, e->lines_n);
+        return -1;
+    }
+    for (uint32_t i = 0; i < e->lines_n; i++) {
+        int64_t sum, q = e->lines[i].quantity;
+        if (q < 0 || __builtin_add_overflow(rp->rec ? rp->rec->qty[i] : 0, q, &sum)) {
+            seterr(err, err_len, "return: line %" PRIu32 " quantity %" PRId64 " is invalid", i, q);
+            return -1;
+        }
+    }
+    void *d = s->dirty_returns;
+    if (grow(&d, &s->dirty_returns_cap, s->dirty_returns_n + 1, sizeof(uint32_t), 64) != 0)
+        goto oom;
+    s->dirty_returns = d;
+    if (rp->rec == NULL) {
+        if (returns_reserve(s) != 0 || (rp->fresh = calloc(e->lines_n, sizeof(int64_t))) == NULL)
+            goto oom;
+    }
+    return 0;
+oom:
+    seterr(err, err_len, "return: out of memory");
+    return -1;
+}
+
+/* Adds the entry's returned quantities (checked and reserved by returns_prepare). */
+static void returns_commit(state *s, const lt_entry *e, rplan *rp)
+{
+    if (rp->rec == NULL) {
+        returns_add(s, e->original_seq, rp->fresh, e->lines_n);
+        rp->rec = &s->rrecs[s->rrecs_n - 1];
+    }
+    for (uint32_t i = 0; i < e->lines_n; i++)
+        rp->rec->qty[i] += e->lines[i].quantity;
+    if (!rp->rec->dirty) {
+        LT_ASSERT(s->dirty_returns_n < s->dirty_returns_cap);
+        rp->rec->dirty = 1;
+        s->dirty_returns[s->dirty_returns_n++] = (uint32_t)(rp->rec - s->rrecs);
+    }
+}
+
+int state_returned(const state *s, uint64_t sale_seq, const int64_t **qty, uint32_t *n)
+{
+    const rrec *r = returns_find(s, sale_seq);
+    *qty = r ? r->qty : NULL;
+    *n = r ? r->n : 0;
+    return r ? 0 : -1;
+}
+
+size_t state_returns_count(const state *s)
+{
+    return s->rrecs_n;
+}
+
+int state_foreach_dirty_returns(const state *s,
+                                int (*fn)(void *ctx, uint64_t sale_seq, const int64_t *qty,
+                                          uint32_t n),
+                                void *ctx)
+{
+    for (uint32_t i = 0; i < s->dirty_returns_n; i++) {
+        const rrec *r = &s->rrecs[s->dirty_returns[i]];
+        int rc = fn(ctx, r->seq, r->qty, r->n);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ apply (R17, R18, R30) */
 
 typedef struct {
+    int64_t from_lots;         /* the part of the debit the lots pay */
     int64_t debt, credit_rest; /* debt after, points left for a new lot */
     bool link, unlink;
 } plan;
 
-/* Checks a posting against the member (NULL when created) without changing anything.
- * Returns 0 and the plan, or -1 with err set. */
+/* Checks a posting against the member (NULL when created) without changing anything. With
+ * debt_ok (R18 return postings) a debit beyond the lots turns the shortfall into debt; any
+ * other such debit is an inconsistent entry. Returns 0 and the plan, or -1 with err set. */
 static int check_posting(const state *s, const lt_posting *p, const mrec *r, uint32_t midx,
-                         plan *pl, char *err, size_t err_len)
+                         bool debt_ok, plan *pl, char *err, size_t err_len)
 {
     const char *id = p->member_id;
     if (p->debit < 0 || p->credit < 0) {
@@ -554,15 +735,23 @@ static int check_posting(const state *s, const lt_posting *p, const mrec *r, uin
         return -1;
     }
     int64_t held = r ? lots_sum(&r->m) : 0, debt = r ? r->m.debt : 0;
+    pl->from_lots = p->debit;
     if (p->debit > held) {
-        seterr(err, err_len, "%s: debit %" PRId64 " exceeds the %" PRId64 " points held", id,
-               p->debit, held);
-        return -1;
+        if (!debt_ok) {
+            seterr(err, err_len, "%s: debit %" PRId64 " exceeds the %" PRId64 " points held", id,
+                   p->debit, held);
+            return -1;
+        }
+        pl->from_lots = held;
+        if (__builtin_add_overflow(debt, p->debit - held, &debt)) {
+            seterr(err, err_len, "%s: debt overflows", id);
+            return -1;
+        }
     }
     int64_t pay = p->credit < debt ? p->credit : debt;
     pl->debt = debt - pay;
     pl->credit_rest = p->credit - pay;
-    int64_t balance = held - p->debit + pl->credit_rest - pl->debt;
+    int64_t balance = held - pl->from_lots + pl->credit_rest - pl->debt;
     if (balance != p->balance_after) {
         seterr(err, err_len, "%s: balance after is %" PRId64 ", the entry says %" PRId64, id,
                balance, p->balance_after);
@@ -633,7 +822,8 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
         return -1;
     }
     plan pl;
-    if (check_posting(s, p, r, midx, &pl, err, err_len) != 0)
+    bool debt_ok = e->kind == LT_ENTRY_RETURN && strcmp(p->reason, "return") == 0;
+    if (check_posting(s, p, r, midx, debt_ok, &pl, err, err_len) != 0)
         return -1;
     if (reserve_posting(s, p, r, &pl) != 0 ||
         (p->create && (midx = create_member(s, e, p, &pl)) == NIL)) {
@@ -641,8 +831,8 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
         return -1;
     }
     lt_member *m = &member_at(s, midx)->m;
-    if (p->debit > 0)
-        lots_debit(m, p->debit);
+    if (pl.from_lots > 0)
+        lots_debit(m, pl.from_lots);
     m->debt = pl.debt;
     if (pl.credit_rest > 0)
         lots_add(m, (lt_lot){pl.credit_rest, e->occurred_at, p->credit_expires_at});
@@ -671,9 +861,17 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
 int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
 {
     LT_ASSERT(e->postings_n <= LT_POSTINGS_MAX);
-    for (uint32_t i = 0; i < e->postings_n; i++)
-        if (apply_posting(s, e, &e->postings[i], err, err_len) != 0)
+    rplan rp = {NULL, NULL};
+    if (e->kind == LT_ENTRY_RETURN && returns_prepare(s, e, &rp, err, err_len) != 0)
+        return -1;
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        if (apply_posting(s, e, &e->postings[i], err, err_len) != 0) {
+            free(rp.fresh);
             return -1;
+        }
+    }
+    if (e->kind == LT_ENTRY_RETURN)
+        returns_commit(s, e, &rp);
     s->seq = e->seq;
     return 0;
 }
@@ -855,7 +1053,57 @@ int state_load_card(state *s, const char *card, const char *member_id)
     return 0;
 }
 
-/* Adds each member's and card link's hash: a sum does not depend on the order. */
+/* Returned-quantity record, version 1, little-endian: u8 version, u32 n, n * i64 quantity. */
+size_t state_returns_encode(const int64_t *qty, uint32_t n, uint8_t *buf, size_t cap)
+{
+    size_t need = 5 + (size_t)n * 8;
+    LT_ASSERT(n <= LT_SALE_LINES_MAX);
+    if (need > cap)
+        return 0;
+    uint8_t *p = buf;
+    *p++ = RETURNS_REC_VERSION;
+    p = put_u32(p, n);
+    for (uint32_t i = 0; i < n; i++)
+        p = put_i64(p, qty[i]);
+    LT_ASSERT((size_t)(p - buf) == need);
+    return need;
+}
+
+int state_load_returns(state *s, uint64_t sale_seq, const uint8_t *buf, size_t len)
+{
+    reader r = {buf, buf + len, false};
+    if (sale_seq == 0 || get_le(&r, 1) != RETURNS_REC_VERSION)
+        return -1;
+    uint32_t n = (uint32_t)get_le(&r, 4);
+    if (r.bad || n == 0 || n > LT_SALE_LINES_MAX || (size_t)(r.end - r.p) != (size_t)n * 8)
+        return -1;
+    int64_t *qty = malloc((size_t)n * sizeof(*qty));
+    if (qty == NULL)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        qty[i] = (int64_t)get_le(&r, 8);
+        if (qty[i] < 0) {
+            free(qty);
+            return -1;
+        }
+    }
+    rrec *old = returns_find(s, sale_seq);
+    if (old) {
+        free(old->qty);
+        old->qty = qty;
+        old->n = n;
+        return 0;
+    }
+    if (returns_reserve(s) != 0) {
+        free(qty);
+        return -1;
+    }
+    returns_add(s, sale_seq, qty, n);
+    return 0;
+}
+
+/* Adds each member's, card link's and returned-quantity record's hash: a sum does not depend
+ * on the order. */
 uint64_t state_hash(const state *s)
 {
     uint8_t stack_buf[4096], *buf = stack_buf;
@@ -885,6 +1133,12 @@ uint64_t state_hash(const state *s)
         memcpy(pair, c->card, a + 1);
         memcpy(pair + a + 1, member_at(s, c->member)->m.id, b);
         h += XXH3_64bits_withSeed(pair, a + 1 + b, HASH_SEED_CARD);
+    }
+    for (uint32_t i = 0; i < s->rrecs_n; i++) {
+        uint8_t rec[8 + STATE_RETURNS_BYTES_MAX];
+        put_i64(rec, (int64_t)s->rrecs[i].seq);
+        size_t len = state_returns_encode(s->rrecs[i].qty, s->rrecs[i].n, rec + 8, sizeof(rec) - 8);
+        h += XXH3_64bits_withSeed(rec, 8 + len, HASH_SEED_RETURNS);
     }
     return h;
 }

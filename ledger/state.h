@@ -25,7 +25,8 @@ void state_destroy(state **s);
 /* Lookups. Returned pointers are valid until the next state_apply() or state_load_*(). */
 const lt_member *state_member(const state *s, const char *member_id);
 const char *state_card_owner(const state *s, const char *card);
-/* Fills a rules_view over this state. */
+/* Fills a rules_view over this state. Its `sale` lookup (R18) is left NULL: the state does not
+ * keep ledger entries; the daemon supplies one (daemon/lookup.h). */
 void state_view(state *s, rules_view *v);
 
 /* Balance of a member: sum of lots minus debt (R18). */
@@ -34,7 +35,10 @@ int64_t state_balance(const lt_member *m);
 /* Applies an entry's postings in order. Returns 0, or -1 if the entry is inconsistent with the
  * state (a posting's balance_after differs from the result, or a debit exceeds what the member
  * holds); err then says why. The state is unchanged on error only for the first failing
- * posting's member. Records e->seq as the last applied sequence. */
+ * posting's member. Records e->seq as the last applied sequence.
+ * R18: in a return entry (LT_ENTRY_RETURN), a posting with reason "return" may debit more than
+ * the lots hold: the shortfall becomes debt. The entry's lines (index = the original sale's line,
+ * quantity = units returned) are added to the returned quantities of sale e->original_seq. */
 int state_apply(state *s, const lt_entry *e, char *err, size_t err_len);
 
 /* Last sequence applied (0 for a new state). */
@@ -43,14 +47,14 @@ uint64_t state_seq(const state *s);
 void state_set_seq(state *s, uint64_t seq);
 /* Number of members. */
 size_t state_members(const state *s);
-/* Order-independent 64-bit hash of every member and card link. */
+/* Order-independent 64-bit hash of every member, card link and returned-quantity record. */
 uint64_t state_hash(const state *s);
 
 /* Calls fn for every member (any order); stops early and returns fn's value if non-zero. */
 int state_foreach(const state *s, int (*fn)(void *ctx, const lt_member *m), void *ctx);
 /* Calls fn for every card link (card -> member, active cards only). */
-int state_foreach_card(const state *s, int (*fn)(void *ctx, const char *card, const char *member_id),
-                       void *ctx);
+int state_foreach_card(const state *s,
+                       int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx);
 /* Cards linked to one member: fills up to max pointers, returns how many there are. */
 size_t state_member_cards(const state *s, const char *member_id, const char **cards, size_t max);
 
@@ -71,5 +75,32 @@ size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap);
 int state_load_member(state *s, const uint8_t *buf, size_t len);
 /* Loads one card link. Returns 0 or -1. Does not mark it dirty. */
 int state_load_card(state *s, const char *card, const char *member_id);
+
+/* ---- R18: cumulative returned quantities per original sale ----
+ * Kept only for sales that had a return (one record: 8 bytes per line of the sale), rebuilt by
+ * replaying return entries (R30) and checkpointed like members. state_clear_dirty() clears these
+ * dirty records too: call state_foreach_dirty_returns() before it. */
+
+/* Largest record state_returns_encode() writes. */
+#define STATE_RETURNS_BYTES_MAX (5 + 8 * LT_SALE_LINES_MAX)
+
+/* The quantities returned so far of each line of the sale at ledger sequence sale_seq. Returns 0
+ * with *qty (n = the sale's lines; valid until the next state_apply() or state_load_*()), or -1
+ * if nothing of that sale was returned yet (*qty NULL, *n 0). */
+int state_returned(const state *s, uint64_t sale_seq, const int64_t **qty, uint32_t *n);
+/* Calls fn for every returned-quantity record changed since the last state_clear_dirty(); stops
+ * early and returns fn's value if non-zero. */
+int state_foreach_dirty_returns(const state *s,
+                                int (*fn)(void *ctx, uint64_t sale_seq, const int64_t *qty,
+                                          uint32_t n),
+                                void *ctx);
+/* Serialises a record (u8 version, u32 n, n x i64, little-endian). Returns the length, or 0 if
+ * cap is too small (STATE_RETURNS_BYTES_MAX always suffices). */
+size_t state_returns_encode(const int64_t *qty, uint32_t n, uint8_t *buf, size_t cap);
+/* Loads one serialised record for sale_seq (replacing any). Returns 0, or -1 if malformed or
+ * out of memory. Does not mark it dirty. */
+int state_load_returns(state *s, uint64_t sale_seq, const uint8_t *buf, size_t len);
+/* Number of sales with returned-quantity records. */
+size_t state_returns_count(const state *s);
 
 #endif

@@ -23,6 +23,15 @@ typedef struct {
     const lt_member *(*member)(void *ctx, const char *member_id);
     /* Returns the member id a card is linked to, or NULL. Valid until the state changes. */
     const char *(*card_owner)(void *ctx, const char *card);
+    /* R18: finds the ledger entry of event `id`. Returns 0 with *entry (valid until the next
+     * call; never the entry being rated), *returned_qty (the cumulative quantities already
+     * returned of each of the entry's lines_n lines, or NULL when nothing was returned yet;
+     * valid until the state changes) and *seq (the entry's ledger sequence); -1 if the event
+     * is unknown (UNKNOWN_SALE); another negative value if it cannot be read now
+     * (INTERNAL_ERROR: the till resends). The entry may be of any kind: rating checks that it
+     * is a sale of the return's member. May be NULL: every return is then UNKNOWN_SALE. */
+    int (*sale)(void *ctx, lt_event_id id, const lt_entry **entry, const int64_t **returned_qty,
+                uint64_t *seq);
 } rules_view;
 
 /* Loads a rules file. On success returns 0 and *out (caller owns it: rules_destroy()).

@@ -135,6 +135,12 @@ int rules__days_in_month(int y, int m);
 int rules__rate_sale(const rules *r, const rules_view *view, const lt_event *ev, const lt_member *m,
                      int64_t balance, lt_entry *out);
 
+/* Rates a return (rules_return.c, R18) for member `m` (never NULL) whose balance is `balance`.
+ * The entry header and out->member_id are already set; the function adds the posting, the
+ * reversed lines and the summary. */
+int rules__rate_return(const rules *r, const rules_view *view, const lt_event *ev,
+                       const lt_member *m, int64_t balance, lt_entry *out);
+
 /* Appends the referral bonus posting for `referrer_id` (R25) if the rules grant one and the
  * referrer exists, is active and is not `member_id`. Returns LT_R_NONE or a reason. */
 int rules__referral_posting(const rules *r, const rules_view *view, const lt_event *ev,

@@ -1,6 +1,6 @@
 /* rules_rate.c: rules_rate(), the pure rating function: member resolution (R4, R8), and the
  * non-sale events: enrolment (R5, R25), card links (R4, R7), gifts (R16) and manual
- * adjustments (R27). Sales are rated in rules_sale.c.
+ * adjustments (R27). Sales are rated in rules_sale.c, returns (R18) in rules_return.c.
  *
  * Nothing here allocates or does I/O: (rules, view, event) -> entry, or a rejection reason.
  */
@@ -248,6 +248,19 @@ static int rate_sale(const rules *r, const rules_view *v, const lt_event *ev, lt
     return rules__rate_sale(r, v, ev, w.m, w.balance, out);
 }
 
+/* R18: the return's member (member_id or card, never enrolled) must own the original sale. */
+static int rate_return(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who w;
+    int rc = resolve(r, v, ev->member_id, ev->card, false, &w);
+
+    if (rc)
+        return rc;
+    entry_init(r, ev, LT_ENTRY_RETURN, out);
+    rules__copy(out->member_id, sizeof out->member_id, w.id);
+    return rules__rate_return(r, v, ev, w.m, w.balance, out);
+}
+
 int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_entry *out)
 {
     LT_ASSERT(r != NULL && view != NULL && ev != NULL && out != NULL);
@@ -264,8 +277,9 @@ int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_en
         return rate_gift(r, view, ev, out);
     case LT_EV_ADJUST:
         return rate_adjust(r, view, ev, out);
-    case LT_EV_RETURN: /* R18: next issue */
-    case LT_EV_MERGE:  /* R7 merge: next issue */
+    case LT_EV_RETURN:
+        return rate_return(r, view, ev, out);
+    case LT_EV_MERGE: /* R7 merge: next issue */
     case LT_EV_NONE:
     default:
         return LT_R_UNSUPPORTED_EVENT;

@@ -300,7 +300,8 @@ int rules__rate_sale(const rules *r, const rules_view *view, const lt_event *ev,
     /* R15: the balance before this sale pays; this sale's points never do */
     if (ev->redeem_points < 0)
         return LT_R_INVALID_FIELD;
-    if (ev->redeem_points > balance)
+    /* a member in debt (R18) may still buy and earn, only not pay with points */
+    if (ev->redeem_points > 0 && ev->redeem_points > balance)
         return LT_R_INSUFFICIENT_POINTS;
     if (__builtin_mul_overflow(ev->redeem_points, r->point_value_fen, &redeemed_value))
         return LT_R_AMOUNT_OVERFLOW;

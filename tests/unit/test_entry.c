@@ -118,9 +118,18 @@ static void test_entry_every_kind_round_trip(void **st)
             strcpy(e->operator_id, "op-17");
             e->utc_offset_min = -570; /* sint32: zigzag */
             break;
-        case LT_ENTRY_RETURN:
+        case LT_ENTRY_RETURN: /* R18: lines indexed as the sale's, clamp (Posting field 18) */
             e->original = (lt_event_id){7, 999};
             e->original_seq = 41;
+            e->lines_n = 3;
+            e->lines[1].quantity = 2;
+            e->lines[1].points = 33;
+            e->lines[1].redeemed_points = 5;
+            e->points_earned = -33;
+            e->points_redeemed = -5;
+            e->paid_fen = -6668;
+            e->postings[0].clamp = 125;
+            e->postings[0].credit = 5;
             break;
         case LT_ENTRY_EXPIRE:
             e->id = (lt_event_id){0, 0};
@@ -283,6 +292,7 @@ static void test_entry_print_json(void **st)
     assert_non_null(strstr(text, "\"digest\":\"fedcba9876543210\""));
     assert_non_null(strstr(text, "\"tier_after\":\"gold\""));
     assert_non_null(strstr(text, "\"lines\":[{\"quantity\":1,"));
+    assert_non_null(strstr(text, "\"unlink_card\":\"C8\",\"clamp\":0}"));
     /* One line: the only newline is the last character. */
     assert_ptr_equal(strchr(text, '\n'), text + size - 1);
     free(text);

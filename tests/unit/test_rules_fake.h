@@ -1,5 +1,5 @@
 /* test_rules_fake.h: shared helpers of the rules unit tests: a fake rules_view over an array
- * of members and cards, event builders and store-local time.
+ * of members, cards and rated sales (R18), event builders and store-local time.
  */
 #ifndef TEST_RULES_FAKE_H
 #define TEST_RULES_FAKE_H
@@ -17,9 +17,21 @@
 #define FAKE_MEMBERS_MAX 16
 #define FAKE_LOTS_MAX 8
 #define FAKE_CARDS_MAX 16
+#define FAKE_SALES_MAX 4
 #define CST (8 * 60) /* China Standard Time, UTC+8 */
 
+/* A rated sale as the ledger would hold it, with what was returned of it so far (R18). */
 typedef struct {
+    lt_entry entry;
+    uint64_t seq;
+    bool has_returned;
+    int64_t returned[LT_SALE_LINES_MAX];
+} fake_sale;
+
+typedef struct {
+    fake_sale sales[FAKE_SALES_MAX];
+    size_t sales_n;
+    int sale_rc; /* non-zero: the sale lookup fails with it (a ledger read error) */
     lt_member members[FAKE_MEMBERS_MAX];
     lt_lot lots[FAKE_MEMBERS_MAX][FAKE_LOTS_MAX];
     size_t members_n;
@@ -47,10 +59,57 @@ static inline const char *fake_card_owner(void *ctx, const char *card)
     return NULL;
 }
 
+static inline int fake_sale_lookup(void *ctx, lt_event_id id, const lt_entry **entry,
+                                   const int64_t **returned, uint64_t *seq)
+{
+    fake *f = ctx;
+    if (f->sale_rc)
+        return f->sale_rc;
+    for (size_t i = 0; i < f->sales_n; i++) {
+        fake_sale *s = &f->sales[i];
+        if (s->entry.id.node_id == id.node_id && s->entry.id.event_id == id.event_id) {
+            *entry = &s->entry;
+            *returned = s->has_returned ? s->returned : NULL;
+            *seq = s->seq;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static inline rules_view fake_view(fake *f)
 {
-    rules_view v = {.ctx = f, .member = fake_member, .card_owner = fake_card_owner};
+    rules_view v = {
+        .ctx = f, .member = fake_member, .card_owner = fake_card_owner, .sale = fake_sale_lookup};
     return v;
+}
+
+/* Keeps a rated entry as the ledger's entry at `seq`, found by its event id. */
+static inline fake_sale *fake_keep_sale(fake *f, const lt_entry *e, uint64_t seq)
+{
+    assert_true(f->sales_n < FAKE_SALES_MAX);
+    fake_sale *s = &f->sales[f->sales_n++];
+    memset(s, 0, sizeof *s);
+    s->entry = *e;
+    s->entry.seq = seq;
+    s->seq = seq;
+    return s;
+}
+
+/* Records a rated return's quantities against its sale, as the state would (R18). */
+static inline void fake_record_return(fake *f, const lt_entry *ret)
+{
+    for (size_t i = 0; i < f->sales_n; i++) {
+        fake_sale *s = &f->sales[i];
+        if (s->seq != ret->original_seq)
+            continue;
+        assert_int_equal(ret->lines_n, s->entry.lines_n);
+        for (uint32_t k = 0; k < ret->lines_n; k++)
+            s->returned[k] += ret->lines[k].quantity;
+        s->has_returned = true;
+        return;
+    }
+    fail_msg("return against an unknown sale seq");
 }
 
 /* Adds an active member with `points` in one lot that never expires (none if 0). */

@@ -1,0 +1,192 @@
+/* test_returns.c: R18 returns through the real daemon: exact reversal, several partial returns,
+ * RETURN_EXCEEDS_SALE, UNKNOWN_SALE, a return in the same message as its sale, a return after
+ * the points were spent (negative balance), and the returned quantities surviving a restart. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static lt_daemon g_d;
+
+static int setup(void **state)
+{
+    (void)state;
+    h_start(&g_d, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_free_events();
+    return 0;
+}
+
+static Loyalty__Event *ret(uint64_t eid, const char *member, uint64_t orig_eid, uint32_t line,
+                           int64_t qty)
+{
+    Loyalty__Event *e = h_event(1, eid, member, h_now());
+    Loyalty__ReturnSale *r = calloc(1, sizeof *r); /* freed at exit: tests are short-lived */
+    loyalty__return_sale__init(r);
+    Loyalty__EventId *o = calloc(1, sizeof *o);
+    loyalty__event_id__init(o);
+    o->has_node_id = o->has_event_id = 1;
+    o->node_id = 1;
+    o->event_id = orig_eid;
+    r->original = o;
+    r->lines = calloc(1, sizeof *r->lines);
+    Loyalty__ReturnLine *l = calloc(1, sizeof *l);
+    loyalty__return_line__init(l);
+    l->has_line_index = l->has_quantity = 1;
+    l->line_index = line;
+    l->quantity = qty;
+    r->lines[0] = l;
+    r->n_lines = 1;
+    e->body_case = LOYALTY__EVENT__BODY_RETURN_SALE;
+    e->return_sale = r;
+    return e;
+}
+
+static Loyalty__AckBatch *send_n(size_t n, Loyalty__Event **ev)
+{
+    Loyalty__AckBatch *r = h_send(&g_d, h_batch(n, ev), 10000);
+    assert_non_null(r);
+    assert_int_equal(r->n_acks, n);
+    return r;
+}
+
+static int64_t balance_of(const char *member)
+{
+    Loyalty__QueryReply *q = h_member(&g_d, member);
+    assert_non_null(q);
+    assert_true(q->ok);
+    int64_t b = q->member->balance;
+    loyalty__query_reply__free_unpacked(q, NULL);
+    return b;
+}
+
+static void test_R18_partial_returns_reverse_exactly(void **state)
+{
+    (void)state;
+    /* 3 units at 99.99 yuan and one at 12.34: floor(31231 / 100) = 312 points (R11: the class
+     * total is floored once); per line 300 and 12 (pro rata, the leftover to line A) */
+    Loyalty__Event *sale = h_sale(1, 1, "r1", h_now(), 0);
+    h_line(sale, "A", "groceries", 3, 9999, 9999, 0);
+    h_line(sale, "B", "groceries", 1, 1234, 1234, 0);
+    Loyalty__AckBatch *r = send_n(1, &sale);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    int64_t earned = r->acks[0]->points_earned;
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    assert_int_equal(earned, 312);
+
+    /* line A back one unit at a time: the three reversals add up to line A's points */
+    int64_t reversed = 0;
+    for (uint64_t i = 0; i < 3; i++) {
+        Loyalty__Event *e = ret(10 + i, "r1", 1, 0, 1);
+        r = send_n(1, &e);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        reversed += -r->acks[0]->points_earned;
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    int64_t left = balance_of("r1");
+    assert_int_equal(left, earned - reversed);
+    assert_int_equal(left, 12); /* what line B earned */
+
+    /* a fourth unit of line A was never sold */
+    Loyalty__Event *e = ret(20, "r1", 1, 0, 1);
+    r = send_n(1, &e);
+    assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__RETURN_EXCEEDS_SALE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    /* the returned quantities survive a restart (checkpoint + replay) */
+    assert_int_equal(h_stop(&g_d, SIGTERM), 0);
+    h_restart(&g_d);
+    e = ret(21, "r1", 1, 0, 1);
+    r = send_n(1, &e);
+    assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__RETURN_EXCEEDS_SALE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify: %s", out);
+}
+
+static void test_R18_unknown_sale_and_same_message(void **state)
+{
+    (void)state;
+    /* the sale and its return in one message: the sale is not yet committed when the return
+     * is rated */
+    Loyalty__Event *ev[2];
+    Loyalty__AckBatch *r;
+    ev[0] = h_sale(1, 2, "r2", h_now(), 0);
+    h_line(ev[0], "A", "groceries", 2, 5000, 5000, 0);
+    ev[1] = ret(3, "r2", 2, 0, 2);
+    r = send_n(2, ev);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[1]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[1]->points_earned, -100);
+    assert_int_equal(r->acks[1]->balance, 0);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+
+    /* a known member, a sale that never was */
+    Loyalty__Event *e = ret(5, "r2", 999, 0, 1);
+    r = send_n(1, &e);
+    assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__UNKNOWN_SALE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
+static void test_R18_return_after_spending_goes_negative(void **state)
+{
+    (void)state;
+    Loyalty__Event *sale = h_sale(1, 1, "r3", h_now(), 0);
+    h_line(sale, "A", "groceries", 1, 50000, 50000, 0); /* 500 points */
+    Loyalty__AckBatch *r = send_n(1, &sale);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    Loyalty__Event *gift = h_event(1, 2, "r3", h_now());
+    Loyalty__GiftRedemption g = LOYALTY__GIFT_REDEMPTION__INIT;
+    g.has_points = 1;
+    g.points = 450;
+    g.reward_code = "MUG";
+    gift->body_case = LOYALTY__EVENT__BODY_GIFT;
+    gift->gift = &g;
+    r = send_n(1, &gift);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    Loyalty__Event *e = ret(3, "r3", 1, 0, 1);
+    r = send_n(1, &e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->balance, -450); /* negative_balance: allow (default) */
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    /* points earned later pay the debt first */
+    Loyalty__Event *later = h_sale(1, 4, "r3", h_now(), 0);
+    h_line(later, "A", "groceries", 1, 60000, 60000, 0);
+    r = send_n(1, &later);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    assert_int_equal(r->acks[0]->balance, 150);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify: %s", out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_R18_partial_returns_reverse_exactly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R18_unknown_sale_and_same_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R18_return_after_spending_goes_negative, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("e2e_returns", tests, NULL, NULL);
+}
