@@ -27,6 +27,7 @@ void config_defaults(config *c)
     c->past_age_days = 3650;
     c->ingest_queue_max = 10000;
     c->heartbeat_ms = 1000;
+    c->rejects_max = 1000000;
     c->curve_publish = 1;
     c->curve_query = 1;
 }
@@ -65,6 +66,7 @@ static const config_key g_keys[] = {
     INT(past_age_days, 1, 100 * 365),
     INT(ingest_queue_max, 1, 10000000),
     INT(heartbeat_ms, 10, 3600 * 1000),
+    INT(rejects_max, 0, 1000000000),
     INT(curve_publish, 0, 1),
     INT(curve_query, 0, 1),
     INT(allow_insecure_bind, 0, 1),

@@ -30,6 +30,7 @@ typedef struct {
     int64_t past_age_days;          /* and this far behind */
     int64_t ingest_queue_max;       /* ZeroMQ receive high-water mark, messages */
     int64_t heartbeat_ms;           /* idle heartbeat interval */
+    int64_t rejects_max;            /* dead letters kept (oldest trimmed); 0 = none kept */
 } config;
 
 /* Fills c with the built-in defaults. */

@@ -93,6 +93,12 @@ typedef struct batch {
     uint32_t acks_n;
     char *msgs;
     size_t msgs_len, msgs_cap;
+    /* dead letters: encoded loyalty.Rejected, written with the batch */
+    ledger_blob *rejs;
+    size_t *rej_off;
+    uint32_t rejs_n, rejs_cap;
+    uint8_t *rej_bytes;
+    size_t rej_len, rej_cap;
     /* checkpoint */
     ledger_snap *snaps;
     size_t snaps_n, snaps_cap;
@@ -166,6 +172,10 @@ typedef struct {
     int exit_code;
     daemon_stats st;
 
+    /* the till message being handled (for dead letters) */
+    const ProtobufCMessage *cur_event;
+    const req_t *cur_req;
+
     /* scratch (loop thread) */
     lt_event ev;
     lt_entry entry;
@@ -217,6 +227,9 @@ static void batch_free(batch *b)
     free(b->acks);
     free(b->bytes);
     free(b->msgs);
+    free(b->rejs);
+    free(b->rej_off);
+    free(b->rej_bytes);
     free(b->snaps);
     free(b->snap_key_off);
     free(b->snap_val_off);
@@ -234,6 +247,8 @@ static void batch_reset(batch *b)
     b->msgs_len = 0;
     b->snaps_n = 0;
     b->snap_len = 0;
+    b->rejs_n = 0;
+    b->rej_len = 0;
     b->checkpoint_seq = 0;
     b->commit_rc = 0;
     b->acked = b->published = false;
@@ -389,10 +404,14 @@ static void commit_main(void *arg)
             b->snaps[i].value =
                 b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
         }
+        for (uint32_t i = 0; i < b->rejs_n; i++)
+            b->rejs[i].bytes = b->rej_bytes + b->rej_off[i];
         int rc = 0;
-        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0) {
+        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0 || b->rejs_n > 0) {
             uint64_t t0 = uv_hrtime();
-            rc = ledger_commit(d->ledger, b->recs, b->n, b->snaps, b->snaps_n, b->checkpoint_seq);
+            rc =
+                ledger_commit_all(d->ledger, b->recs, b->n, b->snaps, b->snaps_n, b->checkpoint_seq,
+                                  b->rejs, b->rejs_n, (uint64_t)d->cfg->rejects_max);
             metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
             metrics_observe(&d->m.commit_batch, b->n);
             if (rc != 0) {
@@ -632,7 +651,7 @@ static void seal(daemon_t *d)
 static void maybe_seal(daemon_t *d)
 {
     batch *b = d->open;
-    if (b == NULL || (b->n == 0 && b->reqs_n == 0 && !d->ckpt_due))
+    if (b == NULL || (b->n == 0 && b->reqs_n == 0 && b->rejs_n == 0 && !d->ckpt_due))
         return;
     uv_mutex_lock(&d->mu);
     bool idle = d->commit_head == NULL && !d->committing;
@@ -659,6 +678,85 @@ static uint32_t add_msg(batch *b, const char *msg)
     return off;
 }
 
+#define DEAD_LETTER_RAW_MAX (64 * 1024)
+
+/* Keeps a rejected event (raw: the protobuf Event, re-encoded) or a refused message (raw: its
+ * bytes) in the dead-letter store, written with the open batch's commit. Best effort: with no
+ * open batch or no memory it is only counted. */
+static void dead_letter(daemon_t *d, int reason, const char *msg, const lt_event_id *id,
+                        const ProtobufCMessage *event, const uint8_t *raw, size_t raw_len,
+                        const req_t *r)
+{
+    static uint8_t ev_buf[DEAD_LETTER_RAW_MAX];
+    batch *b = d->open;
+    /* transient refusals are not the sender's fault and would only add writes while the daemon
+     * is stopping or cannot write: not kept */
+    if (d->cfg->rejects_max == 0 || reason == LT_R_SHUTTING_DOWN ||
+        reason == LT_R_STORAGE_UNAVAILABLE || reason == LT_R_OVERLOADED ||
+        reason == LT_R_INTERNAL_ERROR)
+        return;
+    if (b == NULL) {
+        metrics_inc(&d->m.rejects_unkept, 1);
+        return;
+    }
+    Loyalty__Rejected rj = LOYALTY__REJECTED__INIT;
+    Loyalty__EventId pid = LOYALTY__EVENT_ID__INIT;
+    rj.has_at = 1, rj.at = d->lim.now;
+    rj.has_reason = 1, rj.reason = (Loyalty__Reason)reason;
+    rj.message = (char *)(msg != NULL && msg[0] ? msg : lt_reason_msg(reason));
+    if (id != NULL) {
+        pid.has_node_id = pid.has_event_id = 1;
+        pid.node_id = id->node_id;
+        pid.event_id = id->event_id;
+        rj.id = &pid;
+    }
+    if (event != NULL) {
+        size_t n = protobuf_c_message_get_packed_size(event);
+        rj.has_raw_bytes = 1, rj.raw_bytes = (uint32_t)n;
+        if (n <= sizeof ev_buf) {
+            protobuf_c_message_pack(event, ev_buf);
+            rj.has_raw = 1, rj.raw.data = ev_buf, rj.raw.len = n;
+        }
+    } else if (raw != NULL) {
+        rj.has_whole_message = 1, rj.whole_message = 1;
+        rj.has_raw_bytes = 1, rj.raw_bytes = (uint32_t)raw_len;
+        rj.has_raw = 1, rj.raw.data = (uint8_t *)raw;
+        rj.raw.len = raw_len < DEAD_LETTER_RAW_MAX ? raw_len : DEAD_LETTER_RAW_MAX;
+    }
+    if (r != NULL && r->has_batch_id)
+        rj.has_batch_id = 1, rj.batch_id = r->batch_id;
+    size_t need = loyalty__rejected__get_packed_size(&rj);
+    if (b->rejs_n == b->rejs_cap) {
+        uint32_t ncap = b->rejs_cap ? b->rejs_cap * 2 : 256;
+        ledger_blob *nr = realloc(b->rejs, ncap * sizeof *nr);
+        if (nr != NULL)
+            b->rejs = nr;
+        size_t *no = nr != NULL ? realloc(b->rej_off, ncap * sizeof *no) : NULL;
+        if (no == NULL) {
+            metrics_inc(&d->m.rejects_unkept, 1);
+            return;
+        }
+        b->rej_off = no;
+        b->rejs_cap = ncap;
+    }
+    if (b->rej_cap == 0) {
+        if ((b->rej_bytes = malloc(64 * 1024)) == NULL) {
+            metrics_inc(&d->m.rejects_unkept, 1);
+            return;
+        }
+        b->rej_cap = 64 * 1024;
+    }
+    if (grow_bytes(&b->rej_bytes, &b->rej_cap, b->rej_len, need) != 0) {
+        metrics_inc(&d->m.rejects_unkept, 1);
+        return;
+    }
+    loyalty__rejected__pack(&rj, b->rej_bytes + b->rej_len);
+    b->rej_off[b->rejs_n] = b->rej_len;
+    b->rejs[b->rejs_n].len = need;
+    b->rejs_n++;
+    b->rej_len += need;
+}
+
 static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
 {
     a->status = LOYALTY__STATUS__REJECTED;
@@ -669,6 +767,8 @@ static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
     d->st.by_reason[reason]++;
     metrics_inc(&d->m.events[d->ev.kind < METRICS_KINDS ? d->ev.kind : 0][METRIC_REJECTED], 1);
     metrics_inc(&d->m.rejects[reason], 1);
+    lt_event_id id = {a->node, a->eid};
+    dead_letter(d, reason, msg, &id, d->cur_event, NULL, 0, d->cur_req);
     if (lt_log_enabled(LT_DEBUG))
         lt_log(LT_DEBUG, "event rejected", "node=%llu id=%llu reason=%s detail=\"%s\"",
                (unsigned long long)a->node, (unsigned long long)a->eid, lt_reason_name(reason),
@@ -749,6 +849,7 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
     char msg[MSG_BYTES_MAX];
     memset(a, 0, sizeof *a);
     a->msg_off = UINT32_MAX;
+    d->cur_event = &pe->base;
     if (pe->id != NULL) {
         a->node = pe->id->node_id;
         a->eid = pe->id->event_id;
@@ -867,8 +968,10 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
     return true; /* counted as accepted when acknowledged, once durable */
 }
 
-static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *msg)
+static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *msg,
+                           const uint8_t *data, size_t len)
 {
+    dead_letter(d, reason, msg, NULL, NULL, data, len, r);
     d->st.by_reason[reason]++;
     metrics_inc(&d->m.rejects[reason], 1);
     metrics_inc(&d->m.messages_refused, 1);
@@ -882,16 +985,18 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     char msg[MSG_BYTES_MAX];
     d->st.messages++;
     metrics_inc(&d->m.messages, 1);
+    d->cur_req = r;
     if (len > LT_MESSAGE_BYTES_MAX) {
         snprintf(msg, sizeof msg, "message of %zu bytes exceeds the limit of %d", len,
                  LT_MESSAGE_BYTES_MAX);
-        refuse_message(d, r, LT_R_MESSAGE_TOO_LARGE, msg);
+        refuse_message(d, r, LT_R_MESSAGE_TOO_LARGE, msg, data, len);
         return;
     }
     lt_arena_reset(d->arena);
     Loyalty__EventBatch *eb = loyalty__event_batch__unpack(lt_arena_allocator(d->arena), len, data);
     if (eb == NULL) {
-        refuse_message(d, r, LT_R_DECODE_ERROR, "message is not a valid loyalty.EventBatch");
+        refuse_message(d, r, LT_R_DECODE_ERROR, "message is not a valid loyalty.EventBatch", data,
+                       len);
         return;
     }
     r->has_batch_id = eb->has_batch_id;
@@ -899,15 +1004,16 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     if (eb->n_events > LT_BATCH_EVENTS_MAX) {
         snprintf(msg, sizeof msg, "%zu events in one message, at most %d", eb->n_events,
                  LT_BATCH_EVENTS_MAX);
-        refuse_message(d, r, LT_R_BATCH_TOO_LARGE, msg);
+        refuse_message(d, r, LT_R_BATCH_TOO_LARGE, msg, data, len);
         return;
     }
     if (d->stopping) {
-        refuse_message(d, r, LT_R_SHUTTING_DOWN, "daemon is shutting down, resend later");
+        refuse_message(d, r, LT_R_SHUTTING_DOWN, "daemon is shutting down, resend later", data,
+                       len);
         return;
     }
     if (d->refuse_until_ms > uv_now(&d->loop)) {
-        refuse_message(d, r, LT_R_STORAGE_UNAVAILABLE, d->refuse_why);
+        refuse_message(d, r, LT_R_STORAGE_UNAVAILABLE, d->refuse_why, data, len);
         return;
     }
     batch *b = d->open;

@@ -164,6 +164,9 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
     gauge(&o, "loyaltyd_storage_unavailable",
           "1 while the daemon recovers from a failed commit (map or disk full, I/O error).",
           rd(&m->storage_unavailable));
+    counter(&o, "loyaltyd_rejects_unkept_total",
+            "Rejections not kept in the dead-letter store (no batch free, or no memory).",
+            rd(&m->rejects_unkept));
     counter(&o, "loyaltyd_published_total", "Messages published.", rd(&m->pub_messages));
     counter(
         &o, "loyaltyd_publish_dropped_total",

@@ -36,6 +36,7 @@ typedef struct metrics {
     _Atomic uint64_t query_requests, rules_reloads, rules_reload_failures;
     _Atomic uint64_t ingest_paused;       /* 1 while backpressure holds ingest */
     _Atomic uint64_t storage_unavailable; /* 1 while a failed commit is being recovered */
+    _Atomic uint64_t rejects_unkept;      /* rejections not kept as dead letters */
     histogram commit_batch, commit_seconds, ack_seconds;
     ledger *ledger; /* for map use and sizes at scrape time */
     void *catchup;  /* catchup *, for its counters */

@@ -32,6 +32,8 @@ struct ledger {
     MDB_dbi entries, events, members, cards, meta;
     MDB_dbi returns;  /* R18 checkpoint records */
     bool has_returns; /* false: a read-only open of a ledger written before returns existed */
+    MDB_dbi rejects;  /* dead letters: id (u64 BE) -> encoded loyalty.Rejected */
+    bool has_rejects;
     bool read_only;
     int lock_fd; /* DIR/daemon.lock held with flock(LOCK_EX), or -1 */
     /* One read transaction kept reset between calls, so find_event/get/last_seq cost no
@@ -226,6 +228,12 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     if (rc == 0) {
         int rr = mdb_dbi_open(txn, "returns", flags, &l->returns);
         l->has_returns = rr == 0;
+        if (rr != 0 && rr != MDB_NOTFOUND)
+            rc = rr;
+    }
+    if (rc == 0) {
+        int rr = mdb_dbi_open(txn, "rejects", flags, &l->rejects);
+        l->has_rejects = rr == 0;
         if (rr != 0 && rr != MDB_NOTFOUND)
             rc = rr;
     }
@@ -559,15 +567,62 @@ static int put_snaps(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n
     return 0;
 }
 
+/* Appends dead letters under the next ids and trims the oldest beyond max (a bounded number
+ * per commit, so one commit never turns into a long purge). */
+static int put_rejects(ledger *l, MDB_txn *txn, const ledger_blob *rj, size_t n, uint64_t max)
+{
+    if (n == 0)
+        return 0;
+    if (!l->has_rejects)
+        return fail(l, LEDGER_ERR_OTHER, "rejects: database missing");
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->rejects, &cur);
+    if (rc != 0)
+        return fail(l, rc, "rejects: cursor");
+    MDB_val k, v;
+    uint64_t next = 1;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 8)
+        next = get_be64(k.mv_data) + 1;
+    for (size_t i = 0; i < n && (rc == 0 || rc == MDB_NOTFOUND); i++) {
+        uint8_t key[8];
+        put_be64(key, next++);
+        k = (MDB_val){sizeof key, key};
+        v = (MDB_val){rj[i].len, (void *)rj[i].bytes};
+        rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        mdb_cursor_close(cur);
+        return fail(l, rc, "rejects: put");
+    }
+    MDB_stat st;
+    rc = mdb_stat(txn, l->rejects, &st);
+    for (size_t extra = st.ms_entries > max ? st.ms_entries - max : 0, i = 0;
+         rc == 0 && i < extra && i < n + 1000; i++) {
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0)
+            rc = mdb_cursor_del(cur, 0);
+    }
+    mdb_cursor_close(cur);
+    return rc != 0 && rc != MDB_NOTFOUND ? fail(l, rc, "rejects: trim") : 0;
+}
+
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq)
 {
+    return ledger_commit_all(l, recs, n, snaps, snaps_n, checkpoint_seq, NULL, 0, 0);
+}
+
+int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                      size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
+                      size_t rejects_n, uint64_t rejects_max)
+{
     LT_ASSERT(n == 0 || recs);
     LT_ASSERT(snaps_n == 0 || snaps);
+    LT_ASSERT(rejects_n == 0 || rejects);
     l->errmsg[0] = '\0';
     if (l->read_only)
         return fail(l, LEDGER_ERR_OTHER, "commit on a read-only ledger");
-    if (n == 0 && snaps_n == 0 && checkpoint_seq == 0)
+    if (n == 0 && snaps_n == 0 && checkpoint_seq == 0 && rejects_n == 0)
         return 0;
     MDB_txn *txn;
     int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
@@ -579,6 +634,8 @@ int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_s
         rc = put_events(l, txn, recs, n);
     if (rc == 0)
         rc = put_snaps(l, txn, snaps, snaps_n);
+    if (rc == 0)
+        rc = put_rejects(l, txn, rejects, rejects_n, rejects_max);
     if (rc == 0 && checkpoint_seq > last) {
         snprintf(l->errmsg, sizeof(l->errmsg), "checkpoint %llu beyond last seq %llu",
                  (unsigned long long)checkpoint_seq, (unsigned long long)last);
@@ -723,6 +780,59 @@ int ledger_scan_returns(ledger *l,
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+int ledger_scan_rejects(ledger *l, uint64_t from_id,
+                        int (*fn)(void *ctx, uint64_t id, const uint8_t *rec, size_t len),
+                        void *ctx)
+{
+    if (!l->has_rejects)
+        return 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    if ((rc = mdb_cursor_open(txn, l->rejects, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return map_err(rc);
+    }
+    uint8_t key[8];
+    put_be64(key, from_id);
+    MDB_val k = {sizeof key, key}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        ret = k.mv_size != 8 ? LEDGER_ERR_CORRUPT
+                             : fn(ctx, get_be64(k.mv_data), v.mv_data, v.mv_size);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint64_t *count)
+{
+    *first_id = *last_id = *count = 0;
+    if (!l->has_rejects)
+        return 0;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    MDB_stat st;
+    if ((rc = mdb_stat(txn, l->rejects, &st)) == 0 &&
+        (rc = mdb_cursor_open(txn, l->rejects, &cur)) == 0) {
+        MDB_val k, v;
+        *count = st.ms_entries;
+        if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8)
+            *first_id = get_be64(k.mv_data);
+        if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+            *last_id = get_be64(k.mv_data);
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return rc ? map_err(rc) : 0;
 }
 
 /* For each node: seek past its last key, step back one. O(nodes * log n), not O(events). */

@@ -9,6 +9,7 @@
  *   cards    card -> member id                           (checkpoint of the projection)
  *   returns  sale seq (u64, big-endian) -> state_returns_encode() record (checkpoint, R18)
  *   meta     "checkpoint_seq" -> u64, "format" -> u32
+ *   rejects  id (u64, big-endian) -> loyalty.Rejected: the dead-letter store (bounded)
  *
  * One writer (the daemon's commit thread) calls ledger_commit(); any number of readers, in this
  * or other processes (loyaltyctl), read concurrently. ledger_commit() returns only after the data
@@ -92,6 +93,17 @@ typedef struct {
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq);
 
+typedef struct {
+    const uint8_t *bytes;
+    size_t len;
+} ledger_blob;
+
+/* ledger_commit() plus dead letters: rejected events (encoded loyalty.Rejected), appended in
+ * the same transaction under the next ids; the oldest beyond rejects_max are trimmed. */
+int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                      size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
+                      size_t rejects_n, uint64_t rejects_max);
+
 /* ---- the read path (any thread; each call uses its own read transaction) ----
  * find_event, get, last_seq and checkpoint_seq reuse one reset read transaction per handle
  * (renewed per call, no reader-slot setup); a concurrent caller from another thread finds it
@@ -122,6 +134,14 @@ int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *r
 int ledger_scan_returns(ledger *l,
                         int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
                         void *ctx);
+
+/* Calls fn for each dead letter with id >= from_id, oldest first; records are valid only during
+ * the call. Stops when fn returns non-zero and returns that value. */
+int ledger_scan_rejects(ledger *l, uint64_t from_id,
+                        int (*fn)(void *ctx, uint64_t id, const uint8_t *rec, size_t len),
+                        void *ctx);
+/* The ids of the oldest and newest dead letter and how many there are (all 0 when none). */
+int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint64_t *count);
 
 /* Calls fn once per node id in the dedup index with the highest event id seen for it. */
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
