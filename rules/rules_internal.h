@@ -10,16 +10,18 @@
 #include "rules.h"
 
 /* ---- limits of a rules file, checked by the loader ---- */
-#define RULES_FILE_BYTES_MAX (4 << 20) /* a rules file */
-#define RULES_CATEGORIES_MAX 256       /* excluded categories; categories over all earn classes */
-#define RULES_CLASSES_MAX 16           /* earn classes */
-#define RULES_BANDS_MAX 8              /* rebate bands */
-#define RULES_PROMOTIONS_MAX 64        /* promotions */
-#define RULES_PROMO_LIST_MAX 32        /* stores or categories of one promotion */
-#define RULES_SKUS_MAX 100000          /* sku_points entries */
-#define RULES_TIERS_MAX 16             /* tiers */
-#define RULES_LEVELS_MAX 3             /* referral levels (R26) */
-#define RULES_PCT_MAX 10000            /* any multiplier: x100 */
+#define RULES_FILE_BYTES_MAX (4 << 20)  /* a rules file */
+#define RULES_CATEGORIES_MAX 256        /* excluded categories; categories over all earn classes */
+#define RULES_KNOWN_STORES_MAX 4096     /* the optional list of known stores */
+#define RULES_KNOWN_CATEGORIES_MAX 1024 /* the optional list of known categories */
+#define RULES_CLASSES_MAX 16            /* earn classes */
+#define RULES_BANDS_MAX 8               /* rebate bands */
+#define RULES_PROMOTIONS_MAX 64         /* promotions */
+#define RULES_PROMO_LIST_MAX 32         /* stores or categories of one promotion */
+#define RULES_SKUS_MAX 100000           /* sku_points entries */
+#define RULES_TIERS_MAX 16              /* tiers */
+#define RULES_LEVELS_MAX 3              /* referral levels (R26) */
+#define RULES_PCT_MAX 10000             /* any multiplier: x100 */
 #define RULES_POINT_VALUE_FEN_MAX 1000000
 #define RULES_SKU_POINTS_MAX 1000000 /* fixed points per unit of one sku (R14) */
 #define RULES_DAYS_MAX 36500         /* ttl, notice and dormancy days */
@@ -75,6 +77,10 @@ struct rules {
     rules_unknown_mode unknown_member; /* R8 */
     bool staff_earns;                  /* R6 */
 
+    /* known stores and categories: empty = any; sorted, for bsearch */
+    uint32_t known_stores_n, known_categories_n;
+    char known_stores[RULES_KNOWN_STORES_MAX][LT_ID_MAX];
+    char known_categories[RULES_KNOWN_CATEGORIES_MAX][LT_ID_MAX];
     uint32_t excluded_n; /* R9 */
     char excluded[RULES_CATEGORIES_MAX][LT_ID_MAX];
     uint32_t excluded_flags; /* LT_LINE_* bits */

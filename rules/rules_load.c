@@ -701,11 +701,25 @@ static int load_scalars(loader *l, const yaml_node_t *top)
     return 0;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 static int load_sections(loader *l, const yaml_node_t *top)
 {
     rules *r = l->r;
     yaml_node_t *v;
 
+    if ((v = get(l, top, "stores")) &&
+        parse_names(l, v, "stores", RULES_KNOWN_STORES_MAX, r->known_stores, &r->known_stores_n))
+        return -1;
+    if ((v = get(l, top, "categories")) &&
+        parse_names(l, v, "categories", RULES_KNOWN_CATEGORIES_MAX, r->known_categories,
+                    &r->known_categories_n))
+        return -1;
+    qsort(r->known_stores, r->known_stores_n, LT_ID_MAX, cmp_name);
+    qsort(r->known_categories, r->known_categories_n, LT_ID_MAX, cmp_name);
     if ((v = get(l, top, "excluded_categories")) &&
         parse_names(l, v, "excluded_categories", RULES_CATEGORIES_MAX, r->excluded, &r->excluded_n))
         return -1;
@@ -790,28 +804,14 @@ static void set_defaults(rules *r)
     r->birthday_notice = true;
 }
 
-static const char *const TOP_KEYS[] = {"version",
-                                       "point_value_fen",
-                                       "earn_mode",
-                                       "unknown_member",
-                                       "staff_earns",
-                                       "excluded_categories",
-                                       "excluded_flags",
-                                       "earn_classes",
-                                       "rebate_bands",
-                                       "multipliers",
-                                       "promotions",
-                                       "sku_points",
-                                       "tiers",
-                                       "tier_basis",
-                                       "tier_period_months",
-                                       "downgrade",
-                                       "expiry",
-                                       "negative_balance",
-                                       "referral",
-                                       "dormant_days",
-                                       "birthday_notice",
-                                       NULL};
+static const char *const TOP_KEYS[] = {"version",        "point_value_fen",     "earn_mode",
+                                       "unknown_member", "staff_earns",         "stores",
+                                       "categories",     "excluded_categories", "excluded_flags",
+                                       "earn_classes",   "rebate_bands",        "multipliers",
+                                       "promotions",     "sku_points",          "tiers",
+                                       "tier_basis",     "tier_period_months",  "downgrade",
+                                       "expiry",         "negative_balance",    "referral",
+                                       "dormant_days",   "birthday_notice",     NULL};
 
 static int load_document(loader *l, yaml_parser_t *parser)
 {

@@ -261,10 +261,23 @@ static int rate_return(const rules *r, const rules_view *v, const lt_event *ev, 
     return rules__rate_return(r, v, ev, w.m, w.balance, out);
 }
 
+static bool known(const char (*list)[LT_ID_MAX], uint32_t n, const char *name)
+{
+    return n == 0 || bsearch(name, list, n, LT_ID_MAX, (int (*)(const void *, const void *))strcmp);
+}
+
 int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_entry *out)
 {
     LT_ASSERT(r != NULL && view != NULL && ev != NULL && out != NULL);
     LT_ASSERT(view->member != NULL && view->card_owner != NULL);
+
+    /* where the rules list the stores and categories, anything else is refused */
+    if (ev->store_id[0] != '\0' && !known(r->known_stores, r->known_stores_n, ev->store_id))
+        return LT_R_UNKNOWN_STORE;
+    for (uint32_t i = 0; ev->kind == LT_EV_SALE && i < ev->lines_n; i++) {
+        if (!known(r->known_categories, r->known_categories_n, ev->lines[i].category))
+            return LT_R_UNKNOWN_CATEGORY;
+    }
 
     switch (ev->kind) {
     case LT_EV_SALE:
