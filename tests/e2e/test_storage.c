@@ -114,9 +114,36 @@ static void test_map_full_refuses_serves_and_recovers(void **state)
         fail_msg("verify after recovery (%d): %s", rc, out);
 }
 
+/* A second daemon on the same data directory is refused, and the first goes on serving. */
+static void test_second_daemon_on_same_data_refused(void **state)
+{
+    (void)state;
+    h_start(&g_d, NULL);
+    char cfg[512], cmd[1024], out[4096];
+    snprintf(cfg, sizeof cfg, "%s/second.yaml", g_d.dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "data_dir: %s\ningest_endpoint: tcp://127.0.0.1:0\npublish_endpoint: "
+            "tcp://127.0.0.1:0\nquery_endpoint: tcp://127.0.0.1:0\nmetrics_listen: \"\"\n",
+            g_d.data);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "timeout 10 %s --config %s", getenv("LOYALTYD"), cfg);
+    assert_int_equal(h_run(cmd, out, sizeof out), 1);
+    if (strstr(out, "held by another loyaltyd") == NULL)
+        fail_msg("no clear refusal: %s", out);
+    Loyalty__Event *e = h_sale(1, 1, "still", h_now(), 0);
+    h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = h_send(&g_d, h_batch(1, &e), 10000);
+    assert_non_null(r);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_second_daemon_on_same_data_refused, teardown),
         cmocka_unit_test_teardown(test_map_full_refuses_serves_and_recovers, teardown),
     };
     return cmocka_run_group_tests_name("e2e_storage", tests, NULL, NULL);
