@@ -152,6 +152,9 @@ typedef struct {
     char card[LT_ID_MAX];               /* link this card */
     char unlink_card[LT_ID_MAX];        /* deactivate this card */
     int64_t clamp; /* R18 negative_balance clamp: points not debited (informational) */
+    /* R7: fold this member into the posting's member: its lots (FIFO order kept), debt, spend
+     * totals, sales and cards move over and it is closed with nothing left. */
+    char merge_from[LT_ID_MAX];
 } lt_posting;
 
 /* Per-line result of rating a sale (loyalty.LineResult), kept for returns (R18). */

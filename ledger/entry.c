@@ -24,7 +24,7 @@
 #define VARINT_MAX 10
 #define STR_FIELD(cap) (3 + 2 + (cap))
 #define LINE_BYTES_MAX (3 + 7 * (1 + VARINT_MAX))
-#define POSTING_BYTES_MAX (3 + 4 * STR_FIELD(LT_ID_MAX) + 2 * STR_FIELD(LT_TIER_NAME_MAX) + 16 * 12)
+#define POSTING_BYTES_MAX (3 + 5 * STR_FIELD(LT_ID_MAX) + 3 * STR_FIELD(LT_TIER_NAME_MAX) + 16 * 12)
 #define ENTRY_FIXED_BYTES_MAX (4 * STR_FIELD(LT_TEXT_MAX) + 2 * STR_FIELD(LT_ID_MAX) + 40 * 12)
 #define ENTRY_BOUND                                                                                \
     (ENTRY_FIXED_BYTES_MAX + LT_POSTINGS_MAX * POSTING_BYTES_MAX +                                 \
@@ -63,6 +63,7 @@ static void w_posting(wbuf *w, const lt_posting *p)
     W_STR(w, 16, p->card);
     W_STR(w, 17, p->unlink_card);
     w_i64(w, 18, p->clamp);
+    W_STR(w, 20, p->merge_from);
     w_sub_end(w, at);
 }
 
@@ -173,7 +174,7 @@ static int decode_posting(const Loyalty__Posting *m, lt_posting *p)
     if (COPY(p->member_id, m->member_id) || COPY(p->referrer, m->referrer) ||
         COPY(p->tier_after, m->tier_after) || COPY(p->tier_before, m->tier_before) ||
         COPY(p->reason, m->reason) || COPY(p->card, m->card) ||
-        COPY(p->unlink_card, m->unlink_card))
+        COPY(p->unlink_card, m->unlink_card) || COPY(p->merge_from, m->merge_from))
         return -1;
     return 0;
 }
@@ -326,6 +327,7 @@ static void json_posting(FILE *f, const lt_posting *p)
     json_kv_str(f, "reason", p->reason);
     fprintf(f, ",\"balance_after\":%" PRId64 ",\"count_sale\":%s", p->balance_after,
             p->count_sale ? "true" : "false");
+    json_kv_str(f, "merge_from", p->merge_from);
     json_kv_str(f, "card", p->card);
     json_kv_str(f, "unlink_card", p->unlink_card);
     fprintf(f, ",\"clamp\":%" PRId64 "}", p->clamp);

@@ -10,6 +10,9 @@
  * state_apply() checks a posting completely and reserves every allocation it may need before
  * changing anything, so a failing posting leaves its member as it was.
  *
+ * A merge posting (R7) folds one member into another, lots, cards and all, and closes it; like
+ * any posting it is checked and reserved in full first.
+ *
  * Returned quantities (R18) live in one record per sale that had a return (sale seq, one int64
  * per line of the sale), found through their own open-addressing index of record numbers.
  */
@@ -810,6 +813,157 @@ static uint32_t create_member(state *s, const lt_entry *e, const lt_posting *p, 
     return member_add(s, &m);
 }
 
+/* ------------------------------------------------------------------ merge (R7) */
+
+static bool lot_same_key(const lt_lot *a, const lt_lot *b)
+{
+    return a->expires_at == b->expires_at && a->earned_at == b->earned_at;
+}
+
+/* Checks a merge posting (p->merge_from folded into member tidx) without changing anything:
+ * it is in a MERGE entry, both members exist, differ and are not closed, the posting carries no
+ * other points or card change, no total overflows and the combined balance is p->balance_after.
+ * Returns the source's number, or NIL with err set. */
+static uint32_t check_merge(const state *s, const lt_entry *e, const lt_posting *p, uint32_t tidx,
+                            char *err, size_t err_len)
+{
+    const char *id = p->member_id;
+    uint32_t sidx = find_member_idx(s, p->merge_from);
+    if (e->kind != LT_ENTRY_MERGE) {
+        seterr(err, err_len, "%s: merge_from outside a merge entry", id);
+        return NIL;
+    }
+    if (p->create || p->debit != 0 || p->credit != 0 || p->card[0] || p->unlink_card[0]) {
+        seterr(err, err_len, "%s: a merge posting carries other changes", id);
+        return NIL;
+    }
+    if (tidx == NIL || sidx == NIL || sidx == tidx) {
+        seterr(err, err_len, "%s: cannot merge %s into it", id, p->merge_from);
+        return NIL;
+    }
+    const lt_member *t = &member_at(s, tidx)->m, *f = &member_at(s, sidx)->m;
+    if (t->status == LT_MEMBER_CLOSED || f->status == LT_MEMBER_CLOSED) {
+        seterr(err, err_len, "%s: merge with a closed member (%s)", id, p->merge_from);
+        return NIL;
+    }
+    int64_t held, debt, life, qual, balance;
+    uint32_t sales;
+    if (__builtin_add_overflow(lots_sum(t), lots_sum(f), &held) ||
+        __builtin_add_overflow(t->debt, f->debt, &debt) ||
+        __builtin_add_overflow(t->lifetime_fen, f->lifetime_fen, &life) ||
+        __builtin_add_overflow(life, p->lifetime_delta_fen, &life) ||
+        __builtin_add_overflow(t->qualifying, f->qualifying, &qual) ||
+        __builtin_add_overflow(qual, p->qualifying_delta, &qual) ||
+        __builtin_add_overflow(t->sales, f->sales, &sales) ||
+        (uint64_t)t->lots_n + f->lots_n > UINT32_MAX / 2 ||
+        __builtin_sub_overflow(held, debt, &balance)) {
+        seterr(err, err_len, "%s: merging %s overflows", id, p->merge_from);
+        return NIL;
+    }
+    if (balance != p->balance_after) {
+        seterr(err, err_len, "%s: balance after the merge is %" PRId64 ", the entry says %" PRId64,
+               id, balance, p->balance_after);
+        return NIL;
+    }
+    return sidx;
+}
+
+/* Reserves what a merge may allocate: the target's lots and the dirty lists (both members,
+ * every card of the source). Returns 0 or -1. */
+static int reserve_merge(state *s, uint32_t tidx, uint32_t sidx)
+{
+    lt_member *t = &member_at(s, tidx)->m;
+    const mrec *f = member_at(s, sidx);
+    uint32_t cards = 0;
+    for (uint32_t c = f->cards; c != NIL; c = s->crecs[c].next)
+        cards++;
+    if (lots_reserve(t, t->lots_n + f->m.lots_n) != 0)
+        return -1;
+    void *dm = s->dirty_members, *dc = s->dirty_cards;
+    if (grow(&dm, &s->dirty_members_cap, s->dirty_members_n + 2, sizeof(uint32_t), 256) != 0)
+        return -1;
+    s->dirty_members = dm;
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + cards, LT_ID_MAX, 64) != 0)
+        return -1;
+    s->dirty_cards = dc;
+    return 0;
+}
+
+/* Moves src's lots into dst (capacity reserved), keeping the spend order (R17): a merge of two
+ * sorted runs from the back, the target's lot first among equal keys, then lots with equal
+ * keys folded into one (as lots_add() does; they spend identically). */
+static void merge_lots(lt_member *dst, lt_member *src)
+{
+    uint32_t i = dst->lots_n, j = src->lots_n, k = i + j;
+    LT_ASSERT(k <= dst->lots_cap);
+    while (j > 0) {
+        if (i > 0 && lot_before(&src->lots[j - 1], &dst->lots[i - 1]))
+            dst->lots[--k] = dst->lots[--i];
+        else
+            dst->lots[--k] = src->lots[--j];
+    }
+    uint32_t n = dst->lots_n + src->lots_n, w = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        if (w > 0 && lot_same_key(&dst->lots[w - 1], &dst->lots[r]))
+            dst->lots[w - 1].points += dst->lots[r].points;
+        else
+            dst->lots[w++] = dst->lots[r];
+    }
+    dst->lots_n = w;
+    src->lots_n = 0;
+    lots_trim(src);
+}
+
+/* Relinks every card of member `from` to member `to` (the card index is keyed by card, so only
+ * the records and the chains change) and marks them for the checkpoint. */
+static void relink_cards(state *s, uint32_t from, uint32_t to)
+{
+    mrec *f = member_at(s, from), *t = member_at(s, to);
+    uint32_t last = NIL;
+    for (uint32_t c = f->cards; c != NIL; c = s->crecs[c].next) {
+        s->crecs[c].member = to;
+        mark_card(s, s->crecs[c].card);
+        last = c;
+    }
+    if (last == NIL)
+        return;
+    s->crecs[last].next = t->cards;
+    t->cards = f->cards;
+    f->cards = NIL;
+}
+
+/* R7: folds p->merge_from into the posting's member and closes it. Checks and reserves first,
+ * so a failing merge changes neither member. Returns 0, or -1 with err set. */
+static int apply_merge(state *s, const lt_entry *e, const lt_posting *p, uint32_t tidx, char *err,
+                       size_t err_len)
+{
+    uint32_t sidx = check_merge(s, e, p, tidx, err, err_len);
+    if (sidx == NIL)
+        return -1;
+    if (reserve_merge(s, tidx, sidx) != 0) {
+        seterr(err, err_len, "%s: out of memory", p->member_id);
+        return -1;
+    }
+    lt_member *t = &member_at(s, tidx)->m, *f = &member_at(s, sidx)->m;
+    merge_lots(t, f);
+    t->debt += f->debt;
+    t->lifetime_fen += f->lifetime_fen + p->lifetime_delta_fen;
+    t->qualifying += f->qualifying + p->qualifying_delta;
+    t->sales += f->sales;
+    if (f->last_purchase_at > t->last_purchase_at)
+        t->last_purchase_at = f->last_purchase_at;
+    if (p->tier_after[0])
+        strcpy(t->tier, p->tier_after);
+    relink_cards(s, sidx, tidx);
+    f->debt = f->lifetime_fen = f->qualifying = f->last_purchase_at = 0;
+    f->sales = 0;
+    f->status = LT_MEMBER_CLOSED;
+    mark_member(s, tidx);
+    mark_member(s, sidx);
+    LT_ASSERT(state_balance(t) == p->balance_after && state_balance(f) == 0);
+    return 0;
+}
+
 static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char *err,
                          size_t err_len)
 {
@@ -821,6 +975,8 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
                p->create ? "member already exists" : "unknown member");
         return -1;
     }
+    if (p->merge_from[0])
+        return apply_merge(s, e, p, midx, err, err_len);
     plan pl;
     bool debt_ok = e->kind == LT_ENTRY_RETURN && strcmp(p->reason, "return") == 0;
     if (check_posting(s, p, r, midx, debt_ok, &pl, err, err_len) != 0)

@@ -38,7 +38,10 @@ int64_t state_balance(const lt_member *m);
  * posting's member. Records e->seq as the last applied sequence.
  * R18: in a return entry (LT_ENTRY_RETURN), a posting with reason "return" may debit more than
  * the lots hold: the shortfall becomes debt. The entry's lines (index = the original sale's line,
- * quantity = units returned) are added to the returned quantities of sale e->original_seq. */
+ * quantity = units returned) are added to the returned quantities of sale e->original_seq.
+ * R7: in a merge entry (LT_ENTRY_MERGE), a posting with merge_from moves that member's lots
+ * (spend order kept), debt, spend totals, sales and cards to the posting's member and closes it,
+ * or changes neither member if anything does not fit (docs/ledger.md). */
 int state_apply(state *s, const lt_entry *e, char *err, size_t err_len);
 
 /* Last sequence applied (0 for a new state). */

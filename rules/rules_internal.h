@@ -152,6 +152,11 @@ int rules__rate_return(const rules *r, const rules_view *view, const lt_event *e
 int rules__referral_posting(const rules *r, const rules_view *view, const lt_event *ev,
                             const char *referrer_id, const char *member_id, lt_entry *out);
 
+/* Appends a posting for member_id with balance_after and reason set, the rest zero. The entry
+ * must have room (LT_POSTINGS_MAX: every rating path stays below it). */
+lt_posting *rules__posting_add(lt_entry *out, const char *member_id, int64_t balance,
+                               const char *reason);
+
 /* Bounded copy of a NUL-terminated string into dst[cap]. */
 void rules__copy(char *dst, size_t cap, const char *src);
 

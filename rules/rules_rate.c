@@ -1,6 +1,6 @@
 /* rules_rate.c: rules_rate(), the pure rating function: member resolution (R4, R8), and the
- * non-sale events: enrolment (R5, R25), card links (R4, R7), gifts (R16) and manual
- * adjustments (R27). Sales are rated in rules_sale.c, returns (R18) in rules_return.c.
+ * non-sale events: enrolment (R5, R25), card links (R4, R7), account merges (R7), gifts (R16)
+ * and manual adjustments (R27). Sales are rated in rules_sale.c, returns (R18) in rules_return.c.
  *
  * Nothing here allocates or does I/O: (rules, view, event) -> entry, or a rejection reason.
  */
@@ -86,7 +86,7 @@ static void entry_init(const rules *r, const lt_event *ev, lt_entry_kind kind, l
     rules__copy(out->rules_version, sizeof out->rules_version, r->version);
 }
 
-static lt_posting *posting_add(lt_entry *out, const char *member_id, int64_t balance,
+lt_posting *rules__posting_add(lt_entry *out, const char *member_id, int64_t balance,
                                const char *reason)
 {
     LT_ASSERT(out->postings_n < LT_POSTINGS_MAX);
@@ -110,7 +110,7 @@ int rules__referral_posting(const rules *r, const rules_view *view, const lt_eve
     if (!rules__balance(ref, &balance) ||
         __builtin_add_overflow(balance, r->referral_bonus, &balance))
         return LT_R_AMOUNT_OVERFLOW;
-    lt_posting *p = posting_add(out, ref->id, balance, "referral");
+    lt_posting *p = rules__posting_add(out, ref->id, balance, "referral");
     p->credit = r->referral_bonus;
     p->credit_expires_at = rules_lot_expires_at(r, ev->occurred_at, ev->utc_offset_min);
     return LT_R_NONE;
@@ -135,7 +135,7 @@ static int rate_enrol(const rules *r, const rules_view *v, const lt_event *ev, l
 
     entry_init(r, ev, LT_ENTRY_ENROL, out);
     rules__copy(out->member_id, sizeof out->member_id, id);
-    lt_posting *p = posting_add(out, id, 0, "enrol");
+    lt_posting *p = rules__posting_add(out, id, 0, "enrol");
     p->create = true;
     p->birth_month = ev->birth_month;
     p->birth_day = ev->birth_day;
@@ -178,7 +178,7 @@ static int rate_card_link(const rules *r, const rules_view *v, const lt_event *e
 
     entry_init(r, ev, LT_ENTRY_CARD_LINK, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
-    lt_posting *p = posting_add(out, w.id, w.balance, "card");
+    lt_posting *p = rules__posting_add(out, w.id, w.balance, "card");
     rules__copy(p->card, sizeof p->card, ev->card);
     rules__copy(p->unlink_card, sizeof p->unlink_card, ev->replaces_card);
     return LT_R_NONE;
@@ -200,7 +200,7 @@ static int rate_gift(const rules *r, const rules_view *v, const lt_event *ev, lt
     entry_init(r, ev, LT_ENTRY_GIFT, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     rules__copy(out->reward_code, sizeof out->reward_code, ev->reward_code);
-    lt_posting *p = posting_add(out, w.id, w.balance - ev->points, "gift");
+    lt_posting *p = rules__posting_add(out, w.id, w.balance - ev->points, "gift");
     p->debit = ev->points;
     return LT_R_NONE;
 }
@@ -226,7 +226,7 @@ static int rate_adjust(const rules *r, const rules_view *v, const lt_event *ev, 
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     rules__copy(out->reason_code, sizeof out->reason_code, ev->reason_code);
     rules__copy(out->operator_id, sizeof out->operator_id, ev->operator_id);
-    lt_posting *p = posting_add(out, w.id, after, "adjustment");
+    lt_posting *p = rules__posting_add(out, w.id, after, "adjustment");
     if (ev->points > 0) {
         p->credit = ev->points;
         p->credit_expires_at = rules_lot_expires_at(r, ev->occurred_at, ev->utc_offset_min);
@@ -261,6 +261,61 @@ static int rate_return(const rules *r, const rules_view *v, const lt_event *ev, 
     return rules__rate_return(r, v, ev, w.m, w.balance, out);
 }
 
+/* Sum of a member's lots (R20), debt left out. Returns false on int64 overflow. */
+static bool lots_held(const lt_member *m, int64_t *out)
+{
+    *out = 0;
+    for (uint32_t i = 0; i < m->lots_n; i++) {
+        if (__builtin_add_overflow(*out, m->lots[i].points, out))
+            return false;
+    }
+    return true;
+}
+
+/* R7: folds `source_member` into the event's member (the target). One MERGE entry, two
+ * postings: [0] the target with merge_from = the source (the state moves the source's lots,
+ * debt, spend totals, sales and cards, docs/ledger.md), balance = both balances, tier = the
+ * higher of the two; [1] the source, closed with balance 0. Both must be active members. */
+static int rate_merge(const rules *r, const rules_view *v, const lt_event *ev, lt_entry *out)
+{
+    who t;
+    int64_t from_balance, after;
+
+    if (!ev->member_id[0] || !ev->source_member[0])
+        return LT_R_MISSING_FIELD;
+    if (!strcmp(ev->member_id, ev->source_member))
+        return LT_R_INVALID_FIELD;
+    int rc = resolve(r, v, ev->member_id, "", false, &t);
+    if (rc)
+        return rc;
+    const lt_member *from = v->member(v->ctx, ev->source_member);
+    if (!from)
+        return LT_R_UNKNOWN_MEMBER;
+    if (from->status != LT_MEMBER_ACTIVE)
+        return LT_R_MEMBER_BLOCKED;
+    /* every sum the state forms must fit, or it would refuse the entry */
+    int64_t sum, to_held, from_held;
+    uint32_t sales;
+    if (!rules__balance(from, &from_balance) ||
+        __builtin_add_overflow(t.balance, from_balance, &after) || !lots_held(t.m, &to_held) ||
+        !lots_held(from, &from_held) || __builtin_add_overflow(to_held, from_held, &sum) ||
+        __builtin_add_overflow(t.m->lifetime_fen, from->lifetime_fen, &sum) ||
+        __builtin_add_overflow(t.m->qualifying, from->qualifying, &sum) ||
+        __builtin_add_overflow(t.m->debt, from->debt, &sum) ||
+        __builtin_add_overflow(t.m->sales, from->sales, &sales))
+        return LT_R_AMOUNT_OVERFLOW;
+
+    entry_init(r, ev, LT_ENTRY_MERGE, out);
+    rules__copy(out->member_id, sizeof out->member_id, t.id);
+    lt_posting *p = rules__posting_add(out, t.id, after, "merge");
+    rules__copy(p->merge_from, sizeof p->merge_from, from->id);
+    uint32_t ti = rules__tier_index(r, t.m->tier), fi = rules__tier_index(r, from->tier);
+    if (fi > ti)
+        rules__copy(p->tier_after, sizeof p->tier_after, r->tiers[fi].name);
+    rules__posting_add(out, from->id, 0, "merged");
+    return LT_R_NONE;
+}
+
 static bool known(const char (*list)[LT_ID_MAX], uint32_t n, const char *name)
 {
     return n == 0 || bsearch(name, list, n, LT_ID_MAX, (int (*)(const void *, const void *))strcmp);
@@ -292,7 +347,8 @@ int rules_rate(const rules *r, const rules_view *view, const lt_event *ev, lt_en
         return rate_adjust(r, view, ev, out);
     case LT_EV_RETURN:
         return rate_return(r, view, ev, out);
-    case LT_EV_MERGE: /* R7 merge: next issue */
+    case LT_EV_MERGE:
+        return rate_merge(r, view, ev, out);
     case LT_EV_NONE:
     default:
         return LT_R_UNSUPPORTED_EVENT;

@@ -1,7 +1,7 @@
 /* rules_sale.c: rating a sale: exclusions (R9), the points-paid portion (R10), base points or
  * rebate (R11, R12), multipliers (R13), per-sku points (R14), redemption (R15), staff (R6),
- * tier-qualifying amounts and upgrades (R22, R23), the new lot's expiry (R19) and the referral
- * bonus of a first sale (R25).
+ * tier-qualifying amounts and upgrades (R22, R23), the new lot's expiry (R19), the referral
+ * bonus of a first sale (R25) and the multi-level referrer points (R26).
  *
  * Pure and allocation-free: the scratch arrays live on the stack, bounded by LT_SALE_LINES_MAX.
  */
@@ -287,6 +287,64 @@ static void fill_lines(const lt_event *ev, const sale *s, const int64_t *redeeme
     }
 }
 
+/* The balance of `m` once the entry's postings so far are applied: the last one of its
+ * postings says it (R25 and R26 may credit one referrer twice). */
+static bool balance_in_entry(const lt_member *m, const lt_entry *out, int64_t *balance)
+{
+    for (uint32_t i = out->postings_n; i > 0; i--) {
+        if (!strcmp(out->postings[i - 1].member_id, m->id)) {
+            *balance = out->postings[i - 1].balance_after;
+            return true;
+        }
+    }
+    return rules__balance(m, balance);
+}
+
+/* R26: the buyer's referrer earns referral_levels_bp[0] bp of the points this sale earned
+ * (floor), the referrer's referrer [1], and so on, each as a new lot with the normal expiry
+ * that is not tier-qualifying. An unknown referrer ends the walk; a blocked, closed or staff
+ * (R6, unless staff_earns) referrer forfeits its level and the walk goes on to its own
+ * referrer; a member met again (a cycle, the buyer included) ends it. Levels worth 0 points
+ * add no posting. */
+static int referral_levels(const rules *r, const rules_view *view, const lt_event *ev,
+                           const lt_member *m, lt_entry *out)
+{
+    const char *seen[RULES_LEVELS_MAX + 1];
+    uint32_t seen_n = 0;
+
+    if (!m || r->referral_levels_n == 0 || out->points_earned <= 0)
+        return LT_R_NONE;
+    LT_ASSERT(r->referral_levels_n <= RULES_LEVELS_MAX);
+    seen[seen_n++] = m->id;
+    const char *next = m->referrer;
+    for (uint32_t level = 0; level < r->referral_levels_n && next[0]; level++) {
+        for (uint32_t k = 0; k < seen_n; k++) {
+            if (!strcmp(seen[k], next))
+                return LT_R_NONE; /* a cycle */
+        }
+        const lt_member *ref = view->member(view->ctx, next);
+        if (!ref)
+            return LT_R_NONE;
+        seen[seen_n++] = ref->id;
+        next = ref->referrer;
+        if (ref->status != LT_MEMBER_ACTIVE || (ref->staff && !r->staff_earns))
+            continue;
+        LT_ASSERT(r->referral_levels_bp[level] >= 0 && r->referral_levels_bp[level] <= 10000);
+        int64_t points =
+            (int64_t)((__int128)out->points_earned * r->referral_levels_bp[level] / 10000);
+        int64_t balance;
+        if (points == 0)
+            continue;
+        if (!balance_in_entry(ref, out, &balance) ||
+            __builtin_add_overflow(balance, points, &balance))
+            return LT_R_AMOUNT_OVERFLOW;
+        lt_posting *p = rules__posting_add(out, ref->id, balance, "referral");
+        p->credit = points;
+        p->credit_expires_at = rules_lot_expires_at(r, ev->occurred_at, ev->utc_offset_min);
+    }
+    return LT_R_NONE;
+}
+
 int rules__rate_sale(const rules *r, const rules_view *view, const lt_event *ev, const lt_member *m,
                      int64_t balance, lt_entry *out)
 {
@@ -345,7 +403,8 @@ int rules__rate_sale(const rules *r, const rules_view *view, const lt_event *ev,
 
     /* R25: the referred member's first sale with an earning base credits the referrer */
     if (m && m->referrer[0] && m->sales == 0 && out->eligible_fen > 0 &&
-        r->referral_trigger == RULES_TRIGGER_FIRST_SALE)
-        return rules__referral_posting(r, view, ev, m->referrer, m->id, out);
-    return LT_R_NONE;
+        r->referral_trigger == RULES_TRIGGER_FIRST_SALE &&
+        (rc = rules__referral_posting(r, view, ev, m->referrer, m->id, out)))
+        return rc;
+    return referral_levels(r, view, ev, m, out);
 }

@@ -17,6 +17,18 @@
 
 static lt_daemon g_d;
 
+/* what ret() allocates, freed at teardown (the harness's own pool is private to it) */
+static void *g_allocs[256];
+static size_t g_allocs_n;
+
+static void *track(void *p)
+{
+    assert_non_null(p);
+    assert_true(g_allocs_n < sizeof g_allocs / sizeof g_allocs[0]);
+    g_allocs[g_allocs_n++] = p;
+    return p;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -29,6 +41,8 @@ static int teardown(void **state)
     (void)state;
     h_cleanup(&g_d);
     h_free_events();
+    while (g_allocs_n > 0)
+        free(g_allocs[--g_allocs_n]);
     return 0;
 }
 
@@ -36,16 +50,16 @@ static Loyalty__Event *ret(uint64_t eid, const char *member, uint64_t orig_eid, 
                            int64_t qty)
 {
     Loyalty__Event *e = h_event(1, eid, member, h_now());
-    Loyalty__ReturnSale *r = calloc(1, sizeof *r); /* freed at exit: tests are short-lived */
+    Loyalty__ReturnSale *r = track(calloc(1, sizeof *r));
     loyalty__return_sale__init(r);
-    Loyalty__EventId *o = calloc(1, sizeof *o);
+    Loyalty__EventId *o = track(calloc(1, sizeof *o));
     loyalty__event_id__init(o);
     o->has_node_id = o->has_event_id = 1;
     o->node_id = 1;
     o->event_id = orig_eid;
     r->original = o;
-    r->lines = calloc(1, sizeof *r->lines);
-    Loyalty__ReturnLine *l = calloc(1, sizeof *l);
+    r->lines = track(calloc(1, sizeof *r->lines));
+    Loyalty__ReturnLine *l = track(calloc(1, sizeof *l));
     loyalty__return_line__init(l);
     l->has_line_index = l->has_quantity = 1;
     l->line_index = line;

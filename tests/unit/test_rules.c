@@ -859,7 +859,9 @@ static void test_entry_header_and_unsupported(void **state)
 
     EV.kind = LT_EV_RETURN; /* R18, rated in test_rules_returns.c: this one names no lines */
     assert_int_equal(rate(DEF), LT_R_MISSING_FIELD);
-    EV.kind = LT_EV_MERGE;
+    EV.kind = LT_EV_MERGE; /* R7, rated in test_rules_merge.c: this one names no source */
+    assert_int_equal(rate(DEF), LT_R_MISSING_FIELD);
+    EV.kind = LT_EV_NONE;
     assert_int_equal(rate(DEF), LT_R_UNSUPPORTED_EVENT);
 }
 
