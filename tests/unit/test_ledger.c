@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -314,8 +315,9 @@ static void test_ledger_read_only_beside_writer(void **st)
     fixture *f = *st;
     ledger *w = open_dir(f->dir, false, true);
     assert_int_equal(append(w, 1, 10, 4, 0), 0);
-    int to_child[2];
+    int to_child[2], to_parent[2];
     assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(to_parent), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -324,6 +326,7 @@ static void test_ledger_read_only_beside_writer(void **st)
         uint64_t seq = 0, seq2 = 0;
         int ok = ledger_open(&r, &o, NULL, 0) == 0 && ledger_last_seq(r, &seq) == 0 && seq == 10 &&
                  ledger_commit(r, NULL, 0, NULL, 0, 1) == LEDGER_ERR_OTHER;
+        ok = ok && write(to_parent[1], "r", 1) == 1; /* seen 10: the writer may go on */
         char c;
         ok = ok && read(to_child[0], &c, 1) == 1; /* the writer committed 11..20 */
         ok = ok && ledger_last_seq(r, &seq) == 0 && seq == 20 &&
@@ -331,6 +334,11 @@ static void test_ledger_read_only_beside_writer(void **st)
         ledger_close(&r);
         _exit(ok ? 0 : 1);
     }
+    char c;
+    /* the child has read seq 10 before 11..20 are written (or has failed and says nothing) */
+    struct pollfd pfd = {to_parent[0], POLLIN, 0};
+    if (poll(&pfd, 1, 10000) == 1)
+        assert_int_equal(read(to_parent[0], &c, 1), 1);
     assert_int_equal(append(w, 11, 20, 4, 0), 0);
     assert_int_equal(write(to_child[1], "x", 1), 1);
     int status;
@@ -339,6 +347,8 @@ static void test_ledger_read_only_beside_writer(void **st)
     assert_int_equal(WEXITSTATUS(status), 0);
     close(to_child[0]);
     close(to_child[1]);
+    close(to_parent[0]);
+    close(to_parent[1]);
     ledger_close(&w);
 
     char empty[80];
