@@ -17,8 +17,19 @@ struct pub {
     pub_stats st;
 };
 
-static const char *const g_topics[PUB__TOPICS] = {"member.updated", "tier.changed", "sale.rated",
-                                                  "heartbeat"};
+static const char *const g_topics[PUB__TOPICS] = {
+    "member.updated", "tier.changed",    "sale.rated",      "heartbeat",
+    "points.expired", "points.expiring", "member.birthday", "member.dormant"};
+
+/* The notice a posting of a NOTICE entry stands for (its reason names it), or -1. */
+static int notice_topic(const lt_posting *p)
+{
+    for (int t = PUB_POINTS_EXPIRING; t <= PUB_MEMBER_DORMANT; t++) {
+        if (strcmp(p->reason, g_topics[t]) == 0)
+            return t;
+    }
+    return -1;
+}
 
 const char *pub_topic_name(pub_topic t)
 {
@@ -172,27 +183,44 @@ static bool tier_moved(const lt_posting *p)
            strcmp(p->tier_before, p->tier_after) != 0;
 }
 
+/* What one posting publishes, in order, into topics[] (at most 3). */
+static int posting_topics(const lt_entry *e, const lt_posting *p, pub_topic *topics)
+{
+    int n = 0;
+    if (e->kind == LT_ENTRY_NOTICE) {
+        int t = notice_topic(p); /* a notice changes nothing: only the notice itself */
+        if (t >= 0)
+            topics[n++] = (pub_topic)t;
+        return n;
+    }
+    topics[n++] = PUB_MEMBER_UPDATED;
+    if (tier_moved(p))
+        topics[n++] = PUB_TIER_CHANGED;
+    if (e->kind == LT_ENTRY_EXPIRE && p->debit > 0)
+        topics[n++] = PUB_POINTS_EXPIRED;
+    return n;
+}
+
 int pub_render(const lt_entry *e, const uint8_t *entry_bytes, size_t entry_len, uint8_t *buf,
                size_t cap, pub_part *parts)
 {
-    uint32_t total = e->postings_n + (e->kind == LT_ENTRY_SALE ? 1 : 0);
+    pub_topic topics[3];
+    uint32_t total = e->kind == LT_ENTRY_SALE ? 1 : 0;
     for (uint32_t i = 0; i < e->postings_n; i++)
-        total += tier_moved(&e->postings[i]);
+        total += (uint32_t)posting_topics(e, &e->postings[i], topics);
     LT_ASSERT(total <= PUB_PARTS_MAX);
     uint32_t n = 0;
     size_t off = 0;
     for (uint32_t i = 0; i < e->postings_n; i++) {
         const lt_posting *p = &e->postings[i];
-        size_t len = member_update(e, p, n + 1, total, buf + off, cap - off);
-        if (len == 0)
-            return -1;
-        parts[n++] = (pub_part){PUB_MEMBER_UPDATED, (uint32_t)off, (uint32_t)len};
-        off += len;
-        if (tier_moved(p)) {
-            len = tier_change(e, p, n + 1, total, buf + off, cap - off);
+        int k = posting_topics(e, p, topics);
+        for (int j = 0; j < k; j++) {
+            size_t len = topics[j] == PUB_TIER_CHANGED
+                             ? tier_change(e, p, n + 1, total, buf + off, cap - off)
+                             : member_update(e, p, n + 1, total, buf + off, cap - off);
             if (len == 0)
                 return -1;
-            parts[n++] = (pub_part){PUB_TIER_CHANGED, (uint32_t)off, (uint32_t)len};
+            parts[n++] = (pub_part){topics[j], (uint32_t)off, (uint32_t)len};
             off += len;
         }
     }

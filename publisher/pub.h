@@ -18,10 +18,14 @@
 typedef struct pub pub;
 
 typedef enum {
-    PUB_MEMBER_UPDATED = 0, /* loyalty.MemberUpdate */
-    PUB_TIER_CHANGED = 1,   /* loyalty.TierChange */
-    PUB_SALE_RATED = 2,     /* loyalty.LedgerEntry of the sale: the full breakdown, per line */
-    PUB_HEARTBEAT = 3,      /* loyalty.Heartbeat */
+    PUB_MEMBER_UPDATED = 0,  /* loyalty.MemberUpdate */
+    PUB_TIER_CHANGED = 1,    /* loyalty.TierChange */
+    PUB_SALE_RATED = 2,      /* loyalty.LedgerEntry of the sale: the full breakdown, per line */
+    PUB_HEARTBEAT = 3,       /* loyalty.Heartbeat */
+    PUB_POINTS_EXPIRED = 4,  /* loyalty.MemberUpdate (R20) */
+    PUB_POINTS_EXPIRING = 5, /* loyalty.MemberUpdate (R21) */
+    PUB_MEMBER_BIRTHDAY = 6, /* loyalty.MemberUpdate (R28) */
+    PUB_MEMBER_DORMANT = 7,  /* loyalty.MemberUpdate (R28) */
     PUB__TOPICS
 } pub_topic;
 
@@ -49,7 +53,7 @@ void pub_destroy(pub **p);
  * catch-up (which reads the ledger) send exactly the same messages: member.updated per posting,
  * tier.changed where tier_before and tier_after differ, then sale.rated for a sale. Each
  * carries seq, part (1..parts) and parts. */
-#define PUB_PARTS_MAX (2 * LT_POSTINGS_MAX + 1)
+#define PUB_PARTS_MAX (3 * LT_POSTINGS_MAX + 1)
 #define PUB_PART_BYTES_MAX 512 /* any part but sale.rated */
 
 typedef struct {
