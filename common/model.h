@@ -112,6 +112,12 @@ typedef struct {
     int64_t qualifying;   /* tier-period total: fen, or points with tier_basis points (R22) */
     int64_t lifetime_fen; /* lifetime spend */
     int64_t last_purchase_at;
+    /* time-driven markers (R20, R21, R24, R28), so that rules_due() writes each effect once */
+    int32_t period_start_day;        /* local day number of the tier period's first day (R24);
+                                      * 0 = unknown (a member from before the markers) */
+    int32_t birthday_notified_year;  /* last year member.birthday was published (R28) */
+    int64_t expiring_notified_until; /* lot expiry of the last points.expiring (R21) */
+    int64_t dormant_notified_at;     /* purchase (or enrolment) time of the last member.dormant */
     uint32_t lots_n, lots_cap;
     lt_lot *lots; /* sorted by (expires_at with 0 last, earned_at): FIFO spend order (R17) */
 } lt_member;
@@ -155,6 +161,12 @@ typedef struct {
     /* R7: fold this member into the posting's member: its lots (FIFO order kept), debt, spend
      * totals, sales and cards move over and it is closed with nothing left. */
     char merge_from[LT_ID_MAX];
+    /* set the member's time-driven markers (lt_member; 0 = unchanged): written by rules_due()
+     * and, for the tier period, by enrolments, sales and merges that start one (R24) */
+    int32_t set_period_start_day;
+    int32_t set_birthday_year;
+    int64_t set_expiring_notified;
+    int64_t set_dormant_notified;
 } lt_posting;
 
 /* Per-line result of rating a sale (loyalty.LineResult), kept for returns (R18). */

@@ -28,6 +28,8 @@ void config_defaults(config *c)
     c->ingest_queue_max = 10000;
     c->heartbeat_ms = 1000;
     c->rejects_max = 1000000;
+    c->sweep_interval_ms = 60000;
+    c->sweep_utc_offset_min = 480;
     c->curve_publish = 1;
     c->curve_query = 1;
 }
@@ -67,6 +69,9 @@ static const config_key g_keys[] = {
     INT(ingest_queue_max, 1, 10000000),
     INT(heartbeat_ms, 10, 3600 * 1000),
     INT(rejects_max, 0, 1000000000),
+    INT(test_clock, 0, 1),
+    INT(sweep_interval_ms, 100, 24 * 3600 * 1000),
+    INT(sweep_utc_offset_min, -840, 840),
     INT(curve_publish, 0, 1),
     INT(curve_query, 0, 1),
     INT(allow_insecure_bind, 0, 1),

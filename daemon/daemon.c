@@ -164,6 +164,19 @@ typedef struct {
     req_t *hash_waiters;
     size_t hash_waiters_n;
 
+    /* time-driven entries (R19-R21, R24, R28): sweeps over every member, in chunks */
+    int64_t clock_s;       /* tests: the injected clock (UTC seconds); 0 = the real one */
+    uint64_t due_written;  /* system entries written so far */
+    uv_timer_t sweep_timer;
+    uv_idle_t sweep_idle;
+    bool sweeping, sweep_blocked, sweep_again;
+    size_t sweep_pos;      /* hash-table position of the pass */
+    uint64_t sweep_visited; /* members visited in the pass */
+    uint64_t sweep_pass, sweep_done_pass, sweep_written0, sweep_last_written;
+    req_t *sweep_waiters;
+    uint64_t *sweep_waiter_pass;
+    size_t sweep_waiters_n;
+
     bool stopping, failed;
     bool recovering;          /* a commit failed: waiting for the pipeline, then rebuilding */
     uint64_t refuse_until_ms; /* after a failed commit: refuse events until then (backoff) */
@@ -841,6 +854,99 @@ static int add_publications(batch *b, const lt_entry *e, const uint8_t *enc, siz
     return 0;
 }
 
+/* Makes room for k more records in b (records per event vary: due entries come with it). */
+static int batch_reserve(batch *b, uint32_t k)
+{
+    if (b->n + k <= b->cap)
+        return 0;
+    uint32_t ncap = b->cap * 2 > b->n + k ? b->cap * 2 : b->n + k;
+    ledger_record *nr = realloc(b->recs, ncap * sizeof *nr);
+    if (nr == NULL)
+        return -1;
+    b->recs = nr;
+    size_t *no = realloc(b->offs, ncap * sizeof *no);
+    if (no == NULL)
+        return -1;
+    b->offs = no;
+    b->cap = ncap;
+    return 0;
+}
+
+/* Gives entry e the next sequence, stamps its tiers, applies it to the state and appends it to
+ * batch b with its publications: the one path every entry takes, an event's or the daemon's
+ * own (expiry, period ends, notices). Returns 0; or -1 if the state refused it (a rating bug:
+ * logged; the daemon stops if the state was half-changed) or memory ran out (the daemon
+ * stops). */
+static int record_entry(daemon_t *d, batch *b, lt_entry *e)
+{
+    e->seq = d->next_seq;
+    /* record every posting's tier before and after, so that the entry alone renders its
+     * publications (catch-up reads them from the ledger). Stamped before applying: live state
+     * and replay apply the very same entry. */
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        lt_posting *po = &e->postings[i];
+        snprintf(po->tier_before, sizeof po->tier_before, "%s", tier_name(d, po->member_id));
+        if (po->tier_after[0] == '\0')
+            memcpy(po->tier_after, po->tier_before, sizeof po->tier_after);
+    }
+    char err[256];
+    if (state_apply(d->state, e, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "entry refused by state", "seq=%llu kind=%d error=\"%s\"",
+               (unsigned long long)e->seq, (int)e->kind, err);
+        if (e->postings_n > 1)
+            fatal(d, 70, "state refused a later posting: state half-changed");
+        return -1;
+    }
+    size_t len = entry_encode(e, d->enc, sizeof d->enc);
+    LT_ASSERT(len > 0);
+    if (batch_reserve(b, 1) != 0 || add_publications(b, e, d->enc, len) != 0 ||
+        grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {
+        fatal(d, 71, "out of memory for a batch");
+        return -1;
+    }
+    memcpy(b->bytes + b->bytes_len, d->enc, len);
+    ledger_record *r = &b->recs[b->n];
+    r->seq = e->seq;
+    r->id = e->id;
+    r->len = len;
+    r->bytes = NULL; /* fixed up at commit: bytes may move while the batch fills */
+    b->offs[b->n] = b->bytes_len;
+    b->bytes_len += len;
+    b->n++;
+    d->next_seq++;
+    if (e->id.node_id == 0 && e->id.event_id == 0)
+        return 0; /* the daemon's own entry: not an event, not deduplicated */
+    idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
+    if (idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, e->digest) != 0 ||
+        ((hw == NULL || e->id.event_id > hw->v1) &&
+         idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
+        fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes what fell due for a member by time t (rules_due(): expiry R19-R20, the end of a tier
+ * period R24, notices R21/R28), before and after its events and in sweeps. Exactly once: the
+ * entries set markers in the member's state, so asking again for the same t finds nothing.
+ * Returns how many entries were written, or -1 if the daemon must stop. */
+static int apply_due(daemon_t *d, batch *b, const char *member_id, int64_t t, int32_t off_min)
+{
+    static lt_entry due[RULES_DUE_MAX];
+    const lt_member *m = state_member(d->state, member_id);
+    if (m == NULL || m->status == LT_MEMBER_CLOSED)
+        return 0;
+    int n = rules_due(d->rules, m, t, off_min, due);
+    for (int i = 0; i < n; i++) {
+        if (record_entry(d, b, &due[i]) != 0)
+            return -1;
+    }
+    d->due_written += (uint64_t)n;
+    if (n > 0)
+        metrics_inc(&d->m.due_entries, (uint64_t)n);
+    return n;
+}
+
 /* Rates, applies and records one event. Returns true if the request must wait for a commit.
  * user_id is the connection's ZAP User-Id (CURVE), NULL without CURVE. */
 static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const char *user_id,
@@ -902,6 +1008,12 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
         metrics_inc(&d->m.events[d->ev.kind][METRIC_DUPLICATE], 1);
         return pending;
     }
+    /* R20: what fell due for this member by the event's time is written first (expiry, the
+     * end of a tier period, notices), so that the event is rated against it */
+    const char *mid = d->ev.member_id[0] != '\0' ? d->ev.member_id
+                                                  : state_card_owner(d->state, d->ev.card);
+    if (mid != NULL && apply_due(d, b, mid, d->ev.occurred_at, d->ev.utc_offset_min) < 0)
+        return false;
     rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
     if (rc != LT_R_NONE) {
         reject(d, b, a, rc, NULL);
@@ -910,55 +1022,16 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
         return d->committed_seq + 1 < d->next_seq;
     }
     lt_entry *e = &d->entry;
-    e->seq = d->next_seq;
     e->digest = digest;
-    /* record every posting's tier before and after, so that the entry alone renders its
-     * publications (catch-up reads them from the ledger). Stamped before applying: live state
-     * and replay apply the very same entry. */
-    for (uint32_t i = 0; i < e->postings_n; i++) {
-        lt_posting *po = &e->postings[i];
-        snprintf(po->tier_before, sizeof po->tier_before, "%s", tier_name(d, po->member_id));
-        if (po->tier_after[0] == '\0')
-            memcpy(po->tier_after, po->tier_before, sizeof po->tier_after);
-    }
-    char err[256];
-    if (state_apply(d->state, e, err, sizeof err) != 0) {
-        /* rating produced an entry the state refuses: a bug. If a later posting failed, the
-         * state is half-changed and must not serve another event. */
-        lt_log(LT_ERROR, "entry refused by state", "seq=%llu error=\"%s\"",
-               (unsigned long long)e->seq, err);
+    int rr = record_entry(d, b, e);
+    if (rr != 0) {
         reject(d, b, a, LT_R_INTERNAL_ERROR, "rating produced an inconsistent entry");
-        if (e->postings_n > 1)
-            fatal(d, 70, "state refused a later posting: state half-changed");
         return false;
     }
-    size_t len = entry_encode(e, d->enc, sizeof d->enc);
-    LT_ASSERT(len > 0);
-    if (add_publications(b, e, d->enc, len) != 0) {
-        fatal(d, 71, "out of memory for a batch");
+    /* R20: a late sale whose points' expiry has passed by now is credited and expired in
+     * one step; likewise anything else now due for this member */
+    if (apply_due(d, b, e->member_id, d->lim.now, e->utc_offset_min) < 0)
         return false;
-    }
-    if (grow_bytes(&b->bytes, &b->bytes_cap, b->bytes_len, len) != 0) {
-        fatal(d, 71, "out of memory for a batch");
-        return false;
-    }
-    memcpy(b->bytes + b->bytes_len, d->enc, len);
-    ledger_record *r = &b->recs[b->n];
-    r->seq = e->seq;
-    r->id = e->id;
-    r->len = len;
-    r->bytes = NULL; /* fixed up at commit: bytes may move while the batch fills */
-    b->offs[b->n] = b->bytes_len;
-    b->bytes_len += len;
-    b->n++;
-    d->next_seq++;
-    idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
-    if (idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, digest) != 0 ||
-        ((hw == NULL || e->id.event_id > hw->v1) &&
-         idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
-        fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
-        return false;
-    }
     a->status = LOYALTY__STATUS__ACCEPTED;
     a->kind = (uint8_t)d->ev.kind;
     a->seq = e->seq;
@@ -1108,6 +1181,86 @@ static size_t on_ingest(zwatch *w, size_t budget)
     return done;
 }
 
+/* ------------------------------------------------------------------ sweeps */
+
+#define SWEEP_CHUNK 5000 /* members per loop turn: the loop stays responsive */
+
+static void sweep_step(daemon_t *d);
+
+static void answer_sweep_waiters(daemon_t *d);
+
+static void on_sweep_idle(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    sweep_step(h->data);
+}
+
+static void start_sweep_pass(daemon_t *d)
+{
+    if (d->sweeping || d->stopping || d->failed || d->recovering)
+        return;
+    d->sweeping = true;
+    d->sweep_pos = 0;
+    d->sweep_pass++;
+    d->sweep_written0 = d->due_written;
+    metrics_set(&d->m.sweep_running, 1);
+    metrics_set(&d->m.sweep_position, 0);
+    d->sweep_visited = 0;
+    uv_idle_start(&d->sweep_idle, on_sweep_idle);
+}
+
+static void on_sweep_timer(uv_timer_t *h)
+{
+    start_sweep_pass(h->data);
+}
+
+/* One chunk of a pass: what is due for each member at the daemon's clock goes into the open
+ * batch like any entry; a pass interrupted by a crash is simply done again after the restart,
+ * and finds only what is still due (the markers are in the state). */
+static void sweep_step(daemon_t *d)
+{
+    if (!d->sweeping || d->stopping || d->failed || d->recovering)
+        return;
+    for (int i = 0; i < SWEEP_CHUNK; i++) {
+        batch *b = open_batch(d);
+        if (b != NULL && batch_full(d, b)) {
+            seal(d);
+            b = open_batch(d);
+        }
+        if (b == NULL) {
+            d->sweep_blocked = true; /* on_async resumes once a batch is free */
+            return;
+        }
+        const lt_member *m = state_member_at(d->state, &d->sweep_pos);
+        if (m == NULL) {
+            d->sweeping = false;
+            d->sweep_done_pass = d->sweep_pass;
+            metrics_set(&d->m.sweep_running, 0);
+            metrics_inc(&d->m.sweep_passes, 1);
+            d->sweep_last_written = d->due_written - d->sweep_written0;
+            if (d->sweep_last_written > 0)
+                lt_log(LT_INFO, "sweep done", "entries=%llu members=%zu",
+                       (unsigned long long)d->sweep_last_written, state_members(d->state));
+            maybe_seal(d);
+            answer_sweep_waiters(d);
+            if (d->sweep_again) {
+                d->sweep_again = false;
+                start_sweep_pass(d);
+            }
+            return;
+        }
+        char id[LT_ID_MAX];
+        memcpy(id, m->id, sizeof id); /* m may move once entries apply */
+        d->sweep_visited++;
+        /* calendar questions in a sweep use the configured store offset (R3) */
+        if (apply_due(d, b, id, d->lim.now, (int32_t)d->cfg->sweep_utc_offset_min) < 0)
+            return;
+    }
+    metrics_set(&d->m.sweep_position, d->sweep_visited);
+    maybe_seal(d);
+    uv_idle_start(&d->sweep_idle, on_sweep_idle);
+}
+
 /* ------------------------------------------------------------------ queries */
 
 static void send_query_reply(daemon_t *d, const req_t *r, const Loyalty__QueryReply *qr)
@@ -1194,6 +1347,29 @@ static void answer_hash_waiters(daemon_t *d)
         zwatch_resume(&d->ingest_w);
 }
 
+/* A sweep query is answered once a pass that began after it has ended and what it wrote is
+ * committed. */
+static void answer_sweep_waiters(daemon_t *d)
+{
+    if (d->sweep_waiters_n == 0 || d->recovering || !quiet(d))
+        return;
+    size_t kept = 0;
+    for (size_t i = 0; i < d->sweep_waiters_n; i++) {
+        if (d->sweep_waiter_pass[i] > d->sweep_done_pass) {
+            d->sweep_waiters[kept] = d->sweep_waiters[i];
+            d->sweep_waiter_pass[kept++] = d->sweep_waiter_pass[i];
+            continue;
+        }
+        Loyalty__QueryReply qr = LOYALTY__QUERY_REPLY__INIT;
+        qr.has_ok = 1, qr.ok = 1;
+        qr.has_seq = 1, qr.seq = d->committed_seq;
+        qr.has_swept = 1, qr.swept = d->sweep_last_written;
+        qr.has_clock = 1, qr.clock = d->lim.now;
+        send_query_reply(d, &d->sweep_waiters[i], &qr);
+    }
+    d->sweep_waiters_n = kept;
+}
+
 static void handle_query(daemon_t *d, const req_t *r, const uint8_t *data, size_t len)
 {
     metrics_inc(&d->m.query_requests, 1);
@@ -1221,6 +1397,33 @@ static void handle_query(daemon_t *d, const req_t *r, const uint8_t *data, size_
             qr.error = "too many state hash requests waiting";
             send_query_reply(d, r, &qr);
         }
+        break;
+    case LOYALTY__QUERY__Q_SET_CLOCK:
+        if (!d->cfg->test_clock) {
+            qr.has_ok = 1, qr.ok = 0;
+            qr.error = "set_clock needs test_clock: 1 in the configuration";
+        } else {
+            d->clock_s = q->set_clock;
+            d->lim.now = q->set_clock != 0 ? q->set_clock : now_s();
+            qr.has_ok = 1, qr.ok = 1;
+            qr.has_clock = 1, qr.clock = d->lim.now;
+        }
+        send_query_reply(d, r, &qr);
+        break;
+    case LOYALTY__QUERY__Q_SWEEP:
+        if (d->sweep_waiters_n >= 64) {
+            qr.has_ok = 1, qr.ok = 0;
+            qr.error = "too many sweep requests waiting";
+            send_query_reply(d, r, &qr);
+            break;
+        }
+        /* a pass that starts after this request: the next one if one is running */
+        d->sweep_waiters[d->sweep_waiters_n] = *r;
+        d->sweep_waiter_pass[d->sweep_waiters_n++] = d->sweep_pass + 1;
+        if (!d->sweeping)
+            start_sweep_pass(d);
+        else
+            d->sweep_again = true;
         break;
     case LOYALTY__QUERY__Q_CATCH_UP:
         qr.has_ok = 1, qr.ok = 0;
@@ -1440,6 +1643,11 @@ static void on_async(uv_async_t *h)
             seal(d);
         answer_hash_waiters(d);
     }
+    if (d->sweep_blocked && freed) {
+        d->sweep_blocked = false;
+        uv_idle_start(&d->sweep_idle, on_sweep_idle);
+    }
+    answer_sweep_waiters(d);
     if (freed && !d->stopping && d->hash_waiters_n == 0) {
         metrics_set(&d->m.ingest_paused, 0);
         zwatch_resume(&d->ingest_w);
@@ -1832,6 +2040,15 @@ static int start(daemon_t *d)
         lt_log(LT_ERROR, "cannot start metrics", "error=\"%s\"", err);
         return -1;
     }
+    uv_timer_init(&d->loop, &d->sweep_timer);
+    uv_idle_init(&d->loop, &d->sweep_idle);
+    d->sweep_timer.data = d->sweep_idle.data = d;
+    d->sweep_waiters = calloc(64, sizeof *d->sweep_waiters);
+    d->sweep_waiter_pass = calloc(64, sizeof *d->sweep_waiter_pass);
+    if (d->sweep_waiters == NULL || d->sweep_waiter_pass == NULL)
+        return -1;
+    uv_timer_start(&d->sweep_timer, on_sweep_timer, (uint64_t)d->cfg->sweep_interval_ms,
+                   (uint64_t)d->cfg->sweep_interval_ms);
     uv_timer_init(&d->loop, &d->ckpt_timer);
     d->ckpt_timer.data = d;
     uv_timer_start(&d->ckpt_timer, on_ckpt_timer, (uint64_t)d->cfg->checkpoint_interval_ms,
@@ -1862,7 +2079,7 @@ static void on_close_walk(uv_handle_t *h, void *arg)
 static void on_prepare(uv_prepare_t *h)
 {
     daemon_t *d = h->data;
-    d->lim.now = now_s();
+    d->lim.now = d->clock_s != 0 ? d->clock_s : now_s();
 }
 
 int daemon_run(const config *cfg)
@@ -1931,6 +2148,8 @@ int daemon_run(const config *cfg)
     idmap_free(&d->nodes);
     lt_arena_destroy(&d->arena);
     free(d->hash_waiters);
+    free(d->sweep_waiters);
+    free(d->sweep_waiter_pass);
     free(d);
     return code;
 }

@@ -164,6 +164,14 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
     gauge(&o, "loyaltyd_storage_unavailable",
           "1 while the daemon recovers from a failed commit (map or disk full, I/O error).",
           rd(&m->storage_unavailable));
+    counter(&o, "loyaltyd_sweep_passes_total", "Sweep passes over all members completed.",
+            rd(&m->sweep_passes));
+    gauge(&o, "loyaltyd_sweep_running", "1 while a sweep pass runs.", rd(&m->sweep_running));
+    gauge(&o, "loyaltyd_sweep_members_visited", "Members visited by the current sweep pass.",
+          rd(&m->sweep_position));
+    counter(&o, "loyaltyd_due_entries_total",
+            "Expiry, tier-period and notice entries written (R19-R21, R24, R28).",
+            rd(&m->due_entries));
     counter(&o, "loyaltyd_rejects_unkept_total",
             "Rejections not kept in the dead-letter store (no batch free, or no memory).",
             rd(&m->rejects_unkept));

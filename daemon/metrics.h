@@ -37,6 +37,10 @@ typedef struct metrics {
     _Atomic uint64_t ingest_paused;       /* 1 while backpressure holds ingest */
     _Atomic uint64_t storage_unavailable; /* 1 while a failed commit is being recovered */
     _Atomic uint64_t rejects_unkept;      /* rejections not kept as dead letters */
+    _Atomic uint64_t sweep_passes;        /* sweep passes completed */
+    _Atomic uint64_t sweep_position;      /* members visited in the current pass */
+    _Atomic uint64_t sweep_running;       /* 1 while a pass runs */
+    _Atomic uint64_t due_entries;         /* expiry, period-end and notice entries written */
     histogram commit_batch, commit_seconds, ack_seconds;
     ledger *ledger; /* for map use and sizes at scrape time */
     void *catchup;  /* catchup *, for its counters */

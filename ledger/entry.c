@@ -64,6 +64,10 @@ static void w_posting(wbuf *w, const lt_posting *p)
     W_STR(w, 17, p->unlink_card);
     w_i64(w, 18, p->clamp);
     W_STR(w, 20, p->merge_from);
+    w_i64(w, 21, p->set_period_start_day); /* int32 fields: sign-extended varints */
+    w_i64(w, 22, p->set_birthday_year);
+    w_i64(w, 23, p->set_expiring_notified);
+    w_i64(w, 24, p->set_dormant_notified);
     w_sub_end(w, at);
 }
 
@@ -171,6 +175,10 @@ static int decode_posting(const Loyalty__Posting *m, lt_posting *p)
     p->qualifying_delta = GET(m, qualifying_delta);
     p->balance_after = GET(m, balance_after);
     p->clamp = GET(m, clamp);
+    p->set_period_start_day = GET(m, set_period_start_day);
+    p->set_birthday_year = GET(m, set_birthday_year);
+    p->set_expiring_notified = GET(m, set_expiring_notified);
+    p->set_dormant_notified = GET(m, set_dormant_notified);
     if (COPY(p->member_id, m->member_id) || COPY(p->referrer, m->referrer) ||
         COPY(p->tier_after, m->tier_after) || COPY(p->tier_before, m->tier_before) ||
         COPY(p->reason, m->reason) || COPY(p->card, m->card) ||
@@ -327,6 +335,11 @@ static void json_posting(FILE *f, const lt_posting *p)
     json_kv_str(f, "reason", p->reason);
     fprintf(f, ",\"balance_after\":%" PRId64 ",\"count_sale\":%s", p->balance_after,
             p->count_sale ? "true" : "false");
+    fprintf(f,
+            ",\"set_period_start_day\":%" PRId32 ",\"set_birthday_year\":%" PRId32
+            ",\"set_expiring_notified\":%" PRId64 ",\"set_dormant_notified\":%" PRId64,
+            p->set_period_start_day, p->set_birthday_year, p->set_expiring_notified,
+            p->set_dormant_notified);
     json_kv_str(f, "merge_from", p->merge_from);
     json_kv_str(f, "card", p->card);
     json_kv_str(f, "unlink_card", p->unlink_card);

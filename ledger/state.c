@@ -28,8 +28,11 @@
 #define NIL UINT32_MAX
 #define MEMBERS_MAX (UINT32_MAX - 1)
 #define TABLE_SLOTS_MIN 1024u
-#define MEMBER_REC_VERSION 1
-#define MEMBER_REC_FIXED (1 + 3 + 4 + 4 + 5 * 8 + 4) /* without strings and lots */
+#define MEMBER_REC_VERSION 2 /* written; version 1 (no markers) is still read */
+#define MEMBER_REC_VERSION_V1 1
+#define MEMBER_REC_FIXED_V1 (1 + 3 + 4 + 4 + 5 * 8 + 4) /* without strings and lots */
+#define MEMBER_REC_MARKERS (4 + 4 + 8 + 8)              /* version 2: the time-driven markers */
+#define MEMBER_REC_FIXED (MEMBER_REC_FIXED_V1 + MEMBER_REC_MARKERS)
 #define LOT_REC_BYTES 24
 #define HASH_SEED_MEMBER 0x6d656d62ull
 #define HASH_SEED_CARD 0x63617264ull
@@ -554,6 +557,13 @@ int state_foreach(const state *s, int (*fn)(void *ctx, const lt_member *m), void
     return 0;
 }
 
+const lt_member *state_member_at(const state *s, size_t *pos)
+{
+    if (*pos >= s->members_n)
+        return NULL;
+    return &member_at(s, (uint32_t)(*pos)++)->m;
+}
+
 int state_foreach_card(const state *s,
                        int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx)
 {
@@ -932,6 +942,19 @@ static void relink_cards(state *s, uint32_t from, uint32_t to)
     f->cards = NIL;
 }
 
+/* Sets the time-driven markers a posting carries (0 = unchanged; R20, R21, R24, R28). */
+static void apply_markers(lt_member *m, const lt_posting *p)
+{
+    if (p->set_period_start_day != 0)
+        m->period_start_day = p->set_period_start_day;
+    if (p->set_birthday_year != 0)
+        m->birthday_notified_year = p->set_birthday_year;
+    if (p->set_expiring_notified != 0)
+        m->expiring_notified_until = p->set_expiring_notified;
+    if (p->set_dormant_notified != 0)
+        m->dormant_notified_at = p->set_dormant_notified;
+}
+
 /* R7: folds p->merge_from into the posting's member and closes it. Checks and reserves first,
  * so a failing merge changes neither member. Returns 0, or -1 with err set. */
 static int apply_merge(state *s, const lt_entry *e, const lt_posting *p, uint32_t tidx, char *err,
@@ -954,6 +977,7 @@ static int apply_merge(state *s, const lt_entry *e, const lt_posting *p, uint32_
         t->last_purchase_at = f->last_purchase_at;
     if (p->tier_after[0])
         strcpy(t->tier, p->tier_after);
+    apply_markers(t, p);
     relink_cards(s, sidx, tidx);
     f->debt = f->lifetime_fen = f->qualifying = f->last_purchase_at = 0;
     f->sales = 0;
@@ -1001,6 +1025,7 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
         m->sales++;
         m->last_purchase_at = e->occurred_at;
     }
+    apply_markers(m, p);
     if (pl.unlink) {
         card_unlink(s, p->unlink_card);
         mark_card(s, p->unlink_card);
@@ -1034,11 +1059,14 @@ int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
 
 /* ------------------------------------------------------------------ records and hash */
 
-/* Record layout, version 1, integers little-endian:
+/* Record layout, version 2, integers little-endian:
  *   u8 version, u8 len + id, u8 len + tier, u8 len + referrer,
  *   u8 birth_month, u8 birth_day, u8 staff, u8 status, u32 sales,
  *   i64 enrolled_at, debt, qualifying, lifetime_fen, last_purchase_at,
- *   u32 lots_n, lots_n * (i64 points, i64 earned_at, i64 expires_at)   */
+ *   i32 period_start_day, i32 birthday_notified_year,
+ *   i64 expiring_notified_until, i64 dormant_notified_at,
+ *   u32 lots_n, lots_n * (i64 points, i64 earned_at, i64 expires_at)
+ * Version 1 is the same without the four markers (read as 0).   */
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v)
 {
@@ -1089,6 +1117,10 @@ size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
     p = put_i64(p, m->qualifying);
     p = put_i64(p, m->lifetime_fen);
     p = put_i64(p, m->last_purchase_at);
+    p = put_u32(p, (uint32_t)m->period_start_day);
+    p = put_u32(p, (uint32_t)m->birthday_notified_year);
+    p = put_i64(p, m->expiring_notified_until);
+    p = put_i64(p, m->dormant_notified_at);
     p = put_u32(p, m->lots_n);
     for (uint32_t i = 0; i < m->lots_n; i++) {
         p = put_i64(p, m->lots[i].points);
@@ -1135,7 +1167,8 @@ static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
 {
     memset(m, 0, sizeof(*m));
     reader r = {buf, buf + len, false};
-    if (get_le(&r, 1) != MEMBER_REC_VERSION)
+    uint64_t version = get_le(&r, 1);
+    if (version != MEMBER_REC_VERSION && version != MEMBER_REC_VERSION_V1)
         return -1;
     get_str(&r, m->id, sizeof(m->id));
     get_str(&r, m->tier, sizeof(m->tier));
@@ -1150,6 +1183,12 @@ static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
     m->qualifying = (int64_t)get_le(&r, 8);
     m->lifetime_fen = (int64_t)get_le(&r, 8);
     m->last_purchase_at = (int64_t)get_le(&r, 8);
+    if (version >= MEMBER_REC_VERSION) {
+        m->period_start_day = (int32_t)(uint32_t)get_le(&r, 4);
+        m->birthday_notified_year = (int32_t)(uint32_t)get_le(&r, 4);
+        m->expiring_notified_until = (int64_t)get_le(&r, 8);
+        m->dormant_notified_at = (int64_t)get_le(&r, 8);
+    }
     uint32_t lots_n = (uint32_t)get_le(&r, 4);
     if (r.bad || m->id[0] == 0 || m->status > LT_MEMBER_CLOSED || m->staff > 1 || m->debt < 0 ||
         m->birth_month > 12 || m->birth_day > 31 ||

@@ -41,7 +41,9 @@ int64_t state_balance(const lt_member *m);
  * quantity = units returned) are added to the returned quantities of sale e->original_seq.
  * R7: in a merge entry (LT_ENTRY_MERGE), a posting with merge_from moves that member's lots
  * (spend order kept), debt, spend totals, sales and cards to the posting's member and closes it,
- * or changes neither member if anything does not fit (docs/ledger.md). */
+ * or changes neither member if anything does not fit (docs/ledger.md).
+ * R20, R21, R24, R28: a posting's non-zero set_* fields set the member's time-driven markers
+ * (lt_member.period_start_day ...), so what rules_due() wrote is not due again. */
 int state_apply(state *s, const lt_entry *e, char *err, size_t err_len);
 
 /* Last sequence applied (0 for a new state). */
@@ -55,6 +57,12 @@ uint64_t state_hash(const state *s);
 
 /* Calls fn for every member (any order); stops early and returns fn's value if non-zero. */
 int state_foreach(const state *s, int (*fn)(void *ctx, const lt_member *m), void *ctx);
+/* A cursor over the members for work done in steps (the daemon's sweeps, R20): returns the
+ * member at position *pos and advances *pos, or NULL once past the last member. Start with
+ * *pos = 0. Members are never removed and new ones come last, so a pass that applies entries
+ * between steps visits every member that existed when it started exactly once (and those
+ * created meanwhile). The pointer is valid until the next state_apply() or state_load_*(). */
+const lt_member *state_member_at(const state *s, size_t *pos);
 /* Calls fn for every card link (card -> member, active cards only). */
 int state_foreach_card(const state *s,
                        int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx);

@@ -89,6 +89,27 @@ int64_t rules_dormant_days(const rules *r);
 /* True if member.birthday notices are published (R28). */
 int rules_birthday_notice(const rules *r);
 
+/* ---- time-driven rules (R19-R21, R24, R28): what falls due by a time ---- */
+
+/* At most this many entries come out of one rules_due() call: EXPIRE, TIER_PERIOD, NOTICE. */
+#define RULES_DUE_MAX 4
+
+/* Time-driven entries due for member m at UTC time t (R19-R21, R24, R28), in the order to
+ * apply them: expiry of lots expired by t (LT_ENTRY_EXPIRE, reason "expire", publishes
+ * points.expired), the end of a tier period (LT_ENTRY_TIER_PERIOD, R24), and notices
+ * (LT_ENTRY_NOTICE: points.expiring R21, member.birthday, member.dormant R28). off_min is the
+ * UTC offset to answer calendar questions in (the member's last known store offset, R3).
+ * Fills out[0..n) (seq 0, id (0,0), rules_version set) and returns n (0..RULES_DUE_MAX). Pure.
+ *
+ * Exactly once: every entry sets markers in the member (lt_posting.set_*), so once the entries
+ * are applied (state_apply(), in order) the same call returns 0. A closed member gets nothing;
+ * a blocked one gets expiry and period ends but no notices. Details: docs/rules.md. */
+int rules_due(const rules *r, const lt_member *m, int64_t t, int32_t off_min, lt_entry *out);
+
+/* The first day (local day number, as rules_local_day()) of the tier period (R24) that holds
+ * UTC time t at offset off_min: periods of tier_period_months starting 1 January local. */
+void rules_period_of(const rules *r, int64_t t, int32_t off_min, int32_t *start_day);
+
 /* ---- calendar helpers (R3), exposed for sweeps and tests ---- */
 
 /* Days since 1970-01-01 of the store-local date of UTC time t at offset off_min. */

@@ -152,6 +152,16 @@ int rules__rate_return(const rules *r, const rules_view *view, const lt_event *e
 int rules__referral_posting(const rules *r, const rules_view *view, const lt_event *ev,
                             const char *referrer_id, const char *member_id, lt_entry *out);
 
+/* R24: the first day of the tier period holding local day `day`. */
+int32_t rules__period_start(const rules *r, int64_t day);
+
+/* R24: marks posting p (of an event at UTC t, offset off_min, for member m; NULL = the posting
+ * creates it) with the tier period it starts, when the member's own marker is unknown (0) or
+ * stale (rules_due() skipped a period end that changed nothing, and this posting may now add
+ * qualifying spend or a tier). Used by enrolments, sales and merges. */
+void rules__period_mark(const rules *r, const lt_member *m, int64_t t, int32_t off_min,
+                        lt_posting *p);
+
 /* Appends a posting for member_id with balance_after and reason set, the rest zero. The entry
  * must have room (LT_POSTINGS_MAX: every rating path stays below it). */
 lt_posting *rules__posting_add(lt_entry *out, const char *member_id, int64_t balance,

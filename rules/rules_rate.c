@@ -137,6 +137,7 @@ static int rate_enrol(const rules *r, const rules_view *v, const lt_event *ev, l
     rules__copy(out->member_id, sizeof out->member_id, id);
     lt_posting *p = rules__posting_add(out, id, 0, "enrol");
     p->create = true;
+    rules__period_mark(r, NULL, ev->occurred_at, ev->utc_offset_min, p); /* R24 */
     p->birth_month = ev->birth_month;
     p->birth_day = ev->birth_day;
     p->staff = ev->staff;
@@ -309,6 +310,7 @@ static int rate_merge(const rules *r, const rules_view *v, const lt_event *ev, l
     rules__copy(out->member_id, sizeof out->member_id, t.id);
     lt_posting *p = rules__posting_add(out, t.id, after, "merge");
     rules__copy(p->merge_from, sizeof p->merge_from, from->id);
+    rules__period_mark(r, t.m, ev->occurred_at, ev->utc_offset_min, p); /* R24 */
     uint32_t ti = rules__tier_index(r, t.m->tier), fi = rules__tier_index(r, from->tier);
     if (fi > ti)
         rules__copy(p->tier_after, sizeof p->tier_after, r->tiers[fi].name);

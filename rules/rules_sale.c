@@ -395,6 +395,7 @@ int rules__rate_sale(const rules *r, const rules_view *view, const lt_event *ev,
     p->qualifying_delta =
         r->tier_basis == RULES_BASIS_POINTS ? out->points_earned : out->eligible_fen;
     p->count_sale = true;
+    rules__period_mark(r, m, ev->occurred_at, ev->utc_offset_min, p); /* R24 */
     if (__builtin_add_overflow(balance - ev->redeem_points, out->points_earned, &after))
         return LT_R_AMOUNT_OVERFLOW;
     p->balance_after = after;
