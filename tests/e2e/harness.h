@@ -1,5 +1,10 @@
 /* harness.h: end-to-end test support: runs the real loyaltyd on free loopback ports with a
- * temporary data directory, and talks to it over real ZeroMQ sockets. */
+ * temporary data directory, and talks to it over real ZeroMQ sockets.
+ *
+ * Environment: LOYALTYD and LOYALTYCTL name the programs (ctest sets them); LT_KEEP keeps the
+ * temp dirs; LOYALTYD_WRAPPER (e.g. "valgrind --error-exitcode=9") runs the daemon under
+ * another program, and h_cleanup() then fails the test if the daemon's SIGTERM stop does not
+ * exit 0 (`make valgrind`). */
 #ifndef LT_HARNESS_H
 #define LT_HARNESS_H
 
