@@ -11,12 +11,9 @@ and the same definitions:
                      with points)
     points_issued    points the sales credited to the buying member
     referral_points  points the sales credited to other members (referral bonus, R25)
-    gifts            always 0 here (see below)
-    points_redeemed  the sales' redeemed points (R15)
-
-Unlike the report, gift redemptions (R16) are not counted: the live stream publishes a gift
-only as member.updated, which names no store. So gifts is 0 and points_redeemed holds the
-sales' share only; with no gift entries in the ledger every column equals the report's.
+    gifts            gift redemptions (R16) made in a store, from member.updated with
+                     reason gift (it carries the store and its offset)
+    points_redeemed  the sales' redeemed points (R15) plus the gifts' points
 
 Exactly once: the position (seq, part) is written in the same SQLite transaction as the totals
 it accounts for, and a restart resumes from it. Transactions are committed at least every
@@ -94,6 +91,18 @@ def add_sale(db, entry):
          issued, referral, entry.points_redeemed))
 
 
+def add_gift(db, u):
+    """Adds a gift redemption (a MemberUpdate with reason gift and a store) to its row."""
+    if u.reason != "gift" or not u.store_id:
+        return
+    db.execute(
+        "INSERT INTO store_day (store, day, sales, paid_fen, points_issued, referral_points,"
+        " gifts, points_redeemed) VALUES (?, ?, 0, 0, 0, 0, 1, ?)"
+        " ON CONFLICT (store, day) DO UPDATE SET gifts = gifts + 1,"
+        " points_redeemed = points_redeemed + excluded.points_redeemed",
+        (u.store_id, local_day(u.occurred_at, u.utc_offset_min), -u.delta))
+
+
 def fmt_yuan(fen):
     a = abs(fen)
     return "%s%d.%02d" % ("-" if fen < 0 else "", a // 100, a % 100)
@@ -114,7 +123,8 @@ def run(args):
     db = open_db(args.db)
     pos = load_position(db)
     from_seq, skip = (pos[0] + 1, pos[1]) if pos else (args.from_seq, 0)
-    sub = lc.Subscriber(args.pub, args.query, from_seq, topics=["sale.rated"], skip_parts=skip)
+    sub = lc.Subscriber(args.pub, args.query, from_seq, topics=["sale.rated", "member.updated"],
+                        skip_parts=skip)
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     signal.signal(signal.SIGINT, lambda *_: sub.stop())
     stored = pos or (from_seq - 1, skip)
@@ -124,6 +134,9 @@ def run(args):
         for u in sub.messages(tick=COMMIT_S):
             if u is not None and u.topic == "sale.rated":
                 add_sale(db, u.msg.entry)
+                pending += 1
+            elif u is not None and u.topic == "member.updated":
+                add_gift(db, u.msg)
                 pending += 1
             due = pending >= COMMIT_MESSAGES or time.monotonic() - last_commit >= COMMIT_S
             if due and sub.position != stored:

@@ -142,6 +142,8 @@ static size_t member_update(const lt_entry *e, const lt_posting *p, uint32_t par
     w_id(&w, 8, e->id);
     w_u64(&w, 9, part);
     w_u64(&w, 10, parts);
+    W_STR(&w, 11, e->store_id);
+    w_sint32(&w, 12, e->utc_offset_min);
     return w.full ? 0 : (size_t)(w.p - buf);
 }
 

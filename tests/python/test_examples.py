@@ -290,6 +290,9 @@ def make_events(first_id, n, rng, now):
                 {"sku": "T", "category": "tobacco", "qty": 1, "paid": 2500}]}
             if eid > 120 and eid % 6 == 0:
                 ev["sale"]["redeem_points"] = 5
+            if eid > 200 and eid % 50 == 7:  # a gift redemption in a store (R16)
+                del ev["sale"]
+                ev["gift"] = {"points": 3, "reward": "MUG"}
         lines.append(json.dumps(ev))
     return "\n".join(lines) + "\n"
 
@@ -374,6 +377,7 @@ def test_examples_against_the_daemon(tmp):
             "\n".join(map(str, mine)), "\n".join(map(str, theirs)))
         assert len(mine) >= 8 and sum(x["points_redeemed"] for x in mine) > 0 and \
             sum(x["referral_points"] for x in mine) >= 0, mine
+        assert sum(x["gifts"] for x in mine) > 0, "no gift redemption was counted: %s" % mine
     finally:
         for p in procs:
             p.stop(signal.SIGKILL)
