@@ -756,49 +756,23 @@ int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *r
     return rc;
 }
 
-int ledger_scan_returns(ledger *l,
-                        int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
-                        void *ctx)
+/* Calls fn for each record of a database keyed by u64 (big-endian) from key `from` on, inside
+ * one read transaction. Returns fn's non-zero value, 0, or a LEDGER_ERR_*. */
+static int scan_u64_keys(ledger *l, MDB_dbi dbi, uint64_t from,
+                         int (*fn)(void *ctx, uint64_t key, const uint8_t *rec, size_t len),
+                         void *ctx)
 {
-    if (!l->has_returns)
-        return 0;
     MDB_txn *txn;
     MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
         return map_err(rc);
-    if ((rc = mdb_cursor_open(txn, l->returns, &cur)) != 0) {
-        mdb_txn_abort(txn);
-        return map_err(rc);
-    }
-    MDB_val k, v;
-    int ret = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-        ret = k.mv_size != 8 ? LEDGER_ERR_CORRUPT
-                             : fn(ctx, get_be64(k.mv_data), v.mv_data, v.mv_size);
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
-}
-
-int ledger_scan_rejects(ledger *l, uint64_t from_id,
-                        int (*fn)(void *ctx, uint64_t id, const uint8_t *rec, size_t len),
-                        void *ctx)
-{
-    if (!l->has_rejects)
-        return 0;
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    int rc = txn_begin_ro(l, &txn);
-    if (rc != 0)
-        return map_err(rc);
-    if ((rc = mdb_cursor_open(txn, l->rejects, &cur)) != 0) {
+    if ((rc = mdb_cursor_open(txn, dbi, &cur)) != 0) {
         mdb_txn_abort(txn);
         return map_err(rc);
     }
     uint8_t key[8];
-    put_be64(key, from_id);
+    put_be64(key, from);
     MDB_val k = {sizeof key, key}, v;
     int ret = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && ret == 0;
@@ -808,6 +782,20 @@ int ledger_scan_rejects(ledger *l, uint64_t from_id,
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+}
+
+int ledger_scan_returns(ledger *l,
+                        int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
+                        void *ctx)
+{
+    return l->has_returns ? scan_u64_keys(l, l->returns, 0, fn, ctx) : 0;
+}
+
+int ledger_scan_rejects(ledger *l, uint64_t from_id,
+                        int (*fn)(void *ctx, uint64_t id, const uint8_t *rec, size_t len),
+                        void *ctx)
+{
+    return l->has_rejects ? scan_u64_keys(l, l->rejects, from_id, fn, ctx) : 0;
 }
 
 int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint64_t *count)

@@ -339,18 +339,9 @@ int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len)
     if (bin == NULL)
         die("LOYALTYCTL is not set");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s --endpoint %s --pub %s --query %s --data %s %s 2>&1", bin,
-             d->ingest, d->publish, d->query, d->data, args);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL)
-        die("popen: %s", strerror(errno));
-    size_t n = fread(out, 1, out_len - 1, p);
-    out[n] = '\0';
-    char sink[4096];
-    while (fread(sink, 1, sizeof sink, p) > 0)
-        ; /* drain the rest so the child does not die of SIGPIPE */
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    snprintf(cmd, sizeof cmd, "%s --endpoint %s --pub %s --query %s --data %s %s", bin, d->ingest,
+             d->publish, d->query, d->data, args);
+    return h_run(cmd, out, out_len);
 }
 
 int h_run(const char *cmd, char *out, size_t out_len)
@@ -502,4 +493,14 @@ int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len)
     const char *body = strstr(buf, "\r\n\r\n");
     snprintf(out, out_len, "%s", body != NULL ? body + 4 : "");
     return status;
+}
+
+int64_t h_balance(lt_daemon *d, const char *member_id)
+{
+    Loyalty__QueryReply *q = h_member(d, member_id);
+    if (q == NULL || !q->ok || q->member == NULL)
+        die("member %s: no answer or unknown", member_id);
+    int64_t b = q->member->balance;
+    loyalty__query_reply__free_unpacked(q, NULL);
+    return b;
 }

@@ -55,6 +55,8 @@ Loyalty__AckBatch *h_send_raw(lt_daemon *d, const void *bytes, size_t len, int t
 /* Queries the query endpoint. Caller frees with loyalty__query_reply__free_unpacked. */
 Loyalty__QueryReply *h_query(lt_daemon *d, Loyalty__Query *q, int timeout_ms);
 Loyalty__QueryReply *h_member(lt_daemon *d, const char *member_id);
+/* The member's balance (the test aborts if the member is unknown). */
+int64_t h_balance(lt_daemon *d, const char *member_id);
 /* Runs loyaltyctl with the daemon's endpoints and data dir; output into out. Returns the exit
  * status. */
 int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len);

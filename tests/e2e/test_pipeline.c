@@ -51,16 +51,6 @@ static Loyalty__AckBatch *send1(Loyalty__Event *e)
     return r;
 }
 
-static int64_t balance_of(const char *member)
-{
-    Loyalty__QueryReply *q = h_member(&g_d, member);
-    assert_non_null(q);
-    assert_true(q->ok);
-    int64_t b = q->member->balance;
-    loyalty__query_reply__free_unpacked(q, NULL);
-    return b;
-}
-
 static void *subscribe_all(void)
 {
     void *sub = zmq_socket(g_d.zctx, ZMQ_SUB);
@@ -110,7 +100,7 @@ static void test_sale_is_rated_acked_and_published(void **state)
     assert_int_equal(r->acks[0]->points_earned, 175); /* RULES.md worked example 1 */
     assert_int_equal(r->acks[0]->balance, 175);
     loyalty__ack_batch__free_unpacked(r, NULL);
-    assert_int_equal(balance_of("13800000001"), 175);
+    assert_int_equal(h_balance(&g_d, "13800000001"), 175);
 
     bool got_update = false, got_sale = false, got_tier = false;
     for (int i = 0; i < 3; i++) {
@@ -178,7 +168,7 @@ static void test_R29_resend_is_duplicate_with_original_seq(void **state)
     assert_int_equal(seqs[0] + 1, seqs[1]);
     assert_int_equal(seqs[1] + 1, seqs[2]);
     loyalty__ack_batch__free_unpacked(r, NULL);
-    int64_t before = balance_of("m1");
+    int64_t before = h_balance(&g_d, "m1");
     assert_int_equal(before, 350);
 
     r = h_send(&g_d, b, 10000); /* the very same events again */
@@ -188,7 +178,7 @@ static void test_R29_resend_is_duplicate_with_original_seq(void **state)
         assert_int_equal(r->acks[i]->seq, seqs[i]);
     }
     loyalty__ack_batch__free_unpacked(r, NULL);
-    assert_int_equal(balance_of("m1"), before);
+    assert_int_equal(h_balance(&g_d, "m1"), before);
 
     /* same id, different content: CONFLICT, and nothing applied */
     Loyalty__Event *other = h_sale(1, 2, "m2", h_now(), 0);
@@ -405,7 +395,7 @@ static void test_sigterm_restart_keeps_state(void **state)
     loyalty__ack_batch__free_unpacked(r, NULL);
     assert_int_equal(h_stop(&g_d, SIGTERM), 0);
     h_restart(&g_d);
-    assert_int_equal(balance_of("keep"), 175);
+    assert_int_equal(h_balance(&g_d, "keep"), 175);
     r = send1(first); /* the identical event, resent after the restart */
     assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
     assert_int_equal(r->acks[0]->seq, seq);
@@ -433,7 +423,7 @@ static void test_sigkill_loses_nothing_acknowledged(void **state)
     assert_int_equal(acked_balance, 20650);
     assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
     h_restart(&g_d);
-    assert_int_equal(balance_of("crash"), acked_balance);
+    assert_int_equal(h_balance(&g_d, "crash"), acked_balance);
     char out[8192];
     int rc = h_ctl(&g_d, "verify", out, sizeof out);
     if (rc != 0)
@@ -476,11 +466,11 @@ static void test_checkpoint_of_member_with_thousands_of_lots(void **state)
     }
     assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
     h_restart(&g_d);
-    assert_int_equal(balance_of("big"), big);
+    assert_int_equal(h_balance(&g_d, "big"), big);
     for (int i = 0; i < SMALL; i++) {
         char m[16];
         snprintf(m, sizeof m, "s%d", i);
-        assert_int_equal(balance_of(m), small[i]);
+        assert_int_equal(h_balance(&g_d, m), small[i]);
     }
 }
 

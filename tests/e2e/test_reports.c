@@ -213,16 +213,6 @@ static int64_t json_int(const char *json, const char *key)
     return strtoll(p + strlen(pat), NULL, 10);
 }
 
-static int64_t balance_of(const char *member)
-{
-    Loyalty__QueryReply *q = h_member(&g_d, member);
-    assert_non_null(q);
-    assert_true(q->ok);
-    int64_t b = q->member->balance;
-    loyalty__query_reply__free_unpacked(q, NULL);
-    return b;
-}
-
 static void check_liability(const char *args, int64_t pos, int64_t debt)
 {
     static char out[OUT_BYTES_MAX];
@@ -248,7 +238,7 @@ static void test_liability_sums_member_balances(void **state)
     const char *members[] = {"m1", "m2", "m3", "m4"};
     int64_t pos = 0, debt = 0;
     for (size_t i = 0; i < 4; i++) {
-        int64_t b = balance_of(members[i]);
+        int64_t b = h_balance(&g_d, members[i]);
         pos += b > 0 ? b : 0;
         debt += b < 0 ? -b : 0;
     }

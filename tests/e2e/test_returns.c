@@ -79,16 +79,6 @@ static Loyalty__AckBatch *send_n(size_t n, Loyalty__Event **ev)
     return r;
 }
 
-static int64_t balance_of(const char *member)
-{
-    Loyalty__QueryReply *q = h_member(&g_d, member);
-    assert_non_null(q);
-    assert_true(q->ok);
-    int64_t b = q->member->balance;
-    loyalty__query_reply__free_unpacked(q, NULL);
-    return b;
-}
-
 static void test_R18_partial_returns_reverse_exactly(void **state)
 {
     (void)state;
@@ -112,7 +102,7 @@ static void test_R18_partial_returns_reverse_exactly(void **state)
         reversed += -r->acks[0]->points_earned;
         loyalty__ack_batch__free_unpacked(r, NULL);
     }
-    int64_t left = balance_of("r1");
+    int64_t left = h_balance(&g_d, "r1");
     assert_int_equal(left, earned - reversed);
     assert_int_equal(left, 12); /* what line B earned */
 

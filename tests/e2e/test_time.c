@@ -30,8 +30,8 @@ static int teardown(void **state)
 /* UTC seconds of a store-local time at UTC+8. */
 static int64_t cst(int y, int mo, int d, int h, int mi)
 {
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                    .tm_min = mi};
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi};
     return (int64_t)timegm(&tm) - 8 * 3600;
 }
 
@@ -66,16 +66,6 @@ static Loyalty__AckBatch *sale_at(uint64_t eid, const char *member, int64_t at, 
     Loyalty__AckBatch *r = h_send(&g_d, h_batch(1, &e), 10000);
     assert_non_null(r);
     return r;
-}
-
-static int64_t balance_of(const char *member)
-{
-    Loyalty__QueryReply *q = h_member(&g_d, member);
-    assert_non_null(q);
-    assert_true(q->ok);
-    int64_t b = q->member->balance;
-    loyalty__query_reply__free_unpacked(q, NULL);
-    return b;
 }
 
 static void *subscribe(void)
@@ -134,7 +124,7 @@ static void test_R19_R20_calendar_expiry_worked_example_5(void **state)
     /* 2026-12-31 00:00 local: the 300 expire (worked example 5) */
     set_clock(cst(2026, 12, 31, 0, 1));
     assert_int_equal(sweep(), 1);
-    assert_int_equal(balance_of("x"), 0);
+    assert_int_equal(h_balance(&g_d, "x"), 0);
     assert_int_equal(count_topic(sub, "points.expired", 1000), 1);
     assert_int_equal(sweep(), 0); /* exactly once */
 
@@ -158,7 +148,7 @@ static void test_R19_R20_calendar_expiry_worked_example_5(void **state)
     h_restart(&g_d);
     set_clock(cst(2027, 12, 3, 9, 0));
     assert_int_equal(sweep(), 0); /* the marker came back from the ledger */
-    assert_int_equal(balance_of("x"), 50);
+    assert_int_equal(h_balance(&g_d, "x"), 50);
     char out[8192];
     int rc = h_ctl(&g_d, "verify", out, sizeof out);
     if (rc != 0)
@@ -182,7 +172,7 @@ static void test_R20_expiry_is_written_before_the_event_that_sees_it(void **stat
     assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__REJECTED);
     assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__INSUFFICIENT_POINTS);
     loyalty__ack_batch__free_unpacked(r, NULL);
-    assert_int_equal(balance_of("y"), 0);
+    assert_int_equal(h_balance(&g_d, "y"), 0);
     char out[16384];
     assert_int_equal(h_ctl(&g_d, "ledger dump", out, sizeof out), 0);
     assert_non_null(strstr(out, "\"kind\":\"expire\""));
