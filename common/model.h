@@ -105,8 +105,10 @@ typedef struct {
     char referrer[LT_ID_MAX];
     uint8_t birth_month, birth_day;
     uint8_t staff;
-    uint8_t status; /* lt_member_status */
-    uint32_t sales; /* eligible sales rated (R25 first_sale) */
+    uint8_t status;         /* lt_member_status */
+    uint8_t offset_known;   /* utc_offset_min was seen on one of the member's events */
+    int16_t utc_offset_min; /* the store offset of the member's last event (R3: sweeps) */
+    uint32_t sales;         /* eligible sales rated (R25 first_sale) */
     int64_t enrolled_at;
     int64_t debt;         /* R18: negative balance outside the lots, >= 0 */
     int64_t qualifying;   /* tier-period total: fen, or points with tier_basis points (R22) */

@@ -165,12 +165,12 @@ typedef struct {
     size_t hash_waiters_n;
 
     /* time-driven entries (R19-R21, R24, R28): sweeps over every member, in chunks */
-    int64_t clock_s;       /* tests: the injected clock (UTC seconds); 0 = the real one */
-    uint64_t due_written;  /* system entries written so far */
+    int64_t clock_s;      /* tests: the injected clock (UTC seconds); 0 = the real one */
+    uint64_t due_written; /* system entries written so far */
     uv_timer_t sweep_timer;
     uv_idle_t sweep_idle;
     bool sweeping, sweep_blocked, sweep_again;
-    size_t sweep_pos;      /* hash-table position of the pass */
+    size_t sweep_pos;       /* hash-table position of the pass */
     uint64_t sweep_visited; /* members visited in the pass */
     uint64_t sweep_pass, sweep_done_pass, sweep_written0, sweep_last_written;
     req_t *sweep_waiters;
@@ -1010,8 +1010,8 @@ static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const
     }
     /* R20: what fell due for this member by the event's time is written first (expiry, the
      * end of a tier period, notices), so that the event is rated against it */
-    const char *mid = d->ev.member_id[0] != '\0' ? d->ev.member_id
-                                                  : state_card_owner(d->state, d->ev.card);
+    const char *mid =
+        d->ev.member_id[0] != '\0' ? d->ev.member_id : state_card_owner(d->state, d->ev.card);
     if (mid != NULL && apply_due(d, b, mid, d->ev.occurred_at, d->ev.utc_offset_min) < 0)
         return false;
     rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
@@ -1252,8 +1252,10 @@ static void sweep_step(daemon_t *d)
         char id[LT_ID_MAX];
         memcpy(id, m->id, sizeof id); /* m may move once entries apply */
         d->sweep_visited++;
-        /* calendar questions in a sweep use the configured store offset (R3) */
-        if (apply_due(d, b, id, d->lim.now, (int32_t)d->cfg->sweep_utc_offset_min) < 0)
+        /* calendar questions in the member's own store time (R3): the offset of its last
+         * event, or the configured one for a member without any */
+        int32_t off = m->offset_known ? m->utc_offset_min : (int32_t)d->cfg->sweep_utc_offset_min;
+        if (apply_due(d, b, id, d->lim.now, off) < 0)
             return;
     }
     metrics_set(&d->m.sweep_position, d->sweep_visited);

@@ -28,11 +28,13 @@
 #define NIL UINT32_MAX
 #define MEMBERS_MAX (UINT32_MAX - 1)
 #define TABLE_SLOTS_MIN 1024u
-#define MEMBER_REC_VERSION 2 /* written; version 1 (no markers) is still read */
+#define MEMBER_REC_VERSION 3 /* written; versions 1 (no markers) and 2 (no offset) are read */
 #define MEMBER_REC_VERSION_V1 1
+#define MEMBER_REC_VERSION_V2 2
 #define MEMBER_REC_FIXED_V1 (1 + 3 + 4 + 4 + 5 * 8 + 4) /* without strings and lots */
 #define MEMBER_REC_MARKERS (4 + 4 + 8 + 8)              /* version 2: the time-driven markers */
-#define MEMBER_REC_FIXED (MEMBER_REC_FIXED_V1 + MEMBER_REC_MARKERS)
+#define MEMBER_REC_OFFSET (1 + 2) /* version 3: u8 offset_known, i16 utc_offset_min */
+#define MEMBER_REC_FIXED (MEMBER_REC_FIXED_V1 + MEMBER_REC_MARKERS + MEMBER_REC_OFFSET)
 #define LOT_REC_BYTES 24
 #define HASH_SEED_MEMBER 0x6d656d62ull
 #define HASH_SEED_CARD 0x63617264ull
@@ -1053,6 +1055,15 @@ int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
     }
     if (e->kind == LT_ENTRY_RETURN)
         returns_commit(s, e, &rp);
+    /* an event (not the daemon's own entry) tells where its member shops: sweeps answer that
+     * member's calendar questions in this store's offset (R3) */
+    if (e->postings_n > 0 && (e->id.node_id != 0 || e->id.event_id != 0)) {
+        mrec *r = find_member(s, e->postings[0].member_id);
+        if (r != NULL) {
+            r->m.utc_offset_min = (int16_t)e->utc_offset_min;
+            r->m.offset_known = 1;
+        }
+    }
     s->seq = e->seq;
     return 0;
 }
@@ -1065,8 +1076,10 @@ int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
  *   i64 enrolled_at, debt, qualifying, lifetime_fen, last_purchase_at,
  *   i32 period_start_day, i32 birthday_notified_year,
  *   i64 expiring_notified_until, i64 dormant_notified_at,
+ *   u8 offset_known, i16 utc_offset_min,
  *   u32 lots_n, lots_n * (i64 points, i64 earned_at, i64 expires_at)
- * Version 1 is the same without the four markers (read as 0).   */
+ * Version 2 is the same without the offset (read as unknown); version 1 also without the
+ * four markers (read as 0). */
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v)
 {
@@ -1121,6 +1134,9 @@ size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
     p = put_u32(p, (uint32_t)m->birthday_notified_year);
     p = put_i64(p, m->expiring_notified_until);
     p = put_i64(p, m->dormant_notified_at);
+    *p++ = m->offset_known;
+    *p++ = (uint8_t)((uint16_t)m->utc_offset_min & 0xff);
+    *p++ = (uint8_t)((uint16_t)m->utc_offset_min >> 8);
     p = put_u32(p, m->lots_n);
     for (uint32_t i = 0; i < m->lots_n; i++) {
         p = put_i64(p, m->lots[i].points);
@@ -1168,7 +1184,8 @@ static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
     memset(m, 0, sizeof(*m));
     reader r = {buf, buf + len, false};
     uint64_t version = get_le(&r, 1);
-    if (version != MEMBER_REC_VERSION && version != MEMBER_REC_VERSION_V1)
+    if (version != MEMBER_REC_VERSION && version != MEMBER_REC_VERSION_V2 &&
+        version != MEMBER_REC_VERSION_V1)
         return -1;
     get_str(&r, m->id, sizeof(m->id));
     get_str(&r, m->tier, sizeof(m->tier));
@@ -1183,11 +1200,17 @@ static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
     m->qualifying = (int64_t)get_le(&r, 8);
     m->lifetime_fen = (int64_t)get_le(&r, 8);
     m->last_purchase_at = (int64_t)get_le(&r, 8);
-    if (version >= MEMBER_REC_VERSION) {
+    if (version >= MEMBER_REC_VERSION_V2) {
         m->period_start_day = (int32_t)(uint32_t)get_le(&r, 4);
         m->birthday_notified_year = (int32_t)(uint32_t)get_le(&r, 4);
         m->expiring_notified_until = (int64_t)get_le(&r, 8);
         m->dormant_notified_at = (int64_t)get_le(&r, 8);
+    }
+    if (version >= MEMBER_REC_VERSION) {
+        m->offset_known = (uint8_t)get_le(&r, 1);
+        m->utc_offset_min = (int16_t)(uint16_t)get_le(&r, 2);
+        if (m->offset_known > 1 || m->utc_offset_min < -840 || m->utc_offset_min > 840)
+            return -1;
     }
     uint32_t lots_n = (uint32_t)get_le(&r, 4);
     if (r.bad || m->id[0] == 0 || m->status > LT_MEMBER_CLOSED || m->staff > 1 || m->debt < 0 ||

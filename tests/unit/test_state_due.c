@@ -216,14 +216,17 @@ static void test_state_due_exactly_once(void **st)
     stop();
 }
 
-/* The markers are in the member record (version 2) and the hash; version 1 records (no
- * markers) still load, with the markers 0. */
+/* The markers and the member's store offset are in the member record (version 3) and the hash;
+ * version 2 records (no offset) and version 1 records (no markers either) still load. */
 static void test_state_due_markers_in_record(void **st)
 {
     (void)st;
     start(QUIET);
     sale("M1", local_time(2026, 3, 1, 10, 0), 1000);
     const lt_member *m = state_member(S, "M1");
+    /* R3: an event tells the member's store offset; sweeps use it */
+    assert_int_equal(m->offset_known, 1);
+    assert_int_equal(m->utc_offset_min, CST);
     uint8_t v2[512], v1[512];
     size_t len2 = state_member_encode(m, v2, sizeof v2);
     uint64_t h0 = state_hash(S);
@@ -252,7 +255,7 @@ static void test_state_due_markers_in_record(void **st)
     uint8_t buf[512];
     size_t len = state_member_encode(m, buf, sizeof buf);
     assert_int_equal(len, len2);
-    assert_int_equal(buf[0], 2);
+    assert_int_equal(buf[0], 3);
     state *s2;
     assert_int_equal(state_new(&s2), 0);
     assert_int_equal(state_load_member(s2, buf, len), 0);
@@ -268,20 +271,36 @@ static void test_state_due_markers_in_record(void **st)
     apply_entry(&e);
     assert_int_equal(state_hash(S), h1);
 
-    /* version 1: the same record without the 24 marker bytes (they follow the five i64s) */
-    size_t at = len2 - 4 - 24 * m->lots_n - 24;
+    assert_int_equal(m2->offset_known, 1);
+    assert_int_equal(m2->utc_offset_min, CST);
+
+    /* version 2: the same record without the 3 offset bytes (just before u32 lots_n) */
+    uint8_t v3[512];
+    memcpy(v3, buf, len); /* the record with the markers set */
+    size_t off_at = len2 - 4 - 24 * m->lots_n - 3;
+    memcpy(v2, v3, off_at);
+    memcpy(v2 + off_at, v3 + off_at + 3, len2 - off_at - 3);
+    v2[0] = 2;
+    size_t len_v2 = len2 - 3;
+    assert_int_equal(state_load_member(s2, v2, len_v2), 0);
+    m2 = state_member(s2, "M1");
+    assert_int_equal(m2->offset_known, 0); /* unknown: sweeps use the configured offset */
+    assert_int_equal(m2->period_start_day, 20000);
+
+    /* version 1: also without the 24 marker bytes (they follow the five i64s) */
+    size_t at = off_at - 24;
     memcpy(v1, v2, at);
-    memcpy(v1 + at, v2 + at + 24, len2 - at - 24);
+    memcpy(v1 + at, v2 + at + 24, len_v2 - at - 24);
     v1[0] = 1;
-    assert_int_equal(state_load_member(s2, v1, len2 - 24), 0);
+    assert_int_equal(state_load_member(s2, v1, len_v2 - 24), 0);
     m2 = state_member(s2, "M1");
     assert_int_equal(m2->period_start_day, 0);
     assert_int_equal(m2->birthday_notified_year, 0);
     assert_int_equal(m2->lots_n, 1);
     assert_int_equal(state_balance(m2), 10);
-    assert_int_equal(state_load_member(s2, v1, len2 - 23), -1);
-    v1[0] = 3;
-    assert_int_equal(state_load_member(s2, v1, len2 - 24), -1);
+    assert_int_equal(state_load_member(s2, v1, len_v2 - 23), -1);
+    v1[0] = 4;
+    assert_int_equal(state_load_member(s2, v1, len_v2 - 24), -1);
     state_destroy(&s2);
     stop();
 }
