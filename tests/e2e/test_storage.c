@@ -20,11 +20,19 @@
 
 static lt_daemon g_d;
 
+static char g_mnt[64]; /* a tmpfs mounted by a test, unmounted whatever the outcome */
+
 static int teardown(void **state)
 {
     (void)state;
     h_cleanup(&g_d);
     h_free_events();
+    if (g_mnt[0] != '\0') {
+        char cmd[160], out[256];
+        snprintf(cmd, sizeof cmd, "umount %s; rmdir %s", g_mnt, g_mnt);
+        (void)h_run(cmd, out, sizeof out);
+        g_mnt[0] = '\0';
+    }
     return 0;
 }
 
@@ -140,11 +148,80 @@ static void test_second_daemon_on_same_data_refused(void **state)
     loyalty__ack_batch__free_unpacked(r, NULL);
 }
 
+/* A real full disk (a 6 MiB tmpfs): commits fail, nothing not durable is acknowledged, the
+ * daemon serves on, and once there is room again it takes events without a restart. Needs
+ * root to mount; skipped where mounting is not allowed. */
+static void test_disk_full_refuses_then_recovers_without_restart(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/lt-full-XXXXXX", cmd[512], out[4096], cfg[256];
+    assert_non_null(mkdtemp(mnt));
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=6m tmpfs %s", mnt);
+    if (h_run(cmd, out, sizeof out) != 0) {
+        rmdir(mnt);
+        skip(); /* not allowed here (no root, or a container without mount rights) */
+    }
+    snprintf(g_mnt, sizeof g_mnt, "%s", mnt);
+    snprintf(cfg, sizeof cfg, "%s/data", mnt);
+    h_start_data(&g_d, cfg, NULL);
+    int64_t acked[MEMBERS] = {0};
+    uint64_t eid = 0;
+    int refused = 0, accepted = 0;
+    for (int b = 0; b < 200 && refused == 0; b++) {
+        Loyalty__Event *ev[500];
+        for (int i = 0; i < 500; i++) {
+            char m[16];
+            snprintf(m, sizeof m, "d%d", (int)(eid % MEMBERS));
+            ev[i] = h_sale(3, ++eid, m, h_now(), 0);
+            for (int l = 0; l < 6; l++)
+                h_line(ev[i], "SKU-0000000000", "groceries", 1, 1000, 1000, 0);
+        }
+        Loyalty__AckBatch *r = h_send(&g_d, h_batch(500, ev), 30000);
+        assert_non_null(r);
+        for (size_t i = 0; i < r->n_acks; i++) {
+            if (r->acks[i]->status == LOYALTY__STATUS__ACCEPTED) {
+                accepted++;
+                acked[(r->acks[i]->id->event_id - 1) % MEMBERS] = r->acks[i]->balance;
+            } else {
+                assert_int_equal(r->acks[i]->reason, LOYALTY__REASON__STORAGE_UNAVAILABLE);
+                refused++;
+            }
+        }
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        h_free_events();
+    }
+    assert_true(accepted > 0 && refused > 0); /* the disk did fill */
+    for (int i = 0; i < MEMBERS; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "d%d", i);
+        assert_int_equal(h_balance(&g_d, m), acked[i]);
+    }
+    /* room again: the same daemon, no restart, takes events after its refusal window */
+    snprintf(cmd, sizeof cmd, "mount -o remount,size=64m %s", mnt);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    bool ok = false;
+    for (int i = 0; i < 200 && !ok; i++) {
+        Loyalty__Event *e = h_sale(4, (uint64_t)i + 1, "after", h_now(), 0);
+        h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+        Loyalty__AckBatch *r = h_send(&g_d, h_batch(1, &e), 10000);
+        assert_non_null(r);
+        ok = r->n_acks == 1 && r->acks[0]->status == LOYALTY__STATUS__ACCEPTED;
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        if (!ok)
+            usleep(100 * 1000);
+    }
+    assert_true(ok);
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify after the disk filled (%d): %s", rc, out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_second_daemon_on_same_data_refused, teardown),
         cmocka_unit_test_teardown(test_map_full_refuses_serves_and_recovers, teardown),
+        cmocka_unit_test_teardown(test_disk_full_refuses_then_recovers_without_restart, teardown),
     };
     return cmocka_run_group_tests_name("e2e_storage", tests, NULL, NULL);
 }
