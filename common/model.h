@@ -180,6 +180,11 @@ typedef struct {
     int64_t redeemed_points; /* share of redeem_points, for pro-rata give-back (R18) */
     int64_t points;          /* points this line earned, sku points included */
     int64_t qualifying_fen;  /* tier-qualifying amount (R22) */
+    /* what was rated, so that a sale can be re-rated from the ledger alone (R30 what-if) */
+    int64_t unit_list_fen;
+    uint32_t flags;
+    char sku[LT_ID_MAX];
+    char category[LT_ID_MAX];
 } lt_line_result;
 
 /* A ledger entry: what one event did (loyalty.LedgerEntry). */

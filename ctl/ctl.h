@@ -90,6 +90,7 @@ int ctl_cmd_backup(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_restore(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_keygen(ctl_globals *g, int argc, char **argv);
 int ctl_cmd_rejects(ctl_globals *g, int argc, char **argv);
+int ctl_cmd_rerate(ctl_globals *g, int argc, char **argv);
 
 /* ---- query endpoint (ctl/query.c) ---- */
 

@@ -30,6 +30,8 @@ static const char usage_text[] =
     "  restore BACKUP_DIR --data DIR [--force]\n"
     "                           put a backup into a data directory (daemon stopped)\n"
     "  keygen [PREFIX]          a CURVE key pair for the daemon, a till or a client\n"
+    "  rerate --rules FILE [--from DAY] [--to DAY]\n"
+    "                           what-if: points the recorded sales would earn under FILE\n"
     "  rejects [-n N] [--reason NAME] [--raw]\n"
     "                           rejected events and messages (the dead-letter store)\n"
     "  report liability|tiers|stores\n"
@@ -58,6 +60,7 @@ static const struct {
     {"ledger", ctl_cmd_ledger}, {"replay", ctl_cmd_replay}, {"verify", ctl_cmd_verify},
     {"status", ctl_cmd_status}, {"backup", ctl_cmd_backup}, {"restore", ctl_cmd_restore},
     {"keygen", ctl_cmd_keygen}, {"report", ctl_cmd_report}, {"rejects", ctl_cmd_rejects},
+    {"rerate", ctl_cmd_rerate},
 };
 
 void ctl_errorf(const char *fmt, ...)

@@ -23,7 +23,7 @@
  * and length bytes. ENTRY_BYTES_MAX must hold it: a buffer of that size never fails. */
 #define VARINT_MAX 10
 #define STR_FIELD(cap) (3 + 2 + (cap))
-#define LINE_BYTES_MAX (3 + 7 * (1 + VARINT_MAX))
+#define LINE_BYTES_MAX (3 + 9 * (1 + VARINT_MAX) + 2 * STR_FIELD(LT_ID_MAX))
 #define POSTING_BYTES_MAX (3 + 5 * STR_FIELD(LT_ID_MAX) + 3 * STR_FIELD(LT_TIER_NAME_MAX) + 16 * 12)
 #define ENTRY_FIXED_BYTES_MAX (4 * STR_FIELD(LT_TEXT_MAX) + 2 * STR_FIELD(LT_ID_MAX) + 40 * 12)
 #define ENTRY_BOUND                                                                                \
@@ -75,6 +75,8 @@ static void w_posting(wbuf *w, const lt_posting *p)
 static void w_line(wbuf *w, const lt_line_result *l)
 {
     uint8_t *at = w_sub_begin(w, 10);
+    W_STR(w, 2, l->sku);
+    W_STR(w, 3, l->category);
     w_i64(w, 4, l->quantity);
     w_i64(w, 5, l->paid_fen);
     w_i64(w, 6, l->eligible_fen);
@@ -82,6 +84,8 @@ static void w_line(wbuf *w, const lt_line_result *l)
     w_i64(w, 8, l->points);
     w_i64(w, 9, l->qualifying_fen);
     w_i64(w, 10, l->redeemed_points);
+    w_i64(w, 11, l->unit_list_fen);
+    w_u64(w, 12, l->flags);
     w_sub_end(w, at);
 }
 
@@ -198,6 +202,11 @@ static int decode_line(const Loyalty__LineResult *m, uint32_t index, lt_line_res
     l->redeemed_points = GET(m, redeemed_points);
     l->points = GET(m, points);
     l->qualifying_fen = GET(m, qualifying_fen);
+    l->unit_list_fen = GET(m, unit_list_fen);
+    l->flags = (uint32_t)GET(m, flags);
+    l->sku[0] = l->category[0] = '\0';
+    if (COPY(l->sku, m->sku) || COPY(l->category, m->category))
+        return -1;
     return 0;
 }
 

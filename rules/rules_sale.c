@@ -277,6 +277,10 @@ static void fill_lines(const lt_event *ev, const sale *s, const int64_t *redeeme
     for (uint32_t i = 0; i < s->n; i++) {
         lt_line_result *lr = &out->lines[i];
         lr->quantity = ev->lines[i].quantity;
+        lr->unit_list_fen = ev->lines[i].unit_list_fen;
+        lr->flags = ev->lines[i].flags;
+        memcpy(lr->sku, ev->lines[i].sku, sizeof lr->sku);
+        memcpy(lr->category, ev->lines[i].category, sizeof lr->category);
         lr->paid_fen = s->paid[i];
         lr->eligible_fen = s->eligible[i];
         lr->redeemed_fen = s->redeemed[i];
