@@ -65,8 +65,8 @@
     X(SHUTTING_DOWN, 23, "daemon is shutting down, resend later")                                  \
     X(INTERNAL_ERROR, 24, "internal error, nothing applied, resend later")                         \
     X(UNSUPPORTED_EVENT, 25, "event kind not supported")                                           \
-    X(NODE_NOT_ALLOWED, 26, "this till may not submit for that node id")                          \
-    X(STORAGE_UNAVAILABLE, 27, "the ledger cannot take writes now, resend later")                 \
+    X(NODE_NOT_ALLOWED, 26, "this till may not submit for that node id")                           \
+    X(STORAGE_UNAVAILABLE, 27, "the ledger cannot take writes now, resend later")                  \
     X(UNKNOWN_STORE, 28, "store is not in the rules file's list of stores")                        \
     X(UNKNOWN_CATEGORY, 29, "category is not in the rules file's list of categories")
 

@@ -91,7 +91,6 @@ static int check_keys(je_ctx *c, const char *path, const json_t *obj, const char
     return 0;
 }
 
-
 /* Reads an optional integer in [min, max]. Returns 0 (and *present), or -1. */
 static int get_int(je_ctx *c, const char *path, const json_t *obj, const char *key, int64_t min,
                    int64_t max, int64_t *out, bool *present)

@@ -30,9 +30,9 @@ typedef struct {
     int64_t past_age_days;          /* and this far behind */
     int64_t ingest_queue_max;       /* ZeroMQ receive high-water mark, messages */
     int64_t heartbeat_ms;           /* idle heartbeat interval */
-    int64_t test_clock;           /* 1: queries may set the daemon's clock (tests only) */
-    int64_t sweep_interval_ms;    /* how often time-driven entries are swept for */
-    int64_t sweep_utc_offset_min; /* store offset for a member with no event yet */
+    int64_t test_clock;             /* 1: queries may set the daemon's clock (tests only) */
+    int64_t sweep_interval_ms;      /* how often time-driven entries are swept for */
+    int64_t sweep_utc_offset_min;   /* store offset for a member with no event yet */
     int64_t rejects_max;            /* dead letters kept (oldest trimmed); 0 = none kept */
 } config;
 
