@@ -644,7 +644,8 @@ static int64_t model_debit(ymodel *m, int64_t debit)
         if (l->points == 0)
             gone++;
     }
-    memmove(m->lots, m->lots + gone, (m->lots_n - gone) * sizeof *m->lots);
+    if (gone > 0) /* m->lots may be NULL when empty: no memmove of nothing from NULL (UB) */
+        memmove(m->lots, m->lots + gone, (m->lots_n - gone) * sizeof *m->lots);
     m->lots_n -= gone;
     m->debt += debit;
     return debit;
