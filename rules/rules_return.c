@@ -55,6 +55,10 @@ static int return_line(const lt_entry *sale, const int64_t *returned, const lt_r
 
     int64_t q = rl->quantity, qty = sl->quantity;
     lr->quantity = q;
+    lr->unit_list_fen = sl->unit_list_fen; /* what was returned, as it was sold */
+    lr->flags = sl->flags;
+    memcpy(lr->sku, sl->sku, sizeof lr->sku);
+    memcpy(lr->category, sl->category, sizeof lr->category);
     lr->paid_fen = part(sl->paid_fen, done, q, qty);
     lr->eligible_fen = part(sl->eligible_fen, done, q, qty);
     lr->redeemed_fen = part(sl->redeemed_fen, done, q, qty);
