@@ -1,38 +1,8 @@
 /* test_rules.c: rules_rate() against RULES.md: one test per rule R1..R17, R22, R23, the worked
  * examples 1-5, referrals (R25), adjustments (R27) and invariants over random sales.
  */
+#define RULES_TEST_DEFAULT_FIXTURE
 #include "test_rules_fake.h"
-
-static rules *DEF; /* the built-in default rules (ops/rules.yaml) */
-static fake F;
-static rules_view V;
-static lt_event EV;
-static lt_entry E;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    const char *text = rules_default_text();
-    char err[256];
-    return rules_load_string(text, strlen(text), "default", &DEF, err, sizeof err);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    rules_destroy(&DEF);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    memset(&F, 0, sizeof F);
-    memset(&EV, 0, sizeof EV);
-    memset(&E, 0xA5, sizeof E); /* rating must overwrite everything */
-    V = fake_view(&F);
-    return 0;
-}
 
 /* An ordinary weekday in June, 12:00 store time: no birthday, no cut-off nearby. */
 static int64_t noon(void)

@@ -195,4 +195,40 @@ static inline void check_line_sums(const lt_entry *e)
     assert_int_equal(rp, e->points_redeemed);
 }
 
+#ifdef RULES_TEST_DEFAULT_FIXTURE
+/* The fixture of the rating tests: the built-in rules loaded once per group, and a fresh fake
+ * state, event and poisoned entry for every test. Define RULES_TEST_DEFAULT_FIXTURE before
+ * including this header to use it. */
+static rules *DEF; /* the built-in default rules (ops/rules.yaml) */
+static fake F;
+static rules_view V;
+static lt_event EV;
+static lt_entry E;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *text = rules_default_text();
+    char err[256];
+    return rules_load_string(text, strlen(text), "default", &DEF, err, sizeof err);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    rules_destroy(&DEF);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&F, 0, sizeof F);
+    memset(&EV, 0, sizeof EV);
+    memset(&E, 0xA5, sizeof E); /* rating must overwrite everything */
+    V = fake_view(&F);
+    return 0;
+}
+#endif
+
 #endif

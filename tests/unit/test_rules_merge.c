@@ -1,38 +1,8 @@
 /* test_rules_merge.c: rating account merges (R7): the MERGE entry and its two postings, the
  * higher tier, debt, the refusals, and every later event of the closed source refused with
  * MEMBER_BLOCKED. Applying the entry is tested in test_state_merge.c. */
+#define RULES_TEST_DEFAULT_FIXTURE
 #include "test_rules_fake.h"
-
-static rules *DEF;
-static fake F;
-static rules_view V;
-static lt_event EV;
-static lt_entry E;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    const char *text = rules_default_text();
-    char err[256];
-    return rules_load_string(text, strlen(text), "default", &DEF, err, sizeof err);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    rules_destroy(&DEF);
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    memset(&F, 0, sizeof F);
-    memset(&EV, 0, sizeof EV);
-    memset(&E, 0xA5, sizeof E); /* rating must overwrite everything */
-    V = fake_view(&F);
-    return 0;
-}
 
 static int64_t noon(void)
 {
