@@ -9,40 +9,32 @@
 
 #include "ctl.h"
 
-void ctl_fmt_date(int64_t t, char *buf, size_t cap)
+/* Local time of t in fmt; `none` for 0; "@seconds" if it cannot be formatted. */
+static void fmt_local(int64_t t, const char *fmt, const char *none, char *buf, size_t cap)
 {
     if (t == 0) {
-        snprintf(buf, cap, "never");
+        snprintf(buf, cap, "%s", none);
         return;
     }
     time_t tt = (time_t)t;
     struct tm tm;
-    if (localtime_r(&tt, &tm) == NULL || strftime(buf, cap, "%Y-%m-%d", &tm) == 0)
+    if (localtime_r(&tt, &tm) == NULL || strftime(buf, cap, fmt, &tm) == 0)
         snprintf(buf, cap, "@%" PRId64, t);
+}
+
+void ctl_fmt_date(int64_t t, char *buf, size_t cap)
+{
+    fmt_local(t, "%Y-%m-%d", "never", buf, cap);
 }
 
 void ctl_fmt_minute(int64_t t, char *buf, size_t cap)
 {
-    if (t == 0) {
-        snprintf(buf, cap, "never");
-        return;
-    }
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (localtime_r(&tt, &tm) == NULL || strftime(buf, cap, "%Y-%m-%d %H:%M %z", &tm) == 0)
-        snprintf(buf, cap, "@%" PRId64, t);
+    fmt_local(t, "%Y-%m-%d %H:%M %z", "never", buf, cap);
 }
 
 void ctl_fmt_time(int64_t t, char *buf, size_t cap)
 {
-    if (t == 0) {
-        snprintf(buf, cap, "-");
-        return;
-    }
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (localtime_r(&tt, &tm) == NULL || strftime(buf, cap, "%Y-%m-%d %H:%M:%S %z", &tm) == 0)
-        snprintf(buf, cap, "@%" PRId64, t);
+    fmt_local(t, "%Y-%m-%d %H:%M:%S %z", "-", buf, cap);
 }
 
 void ctl_fmt_fen(int64_t fen, char *buf, size_t cap)
