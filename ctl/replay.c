@@ -53,7 +53,7 @@ static int apply_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
 {
     apply_ctx *a = ctx;
     char why[CTL_ERR_MAX] = "";
-    if (entry_decode(bytes, len, a->entry) < 0) {
+    if (entry_decode_state(bytes, len, a->entry) < 0) {
         snprintf(a->err, a->err_len, "entry %" PRIu64 " (%zu bytes) does not decode", seq, len);
         return -1;
     }

@@ -2,9 +2,10 @@
  *
  * Encoding writes the protobuf wire format directly from the lt_entry (no allocation, no
  * intermediate message). Zero numbers and empty strings are left out to keep entries small;
- * decoding treats an absent field as zero or "". Decoding uses protobuf-c's unpack into a fixed
- * per-thread arena, so it does not call malloc either, and an entry too big for the arena (far
- * beyond any valid one) fails as malformed.
+ * decoding treats an absent field as zero or "". entry_decode() (entry_wire.c) reads the wire
+ * format directly; entry_decode_pb() here, the reference it is tested against, uses protobuf-c's
+ * unpack into a fixed per-thread arena, so it does not call malloc either, and an entry too big
+ * for the arena (far beyond any valid one) fails as malformed.
  *
  * LedgerEntry has no event-kind field: lt_entry.event_kind is derived from the entry kind, whose
  * numbers 1..7 equal the event kinds; system entries (expire, tier period, notice) get LT_EV_NONE.
@@ -258,7 +259,7 @@ static int decode_msg(const Loyalty__LedgerEntry *m, lt_entry *e)
     return 0;
 }
 
-int entry_decode(const uint8_t *buf, size_t len, lt_entry *out)
+int entry_decode_pb(const uint8_t *buf, size_t len, lt_entry *out)
 {
     static _Thread_local alignas(16) uint8_t arena_buf[ENTRY_ARENA_BYTES];
     arena a = {arena_buf, 0, sizeof(arena_buf)};

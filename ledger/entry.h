@@ -14,11 +14,21 @@
 /* Encodes e into buf. Returns the length, or 0 if cap is too small. */
 size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap);
 
-/* Decodes bytes into *out (fully overwritten, except lines[lines_n..], which are left as they
- * were to save clearing 11 KiB per entry). Returns 0, or -1 if the bytes are not a valid entry
- * or a field does not fit its C array. No allocation: unpacks into a per-thread arena.
- * event_kind is derived from kind (LedgerEntry does not store it). */
+/* Decodes bytes into *out (fully overwritten, except postings[postings_n..] and
+ * lines[lines_n..], which are left as they were to save clearing 30 KiB per entry). Returns 0, or
+ * -1 if the bytes are not a valid entry or a field does not fit its C array. Reads the wire format
+ * directly (entry_wire.c), no allocation. event_kind is derived from kind (LedgerEntry does not
+ * store it). */
 int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
+
+/* entry_decode() for replay and recovery: everything state_apply() reads. The lines of an entry
+ * other than a return (kind before the lines, as entry_encode() writes it) are skipped, their
+ * framing checked but not their contents, and lines_n is 0; about twice as fast on sales. */
+int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *out);
+
+/* The same through protobuf-c's unpack (into a per-thread arena): the reference entry_decode()
+ * is tested against. Same contract, slower. */
+int entry_decode_pb(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* Writes the entry as one JSON object on one line (ledger tail/dump). Returns 0 or -1. */
 int entry_print_json(const lt_entry *e, FILE *f);

@@ -328,7 +328,7 @@ static bool lot_before(const lt_lot *a, const lt_lot *b)
 static int lots_reserve(lt_member *m, uint32_t need)
 {
     void *p = m->lots;
-    if (grow(&p, &m->lots_cap, need, sizeof(lt_lot), 2) != 0)
+    if (grow(&p, &m->lots_cap, need, sizeof(lt_lot), 1) != 0)
         return -1;
     m->lots = p;
     return 0;

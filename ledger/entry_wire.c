@@ -1,0 +1,501 @@
+/* entry_wire.c: entry_decode(): loyalty.LedgerEntry bytes straight into an lt_entry.
+ *
+ * Replay and start-up decode every entry of the ledger; through protobuf-c's unpack that was
+ * more than half of replay's time (descriptor-driven parsing into an intermediate message, then
+ * a copy). This reader walks the wire format once and writes the lt_entry fields directly.
+ *
+ * It accepts exactly what protobuf-c's unpack followed by the field checks accepted
+ * (entry_decode_pb(), kept as the reference; tests/unit/test_entry_wire.c compares the two on
+ * valid entries and on hundreds of thousands of mutated ones):
+ *   - unknown fields are skipped (varint, fixed64, length-delimited, fixed32); groups and wire
+ *     types 6 and 7 are malformed, as is a known field with the wrong wire type;
+ *   - a repeated scalar field keeps its last value; a repeated submessage field (id, original)
+ *     merges into the one before, as protobuf-c merges; postings and lines append;
+ *   - a string is cut at its first NUL and must fit its C array with the NUL;
+ *   - a bool is read whatever its wire type (protobuf-c does not check it: see rd_bool());
+ *   - varints longer than 10 bytes, tags and lengths longer than 5, field number 0, and
+ *     lengths beyond the buffer are malformed.
+ */
+#include "entry.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+enum { WT_VARINT = 0, WT_FIXED64 = 1, WT_LEN = 2, WT_FIXED32 = 5 };
+
+typedef struct {
+    const uint8_t *p, *end;
+} rd;
+
+static int rd_varint(rd *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        if (r->p == r->end)
+            return -1;
+        uint8_t b = *r->p++;
+        x |= (uint64_t)(b & 0x7f) << (shift < 64 ? shift : 63);
+        if (b < 0x80) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1; /* more than 10 bytes */
+}
+
+static int rd_varint32(rd *r, uint32_t *v);
+
+/* Skips an unknown field's value. */
+static int rd_skip(rd *r, unsigned wt)
+{
+    uint64_t n;
+    switch (wt) {
+    case WT_VARINT:
+        return rd_varint(r, &n);
+    case WT_FIXED64:
+        n = 8;
+        break;
+    case WT_FIXED32:
+        n = 4;
+        break;
+    case WT_LEN: {
+        uint32_t n32;
+        if (rd_varint32(r, &n32) < 0)
+            return -1;
+        n = n32;
+        break;
+    }
+    default:
+        return -1;
+    }
+    if ((uint64_t)(r->end - r->p) < n)
+        return -1;
+    r->p += n;
+    return 0;
+}
+
+/* A length-delimited value: *sub spans it and r moves past it. */
+static int rd_len(rd *r, rd *sub)
+{
+    uint32_t n;
+    if (rd_varint32(r, &n) < 0 || (size_t)(r->end - r->p) < n)
+        return -1;
+    sub->p = r->p;
+    sub->end = r->p + n;
+    r->p += n;
+    return 0;
+}
+
+static int rd_str(rd *r, char *dst, size_t cap)
+{
+    rd s;
+    if (rd_len(r, &s) < 0)
+        return -1;
+    size_t n = (size_t)(s.end - s.p);
+    const uint8_t *nul = memchr(s.p, 0, n);
+    if (nul)
+        n = (size_t)(nul - s.p);
+    if (n >= cap)
+        return -1;
+    memcpy(dst, s.p, n);
+    memset(dst + n, 0, cap - n); /* a repeated field leaves nothing of the longer one before */
+    return 0;
+}
+
+#define STR(r, dst) rd_str((r), (dst), sizeof(dst))
+
+/* A tag or a length: a varint of at most 5 bytes, kept to 32 bits (as protobuf-c reads them). */
+static int rd_varint32(rd *r, uint32_t *v)
+{
+    uint32_t x = 0;
+    for (unsigned i = 0; i < 5; i++) {
+        if (r->p == r->end)
+            return -1;
+        uint8_t b = *r->p++;
+        x |= (uint32_t)(b & 0x7f) << (7 * i);
+        if (b < 0x80) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The next field's number and wire type; 0 at the end, -1 when malformed. */
+static int rd_tag(rd *r, uint32_t *field, unsigned *wt)
+{
+    if (r->p == r->end)
+        return 0;
+    if ((*r->p & 0xf8) == 0) /* field number 0 */
+        return -1;
+    uint32_t t;
+    if (rd_varint32(r, &t) < 0)
+        return -1;
+    *field = t >> 3;
+    *wt = t & 7;
+    return 1;
+}
+
+/* A bool field's value. protobuf-c does not check a bool's wire type: it is true when any byte
+ * of the field's encoding (a length's prefix included) has a low bit set. Kept the same. */
+static int rd_bool(rd *r, unsigned wt, uint64_t *v)
+{
+    const uint8_t *from = r->p;
+    if (rd_skip(r, wt) < 0)
+        return -1;
+    *v = 0;
+    for (const uint8_t *q = from; q < r->p; q++)
+        if (*q & 0x7f)
+            *v = 1;
+    return 0;
+}
+
+/* Reads the value of a known field whose type is a varint. */
+static int want_varint(rd *r, unsigned wt, uint64_t *v)
+{
+    return wt == WT_VARINT ? rd_varint(r, v) : -1;
+}
+
+static int decode_id(rd *r, lt_event_id *id)
+{
+    rd s;
+    if (rd_len(r, &s) < 0)
+        return -1;
+    uint32_t f;
+    unsigned wt;
+    int t;
+    while ((t = rd_tag(&s, &f, &wt)) > 0) {
+        uint64_t v;
+        if (f == 1 || f == 2) {
+            if (want_varint(&s, wt, &v) < 0)
+                return -1;
+            if (f == 1)
+                id->node_id = v;
+            else
+                id->event_id = v;
+        } else if (rd_skip(&s, wt) < 0) {
+            return -1;
+        }
+    }
+    return t;
+}
+
+static int decode_posting(rd *r, lt_posting *p)
+{
+    rd s;
+    if (rd_len(r, &s) < 0)
+        return -1;
+    uint32_t f, month = 0, day = 0;
+    unsigned wt;
+    int t;
+    while ((t = rd_tag(&s, &f, &wt)) > 0) {
+        uint64_t v = 0;
+        int rc;
+        switch (f) {
+        case 1:
+            rc = wt == WT_LEN ? STR(&s, p->member_id) : -1;
+            break;
+        case 5:
+            rc = wt == WT_LEN ? STR(&s, p->referrer) : -1;
+            break;
+        case 12:
+            rc = wt == WT_LEN ? STR(&s, p->tier_after) : -1;
+            break;
+        case 13:
+            rc = wt == WT_LEN ? STR(&s, p->reason) : -1;
+            break;
+        case 16:
+            rc = wt == WT_LEN ? STR(&s, p->card) : -1;
+            break;
+        case 17:
+            rc = wt == WT_LEN ? STR(&s, p->unlink_card) : -1;
+            break;
+        case 19:
+            rc = wt == WT_LEN ? STR(&s, p->tier_before) : -1;
+            break;
+        case 20:
+            rc = wt == WT_LEN ? STR(&s, p->merge_from) : -1;
+            break;
+        case 2:
+        case 6:
+        case 15:
+            rc = rd_bool(&s, wt, &v);
+            break;
+        case 3:
+        case 4:
+        case 7:
+        case 8:
+        case 9:
+        case 10:
+        case 11:
+        case 14:
+        case 18:
+        case 21:
+        case 22:
+        case 23:
+        case 24:
+            rc = want_varint(&s, wt, &v);
+            break;
+        default:
+            rc = rd_skip(&s, wt);
+            f = 0;
+        }
+        if (rc < 0)
+            return -1;
+        switch (f) {
+        case 2:
+            p->create = v != 0;
+            break;
+        case 3:
+            month = (uint32_t)v;
+            break;
+        case 4:
+            day = (uint32_t)v;
+            break;
+        case 6:
+            p->staff = v != 0;
+            break;
+        case 7:
+            p->debit = (int64_t)v;
+            break;
+        case 8:
+            p->credit = (int64_t)v;
+            break;
+        case 9:
+            p->credit_expires_at = (int64_t)v;
+            break;
+        case 10:
+            p->lifetime_delta_fen = (int64_t)v;
+            break;
+        case 11:
+            p->qualifying_delta = (int64_t)v;
+            break;
+        case 14:
+            p->balance_after = (int64_t)v;
+            break;
+        case 15:
+            p->count_sale = v != 0;
+            break;
+        case 18:
+            p->clamp = (int64_t)v;
+            break;
+        case 21:
+            p->set_period_start_day = (int32_t)(uint32_t)v;
+            break;
+        case 22:
+            p->set_birthday_year = (int32_t)(uint32_t)v;
+            break;
+        case 23:
+            p->set_expiring_notified = (int64_t)v;
+            break;
+        case 24:
+            p->set_dormant_notified = (int64_t)v;
+            break;
+        }
+    }
+    if (t < 0 || month > 12 || day > 31)
+        return -1;
+    p->birth_month = (uint8_t)month;
+    p->birth_day = (uint8_t)day;
+    return 0;
+}
+
+static int decode_line(rd *r, uint32_t index, lt_line_result *l)
+{
+    rd s;
+    if (rd_len(r, &s) < 0)
+        return -1;
+    memset(l, 0, sizeof *l);
+    uint32_t f, got_index = index;
+    unsigned wt;
+    int t;
+    while ((t = rd_tag(&s, &f, &wt)) > 0) {
+        uint64_t v = 0;
+        int rc;
+        if (f == 2)
+            rc = wt == WT_LEN ? STR(&s, l->sku) : -1;
+        else if (f == 3)
+            rc = wt == WT_LEN ? STR(&s, l->category) : -1;
+        else if (f == 1 || (f >= 4 && f <= 12))
+            rc = want_varint(&s, wt, &v);
+        else
+            rc = rd_skip(&s, wt), f = 0;
+        if (rc < 0)
+            return -1;
+        switch (f) {
+        case 1:
+            got_index = (uint32_t)v; /* the last one counts */
+            break;
+        case 4:
+            l->quantity = (int64_t)v;
+            break;
+        case 5:
+            l->paid_fen = (int64_t)v;
+            break;
+        case 6:
+            l->eligible_fen = (int64_t)v;
+            break;
+        case 7:
+            l->redeemed_fen = (int64_t)v;
+            break;
+        case 8:
+            l->points = (int64_t)v;
+            break;
+        case 9:
+            l->qualifying_fen = (int64_t)v;
+            break;
+        case 10:
+            l->redeemed_points = (int64_t)v;
+            break;
+        case 11:
+            l->unit_list_fen = (int64_t)v;
+            break;
+        case 12:
+            l->flags = (uint32_t)v;
+            break;
+        }
+    }
+    return t < 0 || got_index != index ? -1 : 0;
+}
+
+static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool all_lines)
+{
+    /* everything but the postings and lines arrays: a posting is cleared when it is read,
+     * and most entries have one or two of 8 postings and a handful of 200 lines */
+    memset(e, 0, offsetof(lt_entry, postings));
+    memset(&e->paid_fen, 0, offsetof(lt_entry, lines) - offsetof(lt_entry, paid_fen));
+    memset((uint8_t *)e + offsetof(lt_entry, reward_code), 0,
+           sizeof(*e) - offsetof(lt_entry, reward_code));
+    rd r = {buf, buf + len};
+    uint32_t f;
+    unsigned wt;
+    int t, kind = 0;
+    while ((t = rd_tag(&r, &f, &wt)) > 0) {
+        uint64_t v = 0;
+        int rc = 0;
+        switch (f) {
+        case 2:
+            rc = wt == WT_LEN ? decode_id(&r, &e->id) : -1;
+            break;
+        case 19:
+            rc = wt == WT_LEN ? decode_id(&r, &e->original) : -1;
+            break;
+        case 6:
+            rc = wt == WT_LEN ? STR(&r, e->store_id) : -1;
+            break;
+        case 7:
+            rc = wt == WT_LEN ? STR(&r, e->member_id) : -1;
+            break;
+        case 8:
+            rc = wt == WT_LEN ? STR(&r, e->rules_version) : -1;
+            break;
+        case 16:
+            rc = wt == WT_LEN ? STR(&r, e->reward_code) : -1;
+            break;
+        case 17:
+            rc = wt == WT_LEN ? STR(&r, e->reason_code) : -1;
+            break;
+        case 18:
+            rc = wt == WT_LEN ? STR(&r, e->operator_id) : -1;
+            break;
+        case 9:
+            if (wt != WT_LEN || e->postings_n >= LT_POSTINGS_MAX)
+                return -1;
+            memset(&e->postings[e->postings_n], 0, sizeof e->postings[0]);
+            rc = decode_posting(&r, &e->postings[e->postings_n++]);
+            break;
+        case 10:
+            if (wt != WT_LEN || e->lines_n >= LT_SALE_LINES_MAX)
+                return -1;
+            if (!all_lines && kind != 0 && kind != LT_ENTRY_RETURN) {
+                rd skipped;
+                rc = rd_len(&r, &skipped);
+                break;
+            }
+            rc = decode_line(&r, e->lines_n, &e->lines[e->lines_n]);
+            e->lines_n++;
+            break;
+        case 20:
+            if (wt != WT_FIXED64 || r.end - r.p < 8)
+                return -1;
+            v = 0;
+            for (int i = 7; i >= 0; i--)
+                v = v << 8 | r.p[i];
+            r.p += 8;
+            e->digest = v;
+            break;
+        case 1:
+        case 3:
+        case 4:
+        case 5:
+        case 11:
+        case 12:
+        case 13:
+        case 14:
+        case 15:
+        case 21:
+        case 22:
+        case 23:
+            rc = want_varint(&r, wt, &v);
+            break;
+        default:
+            rc = rd_skip(&r, wt);
+            f = 0;
+        }
+        if (rc < 0)
+            return -1;
+        switch (f) {
+        case 1:
+            e->seq = v;
+            break;
+        case 3:
+            kind = (int)(int32_t)(uint32_t)v;
+            break;
+        case 4:
+            e->occurred_at = (int64_t)v;
+            break;
+        case 5: /* sint32: zigzag */
+            e->utc_offset_min = (int32_t)(((uint32_t)v >> 1) ^ (0u - ((uint32_t)v & 1)));
+            break;
+        case 11:
+            e->base_points = (int64_t)v;
+            break;
+        case 12:
+            e->multiplier_pct = (uint32_t)v;
+            break;
+        case 13:
+            e->sku_points = (int64_t)v;
+            break;
+        case 14:
+            e->points_earned = (int64_t)v;
+            break;
+        case 15:
+            e->points_redeemed = (int64_t)v;
+            break;
+        case 21:
+            e->paid_fen = (int64_t)v;
+            break;
+        case 22:
+            e->eligible_fen = (int64_t)v;
+            break;
+        case 23:
+            e->original_seq = v;
+            break;
+        }
+    }
+    if (t < 0 || kind < LT_ENTRY_NONE || kind > LT_ENTRY_NOTICE)
+        return -1;
+    e->kind = (lt_entry_kind)kind;
+    e->event_kind = kind <= LT_ENTRY_MERGE ? (lt_event_kind)kind : LT_EV_NONE;
+    return 0;
+}
+
+int entry_decode(const uint8_t *buf, size_t len, lt_entry *e)
+{
+    return decode(buf, len, e, true);
+}
+
+int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *e)
+{
+    return decode(buf, len, e, false);
+}

@@ -1,0 +1,315 @@
+/* test_entry_wire.c: entry_decode() (the direct wire reader) against entry_decode_pb() (the
+ * protobuf-c reference): the same result on random valid entries of every kind, and the same
+ * verdict (and result) on hundreds of thousands of mutated ones: flipped bytes, cut and grown
+ * buffers, unknown and duplicated fields, wrong wire types. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "entry.h"
+
+#define ROUNDS 2000
+#define MUTATIONS 200
+
+static uint64_t rng_state = 0x5eed;
+
+static uint64_t rnd(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t below(uint64_t n)
+{
+    return rnd() % n;
+}
+
+/* Zero often, small often, sometimes huge or negative: every varint width. */
+static int64_t num(void)
+{
+    switch (below(5)) {
+    case 0:
+        return 0;
+    case 1:
+        return (int64_t)below(200);
+    case 2:
+        return -(int64_t)below(100000);
+    case 3:
+        return (int64_t)rnd();
+    default:
+        return (int64_t)below(1u << 30);
+    }
+}
+
+static void str(char *dst, size_t cap)
+{
+    size_t n = below(3) == 0 ? 0 : below(cap); /* up to cap - 1 characters */
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (char)('a' + below(26));
+    dst[n] = '\0';
+}
+
+#define STR(dst) str((dst), sizeof(dst))
+
+static void random_entry(lt_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    e->kind = (lt_entry_kind)below(LT_ENTRY_NOTICE + 1);
+    e->event_kind = e->kind <= LT_ENTRY_MERGE ? (lt_event_kind)e->kind : LT_EV_NONE;
+    e->seq = (uint64_t)num();
+    e->id = (lt_event_id){(uint64_t)num(), (uint64_t)num()};
+    e->occurred_at = num();
+    e->utc_offset_min = (int32_t)((int64_t)below(1681) - 840);
+    STR(e->store_id);
+    STR(e->member_id);
+    STR(e->rules_version);
+    e->digest = rnd();
+    e->paid_fen = num();
+    e->eligible_fen = num();
+    e->base_points = num();
+    e->multiplier_pct = (uint32_t)below(1000);
+    e->sku_points = num();
+    e->points_earned = num();
+    e->points_redeemed = num();
+    STR(e->reward_code);
+    STR(e->reason_code);
+    STR(e->operator_id);
+    e->original = (lt_event_id){(uint64_t)num(), (uint64_t)num()};
+    e->original_seq = (uint64_t)num();
+    e->postings_n = (uint32_t)below(LT_POSTINGS_MAX + 1);
+    for (uint32_t i = 0; i < e->postings_n; i++) {
+        lt_posting *p = &e->postings[i];
+        STR(p->member_id);
+        p->create = below(2);
+        p->birth_month = (uint8_t)below(13);
+        p->birth_day = (uint8_t)below(32);
+        p->staff = below(2);
+        STR(p->referrer);
+        p->debit = num();
+        p->credit = num();
+        p->credit_expires_at = num();
+        p->lifetime_delta_fen = num();
+        p->qualifying_delta = num();
+        STR(p->tier_after);
+        STR(p->tier_before);
+        STR(p->reason);
+        p->balance_after = num();
+        p->count_sale = below(2);
+        STR(p->card);
+        STR(p->unlink_card);
+        p->clamp = num();
+        STR(p->merge_from);
+        p->set_period_start_day = (int32_t)num();
+        p->set_birthday_year = (int32_t)num();
+        p->set_expiring_notified = num();
+        p->set_dormant_notified = num();
+    }
+    e->lines_n = (uint32_t)(below(4) == 0 ? below(LT_SALE_LINES_MAX + 1) : below(6));
+    for (uint32_t i = 0; i < e->lines_n; i++) {
+        lt_line_result *l = &e->lines[i];
+        l->quantity = num();
+        l->paid_fen = num();
+        l->eligible_fen = num();
+        l->redeemed_fen = num();
+        l->redeemed_points = num();
+        l->points = num();
+        l->qualifying_fen = num();
+        l->unit_list_fen = num();
+        l->flags = (uint32_t)below(16);
+        STR(l->sku);
+        STR(l->category);
+    }
+}
+
+/* Both decoders on the same bytes into zeroed outputs: the same verdict, and on success the
+ * same entry, byte for byte. Returns the verdict. */
+static int same(const uint8_t *buf, size_t len, lt_entry *a, lt_entry *b)
+{
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
+    int ra = entry_decode(buf, len, a), rb = entry_decode_pb(buf, len, b);
+    if (ra != rb) {
+        fprintf(stderr, "verdicts differ: direct %d, protobuf-c %d on %zu bytes:", ra, rb, len);
+        for (size_t i = 0; i < len && i < 64; i++)
+            fprintf(stderr, " %02x", buf[i]);
+        fputc('\n', stderr);
+        FILE *f = fopen("entry_wire_mismatch.bin", "wb");
+        if (f) {
+            fwrite(buf, 1, len, f);
+            fclose(f);
+            fprintf(stderr, "(all %zu bytes written to entry_wire_mismatch.bin)\n", len);
+        }
+    }
+    assert_int_equal(ra, rb);
+    if (ra == 0)
+        assert_memory_equal(a, b, sizeof *a);
+    return ra;
+}
+
+static void valid_entries_decode_the_same(void **st)
+{
+    (void)st;
+    lt_entry *e = malloc(sizeof *e), *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    uint8_t *buf = malloc(ENTRY_BYTES_MAX);
+    assert_true(e && a && b && buf);
+    for (int round = 0; round < ROUNDS; round++) {
+        random_entry(e);
+        size_t len = entry_encode(e, buf, ENTRY_BYTES_MAX);
+        assert_true(len > 0);
+        assert_int_equal(same(buf, len, a, b), 0);
+        /* and it is the entry that was encoded */
+        assert_memory_equal(a, e, offsetof(lt_entry, lines));
+        assert_memory_equal(&a->lines[0], &e->lines[0], e->lines_n * sizeof e->lines[0]);
+        assert_memory_equal(a->reward_code, e->reward_code,
+                            sizeof *e - offsetof(lt_entry, reward_code));
+    }
+    free(buf);
+    free(e);
+    free(a);
+    free(b);
+}
+
+/* entry_decode_state(): the same entry without the lines, except in a return (R18). */
+static void state_decode_skips_only_sale_lines(void **st)
+{
+    (void)st;
+    lt_entry *e = malloc(sizeof *e), *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    uint8_t *buf = malloc(ENTRY_BYTES_MAX);
+    assert_true(e && a && b && buf);
+    unsigned returns = 0, others = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        random_entry(e);
+        size_t len = entry_encode(e, buf, ENTRY_BYTES_MAX);
+        memset(a, 0, sizeof *a);
+        memset(b, 0, sizeof *b);
+        assert_int_equal(entry_decode(buf, len, a), 0);
+        assert_int_equal(entry_decode_state(buf, len, b), 0);
+        if (e->kind == LT_ENTRY_RETURN || e->kind == LT_ENTRY_NONE) {
+            returns += e->kind == LT_ENTRY_RETURN; /* kind 0 is not written: lines are kept */
+        } else {
+            others++;
+            assert_int_equal(b->lines_n, 0);
+            a->lines_n = 0;
+            memset(a->lines, 0, sizeof a->lines);
+        }
+        assert_memory_equal(a, b, sizeof *a);
+        /* cut inside the lines: still malformed, skipped or not */
+        if (e->lines_n > 0) {
+            assert_int_equal(entry_decode_state(buf, len - 1, b), entry_decode(buf, len - 1, a));
+        }
+    }
+    assert_true(returns > 50 && others > 50);
+    free(buf);
+    free(e);
+    free(a);
+    free(b);
+}
+
+static void mutated_entries_get_the_same_verdict(void **st)
+{
+    (void)st;
+    lt_entry *e = malloc(sizeof *e), *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    uint8_t *orig = malloc(ENTRY_BYTES_MAX), *buf = malloc(ENTRY_BYTES_MAX + 64);
+    assert_true(e && a && b && orig && buf);
+    unsigned ok = 0, bad = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        random_entry(e);
+        if (e->lines_n > 20)
+            e->lines_n = 20; /* keep the mutation rounds quick */
+        size_t olen = entry_encode(e, orig, ENTRY_BYTES_MAX);
+        for (int m = 0; m < MUTATIONS; m++) {
+            size_t len = olen;
+            memcpy(buf, orig, olen);
+            unsigned k = (unsigned)below(1 + below(4));
+            for (unsigned j = 0; j <= k; j++) {
+                switch (below(6)) {
+                case 0: /* flip a byte */
+                    buf[below(len)] ^= (uint8_t)(1 + below(255));
+                    break;
+                case 1: /* set a byte to something interesting */
+                {
+                    static const uint8_t v[] = {0x00, 0x80, 0xff, 0x7f, 0x08, 0x0a, 0x12,
+                                                0x1a, 0x22, 0x4a, 0x52, 0xa1, 0x0b, 0x0c};
+                    buf[below(len)] = v[below(sizeof v)];
+                    break;
+                }
+                case 2: /* cut */
+                    len = below(len + 1);
+                    break;
+                case 3: /* append a random field */
+                    if (len + 12 < ENTRY_BYTES_MAX + 64)
+                        for (int i = 0; i < 12; i++)
+                            buf[len++] = (uint8_t)rnd();
+                    break;
+                case 4: /* duplicate a prefix of itself at the end (repeated fields) */
+                {
+                    size_t n = below(len + 1);
+                    if (len + n <= ENTRY_BYTES_MAX + 64) {
+                        memmove(buf + len, buf, n);
+                        len += n;
+                    }
+                    break;
+                }
+                default: /* insert a random byte */
+                    if (len + 1 <= ENTRY_BYTES_MAX + 64 && len > 0) {
+                        size_t at = below(len);
+                        memmove(buf + at + 1, buf + at, len - at);
+                        buf[at] = (uint8_t)rnd();
+                        len++;
+                    }
+                }
+                if (len == 0)
+                    break;
+            }
+            if (same(buf, len, a, b) == 0)
+                ok++;
+            else
+                bad++;
+        }
+    }
+    /* both verdicts occur often, or the mutations test nothing */
+    assert_true(ok > ROUNDS * MUTATIONS / 50);
+    assert_true(bad > ROUNDS * MUTATIONS / 50);
+    free(orig);
+    free(buf);
+    free(e);
+    free(a);
+    free(b);
+}
+
+static void empty_and_tiny_inputs(void **st)
+{
+    (void)st;
+    lt_entry *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    static const uint8_t field0[] = {0x00, 0x01};
+    static const uint8_t group[] = {0x0b, 0x0c};
+    static const uint8_t long_varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                          0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    static const uint8_t wrong_type[] = {0x0a, 0x00}; /* seq as a string */
+    assert_int_equal(same((const uint8_t *)"", 0, a, b), 0);
+    assert_int_equal(same(field0, sizeof field0, a, b), -1);
+    assert_int_equal(same(group, sizeof group, a, b), -1);
+    assert_int_equal(same(long_varint, sizeof long_varint, a, b), -1);
+    assert_int_equal(same(wrong_type, sizeof wrong_type, a, b), -1);
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(empty_and_tiny_inputs),
+        cmocka_unit_test(valid_entries_decode_the_same),
+        cmocka_unit_test(state_decode_skips_only_sale_lines),
+        cmocka_unit_test(mutated_entries_get_the_same_verdict),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
