@@ -60,32 +60,53 @@ int bench_rm_tree(const char *dir);
 
 /* ---- the load run (load.c) ---- */
 
+#define BENCH_TIMELINE_MAX 3600 /* seconds of per-second throughput and latency */
+
+typedef enum {
+    LOAD_CLOSED = 0,     /* keep `window` messages in flight per till: the maximum rate */
+    LOAD_OPEN = 1,       /* send at a fixed offered rate, latency from each intended send time */
+    LOAD_POPULATION = 2, /* enrol members 0..members-1 once, closed-loop */
+} load_mode;
+
 typedef struct {
     const char *ingest;
+    load_mode mode;
     int tills;          /* threads, one DEALER and one node id each */
-    int window;         /* batches in flight per till */
+    int window;         /* messages in flight per till (open loop: at most) */
     int batch;          /* events per message */
-    double seconds;     /* sending time; then in-flight batches drain */
-    uint32_t members;   /* Zipf-ish population */
+    double seconds;     /* sending time; then in-flight messages drain */
+    double rate;        /* LOAD_OPEN: offered events/s, all tills together */
+    uint32_t members;   /* Zipf population */
     uint64_t node_base; /* node ids node_base + 1 .. node_base + tills */
     uint64_t seed;
 } load_opts;
 
+/* One second of a run: events acknowledged in it and their latency. */
+typedef struct {
+    uint64_t events;
+    hist latency_us;
+} load_second;
+
 typedef struct {
     double elapsed_s; /* first send to last ack */
-    uint64_t events_sent;
+    uint64_t events_sent, messages_sent;
     uint64_t batches_acked;
     uint64_t accepted, duplicate, rejected;
     uint64_t refused_batches; /* whole message refused (OVERLOADED, ...) */
     uint64_t lost_batches;    /* no reply before the drain deadline */
-    uint64_t redemptions, enrolments;
+    uint64_t sales, redemptions, returns, enrolments;
     uint64_t reasons[LT_R__COUNT];
-    hist latency_us; /* per batch, send to ack */
+    hist latency_us; /* per message: (intended) send to ack */
+    uint32_t seconds_n;
+    load_second *seconds; /* timeline, seconds_n entries; free with bench_load_free */
 } load_result;
 
-/* Runs the load against a daemon. Returns 0, or -1 if the tills could not start. The caller
- * owns *r (it holds a histogram: allocate it, not on a small stack). */
+/* Runs the load against a daemon. Returns 0, or -1 if the tills could not start or failed.
+ * The caller owns *r (it holds a histogram: allocate it, not on a small stack) and frees its
+ * timeline with bench_load_free(). */
 int bench_load_run(const load_opts *o, load_result *r);
+void bench_load_free(load_result *r);
+double bench_load_rate(const load_result *r); /* acknowledged events per second */
 
 /* ---- the raw ceiling (raw.c) ---- */
 
@@ -98,6 +119,31 @@ typedef struct {
 /* Appends `records` encoded sale entries of ~200 bytes to a fresh ledger in dir, per_commit per
  * ledger_commit() (durable, like the daemon's). Returns 0 or -1 (message printed). */
 int bench_raw_run(const char *dir, uint64_t records, size_t per_commit, raw_result *r);
+
+/* ---- the transport ceiling (zmqraw.c) ---- */
+
+typedef struct {
+    uint64_t messages;
+    size_t message_bytes;
+    double elapsed_s;
+} zmq_raw_result;
+
+/* Sends msg (len bytes) DEALER -> ROUTER over tcp loopback for `seconds`. Returns 0 or -1. */
+int bench_zmq_run(const void *msg, size_t len, double seconds, zmq_raw_result *r);
+
+/* ---- RAM per member (mem.c) ---- */
+
+typedef struct {
+    uint64_t members;
+    uint64_t bytes; /* growth of the heap in use (mallinfo2) while the state was built */
+    double elapsed_s;
+} mem_result;
+
+/* Builds a member state of `members` members, one lot each, through state_apply(). Returns 0
+ * or -1 (message printed). */
+int bench_mem_run(uint32_t members, mem_result *r);
+/* Anonymous resident memory of a process in KiB (RssAnon in /proc/PID/status), or -1. */
+long bench_rss_anon_kib(pid_t pid);
 
 /* Monotonic seconds / nanoseconds. */
 double bench_now_s(void);

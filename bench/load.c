@@ -1,12 +1,19 @@
 /* load.c: lt-bench's load: N till threads, each a DEALER with its own node id and increasing
- * event ids, keeping up to W batches in flight, sending a realistic mix of sales (Zipf-ish
- * members, 1-20 lines, excluded categories, big tickets, ~5% redemptions sized from the member's
- * last acknowledged balance) and a few enrolments. Every event and buffer is allocated before
- * the clock starts; the send loop only fills structs and packs them.
+ * event ids, sending the workload of workload.h as EventBatch messages.
+ *
+ * Closed loop keeps `window` messages in flight per till (the maximum rate). Open loop sends at
+ * a fixed offered rate: message k of a till is due at start + k * interval and its latency is
+ * measured from that intended time, not from when it was actually sent, so a stall shows as
+ * latency instead of silently lowering the offered load (no coordinated omission). Sends are
+ * paced with a 1 ms poll granularity: the messages due are sent together.
+ *
+ * Messages are written directly in the protobuf wire format (common/pbwrite.h) instead of
+ * through protobuf-c's descriptor-driven pack, so the load generator leaves the CPU to the
+ * daemon on this 2-core machine; tests/unit/test_bench_encode.c checks the bytes decode as the
+ * EventBatch that was meant.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,51 +23,17 @@
 #include <zmq.h>
 
 #include "bench.h"
+#include "load_encode.h"
 #include "loyalty.pb-c.h"
 
-#define LOAD_LINES_MAX 20
-#define LOAD_SKUS 1000
-#define LOAD_STORES 20
 #define LOAD_POLL_MS 20
 #define LOAD_DRAIN_S 10.0 /* after the sending time, wait this long for in-flight acks */
-#define LOAD_UTC_OFFSET_MIN 480
-#define LOAD_ENROL_PER_MILLE 10
-#define LOAD_REDEEM_PER_MILLE 50
-#define MEMBER_NONE UINT32_MAX
-
-typedef struct {
-    const char *name;
-    unsigned weight;
-    int64_t price_min, price_max; /* unit list price, fen */
-    int qty_max;
-} category;
-
-/* Weights sum to 100. tobacco, alcohol and special_price are excluded by the default rules
- * (R9); appliances and clothing are the big_ticket earn class (R11). */
-static const category categories[] = {
-    {"groceries", 30, 200, 5000, 5},      {"fresh", 14, 300, 8000, 3},
-    {"household", 12, 500, 12000, 3},     {"beverages", 10, 300, 3000, 6},
-    {"snacks", 8, 200, 2500, 4},          {"clothing", 6, 5000, 60000, 2},
-    {"appliances", 2, 100000, 800000, 1}, {"tobacco", 5, 1500, 10000, 2},
-    {"alcohol", 5, 2000, 50000, 2},       {"special_price", 8, 100, 3000, 3},
-};
-
-typedef struct {
-    Loyalty__Event ev;
-    Loyalty__EventId id;
-    Loyalty__Sale sale;
-    Loyalty__Enrol enrol;
-    Loyalty__SaleLine lines[LOAD_LINES_MAX];
-    Loyalty__SaleLine *line_ptrs[LOAD_LINES_MAX];
-    char member[LT_ID_MAX];
-    char card[LT_ID_MAX];
-} gen_event;
 
 typedef struct {
     uint64_t batch_id;
-    uint64_t send_ns;
+    uint64_t send_ns; /* intended send time in open loop */
     uint32_t n;
-    uint32_t *members; /* member index per event (MEMBER_NONE for enrolments) */
+    wl_past *past; /* per event: what a later return needs (member WL_MEMBER_NONE: no sale) */
     bool busy;
 } inflight;
 
@@ -74,14 +47,19 @@ typedef struct {
     uint64_t next_batch_id;
     uint64_t rng;
     uint64_t enrolled;
+    uint32_t next_population; /* LOAD_POLLUATION: next member index of this till */
+    uint64_t next_due_ns;     /* LOAD_OPEN */
+    uint64_t interval_ns;
     void *sock;
-    gen_event *gen;        /* batch events */
-    Loyalty__Event **ptrs; /* batch pointers into gen */
-    uint8_t *buf;          /* packed message */
+    wl_event *gen;
+    wl_history history;
+    uint8_t *buf; /* packed message */
     inflight slots[BENCH_WINDOW_MAX];
     int inflight_n;
     uint64_t first_send_ns, last_ack_ns;
     int failed;
+    load_second *seconds; /* this till's timeline */
+    uint32_t seconds_cap;
     load_result r; /* this till's counts */
 } till;
 
@@ -89,150 +67,12 @@ struct shared {
     const load_opts *o;
     void *zctx;
     int64_t *balances; /* last acknowledged balance per member, relaxed atomics */
-    char (*skus)[16];
-    char (*stores)[8];
-    double zipf_log;
-    uint64_t perm_mult;
+    wl_model model;
     pthread_barrier_t start;
     uint64_t start_ns, deadline_ns, drain_ns;
 };
 
-/* ------------------------------------------------------------------ generation */
-
-static uint64_t rnd(uint64_t *s)
-{
-    /* splitmix64: small, fast and good enough for a load mix */
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rnd_below(uint64_t *s, uint64_t n)
-{
-    return n ? rnd(s) % n : 0;
-}
-
-static int64_t rnd_range(uint64_t *s, int64_t lo, int64_t hi)
-{
-    return lo + (int64_t)rnd_below(s, (uint64_t)(hi - lo + 1));
-}
-
-static double rnd_unit(uint64_t *s)
-{
-    return (double)(rnd(s) >> 11) / (double)(1ull << 53);
-}
-
-/* Zipf-like (s = 1) over the population: rank r with probability ~ 1/r, then scattered by a
- * multiplicative permutation so hot members are not all low ids. */
-static uint32_t pick_member(till *t)
-{
-    const shared *sh = t->sh;
-    uint32_t n = sh->o->members;
-    double x = exp(rnd_unit(&t->rng) * sh->zipf_log) - 1.0;
-    uint64_t rank = x < 0 ? 0 : (uint64_t)x;
-    if (rank >= n)
-        rank = n - 1;
-    return (uint32_t)(rank * sh->perm_mult % n);
-}
-
-static const category *pick_category(uint64_t *rng)
-{
-    unsigned w = (unsigned)rnd_below(rng, 100);
-    for (size_t i = 0; i < LT_ARRAY_LEN(categories); i++) {
-        if (w < categories[i].weight)
-            return &categories[i];
-        w -= categories[i].weight;
-    }
-    return &categories[0];
-}
-
-static uint32_t pick_lines(uint64_t *rng)
-{
-    unsigned p = (unsigned)rnd_below(rng, 100);
-    if (p < 60)
-        return (uint32_t)rnd_range(rng, 1, 3);
-    if (p < 90)
-        return (uint32_t)rnd_range(rng, 4, 10);
-    return (uint32_t)rnd_range(rng, 11, LOAD_LINES_MAX);
-}
-
-static void gen_common(till *t, gen_event *g, int64_t now)
-{
-    loyalty__event__init(&g->ev);
-    loyalty__event_id__init(&g->id);
-    g->id.has_node_id = g->id.has_event_id = 1;
-    g->id.node_id = t->node_id;
-    g->id.event_id = t->next_event_id++;
-    g->ev.id = &g->id;
-    g->ev.member_id = g->member;
-    g->ev.store_id = t->sh->stores[rnd_below(&t->rng, LOAD_STORES)];
-    g->ev.has_occurred_at = 1;
-    g->ev.occurred_at = now;
-    g->ev.has_utc_offset_min = 1;
-    g->ev.utc_offset_min = LOAD_UTC_OFFSET_MIN;
-}
-
-static void gen_sale(till *t, gen_event *g, uint32_t m)
-{
-    snprintf(g->member, sizeof g->member, "139%08" PRIu32, m);
-    loyalty__sale__init(&g->sale);
-    g->ev.body_case = LOYALTY__EVENT__BODY_SALE;
-    g->ev.sale = &g->sale;
-    uint32_t n = pick_lines(&t->rng);
-    int64_t paid_total = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        Loyalty__SaleLine *l = &g->lines[i];
-        const category *c = pick_category(&t->rng);
-        loyalty__sale_line__init(l);
-        l->sku = t->sh->skus[rnd_below(&t->rng, LOAD_SKUS)];
-        l->category = (char *)c->name;
-        l->has_quantity = l->has_unit_list_fen = l->has_unit_paid_fen = 1;
-        l->quantity = rnd_range(&t->rng, 1, c->qty_max);
-        l->unit_list_fen = rnd_range(&t->rng, c->price_min, c->price_max);
-        l->unit_paid_fen = l->unit_list_fen;
-        if (rnd_below(&t->rng, 100) < 30) /* discounted: 60..99% of list */
-            l->unit_paid_fen = l->unit_list_fen * rnd_range(&t->rng, 60, 99) / 100;
-        unsigned f = (unsigned)rnd_below(&t->rng, 100);
-        if (f < 8)
-            l->has_flags = 1, l->flags = LOYALTY__LINE_FLAG__LINE_FLAG_PROMOTION;
-        else if (f < 11)
-            l->has_flags = 1, l->flags = LOYALTY__LINE_FLAG__LINE_FLAG_GROUP_BUY;
-        paid_total += l->quantity * l->unit_paid_fen;
-        g->line_ptrs[i] = l;
-    }
-    g->sale.n_lines = n;
-    g->sale.lines = g->line_ptrs;
-    if (rnd_below(&t->rng, 1000) < LOAD_REDEEM_PER_MILLE) {
-        /* small enough: at most a quarter of what the member last had, and of the sale's
-         * value at the default point value of 100 fen (R15) */
-        int64_t bal = __atomic_load_n(&t->sh->balances[m], __ATOMIC_RELAXED);
-        int64_t cap = paid_total / 100;
-        int64_t redeem = (bal < cap ? bal : cap) / 4;
-        if (redeem > 0) {
-            g->sale.has_redeem_points = 1;
-            g->sale.redeem_points = redeem;
-            t->r.redemptions++;
-        }
-    }
-}
-
-static void gen_enrol(till *t, gen_event *g)
-{
-    uint64_t k = ++t->enrolled;
-    snprintf(g->member, sizeof g->member, "N%03" PRIu64 "%010" PRIu64, t->node_id, k);
-    snprintf(g->card, sizeof g->card, "C%03" PRIu64 "%010" PRIu64, t->node_id, k);
-    loyalty__enrol__init(&g->enrol);
-    g->ev.body_case = LOYALTY__EVENT__BODY_ENROL;
-    g->ev.enrol = &g->enrol;
-    g->enrol.has_birth_month = g->enrol.has_birth_day = 1;
-    g->enrol.birth_month = (uint32_t)rnd_range(&t->rng, 1, 12);
-    g->enrol.birth_day = (uint32_t)rnd_range(&t->rng, 1, 28);
-    g->enrol.card = g->card;
-    t->r.enrolments++;
-}
-
-/* ------------------------------------------------------------------ network */
+/* ------------------------------------------------------------------ sending */
 
 static inflight *free_slot(till *t)
 {
@@ -242,47 +82,67 @@ static inflight *free_slot(till *t)
     return NULL;
 }
 
-static int send_batch(till *t)
+/* Fills t->gen with the next message's events; returns how many (0: nothing left to send). */
+static uint32_t next_events(till *t)
 {
     const load_opts *o = t->sh->o;
+    uint32_t n = 0;
+    if (o->mode == LOAD_POPULATION) {
+        while (n < (uint32_t)o->batch && t->next_population < o->members) {
+            wl_population(t->next_population, &t->gen[n++]);
+            t->next_population += (uint32_t)o->tills;
+        }
+        return n;
+    }
+    for (; n < (uint32_t)o->batch; n++)
+        wl_next(&t->sh->model, &t->rng, t->node_id, &t->enrolled, t->sh->balances, &t->history,
+                &t->gen[n]);
+    return n;
+}
+
+static int send_batch(till *t, uint64_t intended_ns)
+{
     inflight *s = free_slot(t);
     LT_ASSERT(s != NULL);
+    uint32_t n = next_events(t);
+    if (n == 0)
+        return 1;
     int64_t now = (int64_t)time(NULL);
-    for (int i = 0; i < o->batch; i++) {
-        gen_event *g = &t->gen[i];
-        gen_common(t, g, now);
-        if (rnd_below(&t->rng, 1000) < LOAD_ENROL_PER_MILLE) {
-            gen_enrol(t, g);
-            s->members[i] = MEMBER_NONE;
-        } else {
-            uint32_t m = pick_member(t);
-            gen_sale(t, g, m);
-            s->members[i] = m;
-        }
-        t->ptrs[i] = &g->ev;
+    uint64_t first_id = t->next_event_id;
+    for (uint32_t i = 0; i < n; i++) {
+        const wl_event *e = &t->gen[i];
+        load_result *r = &t->r;
+        r->sales += e->kind == WL_SALE;
+        r->redemptions += e->kind == WL_SALE && e->redeem_points > 0;
+        r->returns += e->kind == WL_RETURN;
+        r->enrolments += e->kind == WL_ENROL;
+        if (e->kind == WL_SALE)
+            wl_past_of(e, first_id + i, &s->past[i]);
+        else
+            s->past[i].member = WL_MEMBER_NONE;
     }
-    Loyalty__EventBatch b = LOYALTY__EVENT_BATCH__INIT;
-    b.has_batch_id = 1;
-    b.batch_id = ++t->next_batch_id;
-    b.n_events = (size_t)o->batch;
-    b.events = t->ptrs;
-    size_t len = loyalty__event_batch__get_packed_size(&b);
-    LT_ASSERT(len <= LT_MESSAGE_BYTES_MAX); /* 1000 events of 20 lines fit well inside */
-    loyalty__event_batch__pack(&b, t->buf);
-    s->batch_id = b.batch_id;
-    s->n = (uint32_t)o->batch;
-    s->send_ns = bench_now_ns();
+    s->batch_id = ++t->next_batch_id;
+    size_t len = load_encode_batch(t->buf, LT_MESSAGE_BYTES_MAX, s->batch_id, t->node_id, first_id,
+                                   now, t->gen, n);
+    LT_ASSERT(len > 0); /* 1000 events of 20 lines fit well inside the message limit */
+    t->next_event_id += n;
+    s->n = n;
+    uint64_t now_ns = bench_now_ns();
+    s->send_ns = intended_ns ? intended_ns : now_ns;
     if (t->first_send_ns == 0)
-        t->first_send_ns = s->send_ns;
+        t->first_send_ns = now_ns;
     if (zmq_send(t->sock, t->buf, len, 0) < 0) {
         fprintf(stderr, "lt-bench: till %d: send: %s\n", t->index, zmq_strerror(zmq_errno()));
         return -1;
     }
     s->busy = true;
     t->inflight_n++;
-    t->r.events_sent += s->n;
+    t->r.events_sent += n;
+    t->r.messages_sent++;
     return 0;
 }
+
+/* ------------------------------------------------------------------ replies */
 
 static void count_acks(till *t, const inflight *s, const Loyalty__AckBatch *a)
 {
@@ -296,8 +156,11 @@ static void count_acks(till *t, const inflight *s, const Loyalty__AckBatch *a)
         const Loyalty__Ack *k = a->acks[i];
         if (k->status == LOYALTY__STATUS__ACCEPTED) {
             r->accepted++;
-            if (s->members[i] != MEMBER_NONE)
-                __atomic_store_n(&t->sh->balances[s->members[i]], k->balance, __ATOMIC_RELAXED);
+            const wl_past *p = &s->past[i];
+            if (p->member != WL_MEMBER_NONE) {
+                __atomic_store_n(&t->sh->balances[p->member], k->balance, __ATOMIC_RELAXED);
+                wl_history_add(&t->history, p);
+            }
         } else if (k->status == LOYALTY__STATUS__DUPLICATE) {
             r->duplicate++;
         } else {
@@ -305,6 +168,16 @@ static void count_acks(till *t, const inflight *s, const Loyalty__AckBatch *a)
             r->reasons[(int)k->reason < (int)LT_R__COUNT ? (int)k->reason : LT_R_NONE]++;
         }
     }
+}
+
+static void add_second(till *t, uint64_t now, uint64_t events, uint64_t latency_us)
+{
+    uint64_t sec = (now - t->sh->start_ns) / 1000000000u;
+    if (sec >= t->seconds_cap)
+        return;
+    load_second *ls = &t->seconds[sec];
+    ls->events += events;
+    hist_add(&ls->latency_us, latency_us);
 }
 
 /* Receives every waiting reply. Returns 0 or -1 on a socket error. */
@@ -327,7 +200,9 @@ static int drain_replies(till *t)
             inflight *s = &t->slots[i];
             if (!s->busy || s->batch_id != a->batch_id)
                 continue;
-            hist_add(&t->r.latency_us, (now - s->send_ns) / 1000);
+            uint64_t lat_us = now > s->send_ns ? (now - s->send_ns) / 1000 : 0;
+            hist_add(&t->r.latency_us, lat_us);
+            add_second(t, now, a->n_acks, lat_us);
             count_acks(t, s, a);
             t->r.batches_acked++;
             t->last_ack_ns = now;
@@ -339,23 +214,62 @@ static int drain_replies(till *t)
     }
 }
 
+/* ------------------------------------------------------------------ the till thread */
+
+/* Sends what the mode allows now. Returns the poll timeout in ms, or -1 on a send error;
+ * *done is set once nothing more will be sent. */
+static int send_due(till *t, uint64_t now, bool *done)
+{
+    const load_opts *o = t->sh->o;
+    if (t->failed || (o->mode != LOAD_POPULATION && now >= t->sh->deadline_ns)) {
+        *done = true;
+        return LOAD_POLL_MS;
+    }
+    if (o->mode == LOAD_OPEN) {
+        while (t->next_due_ns <= now && t->inflight_n < o->window) {
+            if (send_batch(t, t->next_due_ns) < 0)
+                return -1;
+            t->next_due_ns += t->interval_ns;
+        }
+        if (t->next_due_ns <= now) /* the window is full: wait for a reply */
+            return LOAD_POLL_MS;
+        uint64_t wait_ms = (t->next_due_ns - now + 999999) / 1000000;
+        return (int)(wait_ms < LOAD_POLL_MS ? wait_ms : LOAD_POLL_MS);
+    }
+    while (t->inflight_n < o->window) {
+        int rc = send_batch(t, 0);
+        if (rc < 0)
+            return -1;
+        if (rc > 0) { /* population enrolled */
+            *done = true;
+            break;
+        }
+    }
+    return LOAD_POLL_MS;
+}
+
 static void *till_main(void *arg)
 {
     till *t = arg;
     shared *sh = t->sh;
     pthread_barrier_wait(&sh->start);
+    t->next_due_ns = sh->start_ns + t->interval_ns * (uint64_t)t->index / (uint64_t)sh->o->tills;
+    bool done = false;
     for (;;) {
         uint64_t now = bench_now_ns();
-        bool sending = now < sh->deadline_ns && !t->failed;
-        while (sending && t->inflight_n < sh->o->window)
-            if (send_batch(t) < 0) {
+        int timeout = LOAD_POLL_MS;
+        if (!done) {
+            timeout = send_due(t, now, &done);
+            if (timeout < 0) {
                 t->failed = 1;
-                sending = false;
+                done = true;
+                timeout = LOAD_POLL_MS;
             }
-        if (!sending && (t->inflight_n == 0 || now > sh->drain_ns))
+        }
+        if (done && (t->inflight_n == 0 || now > sh->drain_ns))
             break;
         zmq_pollitem_t pi = {t->sock, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&pi, 1, LOAD_POLL_MS);
+        int n = zmq_poll(&pi, 1, timeout);
         if ((n < 0 && zmq_errno() != EINTR) || (n > 0 && drain_replies(t) < 0)) {
             fprintf(stderr, "lt-bench: till %d: %s\n", t->index, zmq_strerror(zmq_errno()));
             t->failed = 1;
@@ -374,17 +288,8 @@ static int shared_init(shared *sh, const load_opts *o)
     sh->o = o;
     sh->zctx = zmq_ctx_new();
     sh->balances = calloc(o->members, sizeof *sh->balances);
-    sh->skus = calloc(LOAD_SKUS, sizeof *sh->skus);
-    sh->stores = calloc(LOAD_STORES, sizeof *sh->stores);
-    if (sh->zctx == NULL || !sh->balances || !sh->skus || !sh->stores)
+    if (sh->zctx == NULL || sh->balances == NULL || wl_model_init(&sh->model, o->members) < 0)
         return -1;
-    for (int i = 0; i < LOAD_SKUS; i++)
-        snprintf(sh->skus[i], sizeof sh->skus[i], "SKU%05d", i);
-    for (int i = 0; i < LOAD_STORES; i++)
-        snprintf(sh->stores[i], sizeof sh->stores[i], "S%02d", i + 1);
-    sh->zipf_log = log((double)o->members + 1.0);
-    /* a prime multiplier is a permutation of 0..n-1 unless it divides n */
-    sh->perm_mult = 2654435761u % o->members == 0 ? 1 : 2654435761u;
     return 0;
 }
 
@@ -393,8 +298,7 @@ static void shared_free(shared *sh)
     if (sh->zctx)
         zmq_ctx_term(sh->zctx);
     free(sh->balances);
-    free(sh->skus);
-    free(sh->stores);
+    wl_model_free(&sh->model);
 }
 
 static int till_init(till *t, shared *sh, int index)
@@ -405,15 +309,25 @@ static int till_init(till *t, shared *sh, int index)
     t->index = index;
     t->node_id = o->node_base + (uint64_t)index + 1;
     t->next_event_id = 1;
+    t->next_population = (uint32_t)index;
     t->rng = o->seed ^ (0x9e3779b97f4a7c15ull * (t->node_id + 1));
+    if (o->mode == LOAD_OPEN) {
+        double per_till = o->rate / o->tills;
+        t->interval_ns = (uint64_t)(1e9 * o->batch / per_till);
+        if (t->interval_ns == 0)
+            t->interval_ns = 1;
+    }
     t->gen = calloc((size_t)o->batch, sizeof *t->gen);
-    t->ptrs = calloc((size_t)o->batch, sizeof *t->ptrs);
     t->buf = malloc(LT_MESSAGE_BYTES_MAX);
-    if (!t->gen || !t->ptrs || !t->buf)
+    t->seconds_cap = (uint32_t)(o->seconds + LOAD_DRAIN_S + 2);
+    if (o->mode == LOAD_POPULATION || t->seconds_cap > BENCH_TIMELINE_MAX)
+        t->seconds_cap = BENCH_TIMELINE_MAX;
+    t->seconds = calloc(t->seconds_cap, sizeof *t->seconds);
+    if (!t->gen || !t->buf || !t->seconds)
         return -1;
     for (int i = 0; i < o->window; i++) {
-        t->slots[i].members = calloc((size_t)o->batch, sizeof *t->slots[i].members);
-        if (t->slots[i].members == NULL)
+        t->slots[i].past = calloc((size_t)o->batch, sizeof *t->slots[i].past);
+        if (t->slots[i].past == NULL)
             return -1;
     }
     t->sock = zmq_socket(sh->zctx, ZMQ_DEALER);
@@ -433,26 +347,34 @@ static void till_free(till *t)
     if (t->sock)
         zmq_close(t->sock);
     for (int i = 0; i < BENCH_WINDOW_MAX; i++)
-        free(t->slots[i].members);
+        free(t->slots[i].past);
     free(t->gen);
-    free(t->ptrs);
     free(t->buf);
+    free(t->seconds);
 }
 
-static void merge_result(load_result *r, const load_result *t)
+static void merge_result(load_result *r, const till *t)
 {
-    r->events_sent += t->events_sent;
-    r->batches_acked += t->batches_acked;
-    r->accepted += t->accepted;
-    r->duplicate += t->duplicate;
-    r->rejected += t->rejected;
-    r->refused_batches += t->refused_batches;
-    r->lost_batches += t->lost_batches;
-    r->redemptions += t->redemptions;
-    r->enrolments += t->enrolments;
+    const load_result *f = &t->r;
+    r->events_sent += f->events_sent;
+    r->messages_sent += f->messages_sent;
+    r->batches_acked += f->batches_acked;
+    r->accepted += f->accepted;
+    r->duplicate += f->duplicate;
+    r->rejected += f->rejected;
+    r->refused_batches += f->refused_batches;
+    r->lost_batches += f->lost_batches;
+    r->sales += f->sales;
+    r->redemptions += f->redemptions;
+    r->returns += f->returns;
+    r->enrolments += f->enrolments;
     for (int i = 0; i < LT_R__COUNT; i++)
-        r->reasons[i] += t->reasons[i];
-    hist_merge(&r->latency_us, &t->latency_us);
+        r->reasons[i] += f->reasons[i];
+    hist_merge(&r->latency_us, &f->latency_us);
+    for (uint32_t s = 0; s < t->seconds_cap && s < r->seconds_n; s++) {
+        r->seconds[s].events += t->seconds[s].events;
+        hist_merge(&r->seconds[s].latency_us, &t->seconds[s].latency_us);
+    }
 }
 
 int bench_load_run(const load_opts *o, load_result *r)
@@ -461,6 +383,7 @@ int bench_load_run(const load_opts *o, load_result *r)
     LT_ASSERT(o->window >= 1 && o->window <= BENCH_WINDOW_MAX);
     LT_ASSERT(o->batch >= 1 && o->batch <= LT_BATCH_EVENTS_MAX);
     LT_ASSERT(o->members >= 1);
+    LT_ASSERT(o->mode != LOAD_OPEN || o->rate > 0);
     memset(r, 0, sizeof *r);
     shared sh;
     memset(&sh, 0, sizeof sh);
@@ -469,30 +392,52 @@ int bench_load_run(const load_opts *o, load_result *r)
     int rc = tills && shared_init(&sh, o) == 0 ? 0 : -1;
     for (int i = 0; rc == 0 && i < o->tills; i++)
         rc = till_init(&tills[i], &sh, i);
+    if (rc == 0) {
+        r->seconds_n = tills[0].seconds_cap;
+        r->seconds = calloc(r->seconds_n, sizeof *r->seconds);
+        rc = r->seconds ? 0 : -1;
+    }
     if (rc < 0) {
         fprintf(stderr, "lt-bench: cannot set up the tills (out of memory or zmq)\n");
     } else {
         pthread_barrier_init(&sh.start, NULL, (unsigned)o->tills + 1);
-        for (int i = 0; i < o->tills; i++)
-            pthread_create(&th[i], NULL, till_main, &tills[i]);
         sh.start_ns = bench_now_ns();
         sh.deadline_ns = sh.start_ns + (uint64_t)(o->seconds * 1e9);
         sh.drain_ns = sh.deadline_ns + (uint64_t)(LOAD_DRAIN_S * 1e9);
+        if (o->mode == LOAD_POPULATION)
+            sh.drain_ns = UINT64_MAX;
+        for (int i = 0; i < o->tills; i++)
+            pthread_create(&th[i], NULL, till_main, &tills[i]);
         pthread_barrier_wait(&sh.start);
         uint64_t last = sh.start_ns;
         for (int i = 0; i < o->tills; i++) {
             pthread_join(th[i], NULL);
-            merge_result(r, &tills[i].r);
+            merge_result(r, &tills[i]);
             if (tills[i].last_ack_ns > last)
                 last = tills[i].last_ack_ns;
             rc |= tills[i].failed ? -1 : 0;
         }
         pthread_barrier_destroy(&sh.start);
         r->elapsed_s = (double)(last - sh.start_ns) / 1e9;
+        while (r->seconds_n > 0 && r->seconds[r->seconds_n - 1].events == 0)
+            r->seconds_n--;
     }
     for (int i = 0; tills && i < o->tills; i++)
         till_free(&tills[i]);
     free(tills);
     shared_free(&sh);
     return rc;
+}
+
+void bench_load_free(load_result *r)
+{
+    free(r->seconds);
+    r->seconds = NULL;
+    r->seconds_n = 0;
+}
+
+double bench_load_rate(const load_result *r)
+{
+    uint64_t acked = r->accepted + r->duplicate + r->rejected;
+    return r->elapsed_s > 0 ? (double)acked / r->elapsed_s : 0;
 }

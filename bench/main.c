@@ -1,8 +1,17 @@
-/* main.c: lt-bench: a self-contained load benchmark for `make bench`.
+/* main.c: lt-bench: the benchmark behind `make bench`.
  *
- * Starts loyaltyd on a temp data dir and free loopback ports, runs the till load twice (batched,
- * then one event per message), stops the daemon with SIGTERM, measures the raw LMDB append
- * ceiling for the same number of records, and prints one table.
+ * One run, in this order (docs/performance.md explains each number):
+ *   1. ceilings: ZeroMQ tcp loopback (the run's batch message and a one-event message) and
+ *      LMDB sequential append with the daemon's commit size;
+ *   2. RAM per member: a member state of --mem-members members built through state_apply();
+ *   3. loyaltyd, started on a temp data dir and free loopback ports: the population enrolled
+ *      (closed loop), the maximum with --batch events per message (closed loop, --seconds), the
+ *      maximum with one event per message, and an open-loop run at half the batched maximum
+ *      for latency; then its RAM, ledger bytes per event, and a replay of its ledger with
+ *      `loyaltyctl replay`;
+ *   4. PostgreSQL on the same workload (bench/pg.c);
+ *   5. a table with every target of the performance issue, a JSON result, and a PNG of
+ *      throughput and p99 latency over the run (gnuplot) in --out.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,51 +20,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
+#include "ledger.h"
+#include "load_encode.h"
+#include "pg.h"
+#include "report.h"
 
 #define DAEMON_START_WAIT_MS 15000
-#define DAEMON_STOP_WAIT_MS 15000
-#define RAW_RECORDS_MIN 10000
-#define RAW_RECORDS_MAX 2000000
+#define DAEMON_STOP_WAIT_MS 60000
+#define RAW_RECORDS 1000000
 #define RAW_PER_COMMIT 1000
-
-typedef struct {
-    char daemon_path[BENCH_PATH_MAX];
-    const char *ingest; /* set: use a running daemon, start none */
-    const char *query;
-    load_opts load;
-    bool batch1;
-    uint64_t raw_records; /* 0 = as many as the batched run acknowledged */
-    bool keep;
-} bench_opts;
+#define ZMQ_CEILING_S 1.0
+#define OPEN_FRACTION 0.5
 
 static const char usage[] =
     "usage: lt-bench [OPTIONS]\n"
     "\n"
-    "Load benchmark for loyaltyd. Starts loyaltyd (--daemon, $LOYALTYD, or 'loyaltyd' next to\n"
-    "lt-bench) with a temp data dir and free loopback ports, runs N till threads against it for\n"
-    "--seconds with --batch events per message, then again with one event per message, stops it\n"
-    "with SIGTERM, and measures the raw LMDB append ceiling (the same number of ~200-byte\n"
-    "ledger records, 1000 per durable commit). Prints events/s, per-batch ack latency\n"
-    "percentiles (send to ack) and outcome counts.\n"
+    "The loyaltyd benchmark (`make bench`): raw ceilings (ZeroMQ loopback, LMDB append), RAM\n"
+    "per member, loyaltyd closed-loop maximum (batched and one event per message), open-loop\n"
+    "latency at half the maximum, ledger replay, and PostgreSQL on the same workload. Prints a\n"
+    "table with each target, writes OUT/bench-result.json, OUT/timeline.dat and (with gnuplot)\n"
+    "OUT/timeline.png. Exit status: 0 the runs completed without losing an acknowledgement (a\n"
+    "missed target is reported, not an error), 1 a run failed, 2 usage.\n"
     "\n"
     "options:\n"
-    "  --daemon PATH     loyaltyd binary\n"
-    "  --ingest EP       benchmark an already running daemon at this ingest endpoint\n"
-    "  --query EP        ... and this query endpoint (default tcp://127.0.0.1:7702)\n"
-    "  --seconds S       sending time per run (default 10)\n"
-    "  --tills N         till threads, one node id each (default 4, max 64)\n"
-    "  --window W        batches in flight per till (default 8, max 64)\n"
-    "  --batch N         events per message in the first run (default 100, max 1000)\n"
-    "  --members N       member population, Zipf-ish (default 100000)\n"
-    "  --no-batch1       skip the one-event-per-message run\n"
-    "  --raw-records N   records for the raw ceiling (default: events of the first run)\n"
-    "  --seed N          random seed (default: time)\n"
-    "  --keep            keep the temp directory (data, config, log)\n"
+    "  --seconds S        closed-loop batched run (default 60)\n"
+    "  --batch1-seconds S one-event-per-message run (default 15; 0 = skip)\n"
+    "  --open-seconds S   open-loop latency run (default 20; 0 = skip)\n"
+    "  --open-rate R      its offered events/s (default: half the batched maximum)\n"
+    "  --tills N          till threads, one DEALER and node id each (default 4, max 64)\n"
+    "  --window W         messages in flight per till, batched runs (default 16, max 64)\n"
+    "  --batch1-window W  ... in the one-event-per-message run (default 64)\n"
+    "  --batch N          events per message (default 100, max 1000)\n"
+    "  --members N        Zipf member population, enrolled first (default 1000000)\n"
+    "  --mem-members N    members for the RAM measurement (default 10000000; 0 = skip)\n"
+    "  --pg-seconds S     PostgreSQL run (default 20; 0 = skip)\n"
+    "  --no-replay        skip the ledger replay\n"
+    "  --out DIR          where results go (default bench-out)\n"
+    "  --daemon PATH      loyaltyd binary (default $LOYALTYD or next to lt-bench)\n"
+    "  --seed N           random seed (default: time)\n"
+    "  --keep             keep temp directories (data, config, logs)\n"
+    "  --quick            a short smoke run: 3 s runs, 100000 members, 1000000 for RAM\n"
     "\n";
+
+/* ------------------------------------------------------------------ options */
 
 static int parse_num(const char *opt, const char *arg, double min, double max, double *out)
 {
@@ -70,35 +82,45 @@ static int parse_num(const char *opt, const char *arg, double min, double max, d
     return 0;
 }
 
-static int parse_args(int argc, char **argv, bench_opts *b)
+static int parse_args(int argc, char **argv, bench_cfg *b)
 {
     enum {
-        O_DAEMON = 1,
-        O_INGEST,
-        O_QUERY,
-        O_SECONDS,
+        O_SECONDS = 1,
+        O_B1S,
+        O_OPENS,
+        O_OPENR,
         O_TILLS,
         O_WINDOW,
+        O_B1W,
         O_BATCH,
         O_MEMBERS,
-        O_NOB1,
-        O_RAW,
+        O_MEMM,
+        O_PGS,
+        O_NOREPLAY,
+        O_OUT,
+        O_DAEMON,
         O_SEED,
         O_KEEP,
+        O_QUICK,
         O_HELP
     };
-    static const struct option longopts[] = {{"daemon", required_argument, NULL, O_DAEMON},
-                                             {"ingest", required_argument, NULL, O_INGEST},
-                                             {"query", required_argument, NULL, O_QUERY},
-                                             {"seconds", required_argument, NULL, O_SECONDS},
+    static const struct option longopts[] = {{"seconds", required_argument, NULL, O_SECONDS},
+                                             {"batch1-seconds", required_argument, NULL, O_B1S},
+                                             {"open-seconds", required_argument, NULL, O_OPENS},
+                                             {"open-rate", required_argument, NULL, O_OPENR},
                                              {"tills", required_argument, NULL, O_TILLS},
                                              {"window", required_argument, NULL, O_WINDOW},
+                                             {"batch1-window", required_argument, NULL, O_B1W},
                                              {"batch", required_argument, NULL, O_BATCH},
                                              {"members", required_argument, NULL, O_MEMBERS},
-                                             {"no-batch1", no_argument, NULL, O_NOB1},
-                                             {"raw-records", required_argument, NULL, O_RAW},
+                                             {"mem-members", required_argument, NULL, O_MEMM},
+                                             {"pg-seconds", required_argument, NULL, O_PGS},
+                                             {"no-replay", no_argument, NULL, O_NOREPLAY},
+                                             {"out", required_argument, NULL, O_OUT},
+                                             {"daemon", required_argument, NULL, O_DAEMON},
                                              {"seed", required_argument, NULL, O_SEED},
                                              {"keep", no_argument, NULL, O_KEEP},
+                                             {"quick", no_argument, NULL, O_QUICK},
                                              {"help", no_argument, NULL, O_HELP},
                                              {NULL, 0, NULL, 0}};
     int c;
@@ -106,41 +128,59 @@ static int parse_args(int argc, char **argv, bench_opts *b)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         int rc = 0;
         switch (c) {
+        case O_SECONDS:
+            rc = parse_num("--seconds", optarg, 0.5, 3000, &b->seconds);
+            break;
+        case O_B1S:
+            rc = parse_num("--batch1-seconds", optarg, 0, 3000, &b->batch1_seconds);
+            break;
+        case O_OPENS:
+            rc = parse_num("--open-seconds", optarg, 0, 3000, &b->open_seconds);
+            break;
+        case O_OPENR:
+            rc = parse_num("--open-rate", optarg, 1, 1e8, &b->open_rate);
+            break;
+        case O_TILLS:
+            rc = parse_num("--tills", optarg, 1, BENCH_TILLS_MAX, &v), b->tills = (int)v;
+            break;
+        case O_WINDOW:
+            rc = parse_num("--window", optarg, 1, BENCH_WINDOW_MAX, &v), b->window = (int)v;
+            break;
+        case O_B1W:
+            rc = parse_num("--batch1-window", optarg, 1, BENCH_WINDOW_MAX, &v),
+            b->batch1_window = (int)v;
+            break;
+        case O_BATCH:
+            rc = parse_num("--batch", optarg, 1, LT_BATCH_EVENTS_MAX, &v), b->batch = (int)v;
+            break;
+        case O_MEMBERS:
+            rc = parse_num("--members", optarg, 1, 99999999, &v), b->members = (uint32_t)v;
+            break;
+        case O_MEMM:
+            rc = parse_num("--mem-members", optarg, 0, 99999999, &v), b->mem_members = (uint32_t)v;
+            break;
+        case O_PGS:
+            rc = parse_num("--pg-seconds", optarg, 0, 3000, &b->pg_seconds);
+            break;
+        case O_NOREPLAY:
+            b->replay = false;
+            break;
+        case O_OUT:
+            snprintf(b->out, sizeof b->out, "%s", optarg);
+            break;
         case O_DAEMON:
             snprintf(b->daemon_path, sizeof b->daemon_path, "%s", optarg);
             break;
-        case O_INGEST:
-            b->ingest = optarg;
-            break;
-        case O_QUERY:
-            b->query = optarg;
-            break;
-        case O_SECONDS:
-            rc = parse_num("--seconds", optarg, 0.1, 3600, &b->load.seconds);
-            break;
-        case O_TILLS:
-            rc = parse_num("--tills", optarg, 1, BENCH_TILLS_MAX, &v), b->load.tills = (int)v;
-            break;
-        case O_WINDOW:
-            rc = parse_num("--window", optarg, 1, BENCH_WINDOW_MAX, &v), b->load.window = (int)v;
-            break;
-        case O_BATCH:
-            rc = parse_num("--batch", optarg, 1, LT_BATCH_EVENTS_MAX, &v), b->load.batch = (int)v;
-            break;
-        case O_MEMBERS:
-            rc = parse_num("--members", optarg, 1, 1e9, &v), b->load.members = (uint32_t)v;
-            break;
-        case O_NOB1:
-            b->batch1 = false;
-            break;
-        case O_RAW:
-            rc = parse_num("--raw-records", optarg, 1, 1e9, &v), b->raw_records = (uint64_t)v;
-            break;
         case O_SEED:
-            rc = parse_num("--seed", optarg, 0, 1e18, &v), b->load.seed = (uint64_t)v;
+            rc = parse_num("--seed", optarg, 0, 1e18, &v), b->seed = (uint64_t)v;
             break;
         case O_KEEP:
             b->keep = true;
+            break;
+        case O_QUICK:
+            b->seconds = b->batch1_seconds = b->open_seconds = b->pg_seconds = 3;
+            b->members = 100000;
+            b->mem_members = 1000000;
             break;
         case O_HELP:
         case 'h':
@@ -160,11 +200,13 @@ static int parse_args(int argc, char **argv, bench_opts *b)
     return 0;
 }
 
-static void default_daemon_path(char *out, size_t cap, const char *argv0)
+/* A program next to lt-bench (loyaltyd, loyaltyctl), unless env names one. */
+static void sibling_path(char *out, size_t cap, const char *argv0, const char *env,
+                         const char *name)
 {
-    const char *env = getenv("LOYALTYD");
-    if (env && env[0]) {
-        snprintf(out, cap, "%s", env);
+    const char *e = getenv(env);
+    if (e && e[0]) {
+        snprintf(out, cap, "%s", e);
         return;
     }
     char self[BENCH_PATH_MAX];
@@ -173,168 +215,225 @@ static void default_daemon_path(char *out, size_t cap, const char *argv0)
         self[n] = '\0';
     else
         snprintf(self, sizeof self, "%s", argv0);
-    snprintf(out, cap, "%s/loyaltyd", dirname(self));
+    snprintf(out, cap, "%s/%s", dirname(self), name);
 }
 
-/* ------------------------------------------------------------------ output */
-
-static void print_header(void)
+static const char *tmp_base(void)
 {
-    printf("%-22s %11s %8s %8s %8s %8s %10s %6s %9s %8s %5s\n", "run", "events/s", "p50 ms",
-           "p99 ms", "p999 ms", "max ms", "accepted", "dup", "rejected", "refused", "lost");
+    const char *tmp = getenv("TMPDIR");
+    return tmp && tmp[0] ? tmp : "/tmp";
 }
 
-static void print_row(const char *name, const load_result *r)
-{
-    uint64_t acked = r->accepted + r->duplicate + r->rejected;
-    double rate = r->elapsed_s > 0 ? (double)acked / r->elapsed_s : 0;
-    printf("%-22s %11.0f %8.2f %8.2f %8.2f %8.2f %10" PRIu64 " %6" PRIu64 " %9" PRIu64 " %8" PRIu64
-           " %5" PRIu64 "\n",
-           name, rate, hist_quantile(&r->latency_us, 0.50) / 1000.0,
-           hist_quantile(&r->latency_us, 0.99) / 1000.0,
-           hist_quantile(&r->latency_us, 0.999) / 1000.0, r->latency_us.max / 1000.0, r->accepted,
-           r->duplicate, r->rejected, r->refused_batches, r->lost_batches);
-}
+/* ------------------------------------------------------------------ phases */
 
-static void print_reasons(const char *name, const load_result *r)
+static int run_ceilings(const bench_cfg *b, bench_results *res)
 {
-    bool any = false;
-    for (int i = 1; i < LT_R__COUNT; i++) {
-        if (r->reasons[i] == 0)
-            continue;
-        if (!any)
-            printf("  %s rejections:", name);
-        printf(" %s=%" PRIu64, lt_reason_name(i), r->reasons[i]);
-        any = true;
+    /* one message of the run's batch size, and one of a single event, from the workload */
+    wl_model m;
+    wl_event *ev = calloc((size_t)b->batch, sizeof *ev);
+    uint8_t *buf = malloc(LT_MESSAGE_BYTES_MAX);
+    if (!ev || !buf || wl_model_init(&m, b->members) < 0) {
+        free(ev);
+        free(buf);
+        return -1;
     }
-    if (any)
-        putchar('\n');
+    uint64_t rng = b->seed, enrolled = 0;
+    for (int i = 0; i < b->batch; i++)
+        wl_next(&m, &rng, 1, &enrolled, NULL, NULL, &ev[i]);
+    size_t len_batch = load_encode_batch(buf, LT_MESSAGE_BYTES_MAX, 1, 1, 1, (int64_t)time(NULL),
+                                         ev, (uint32_t)b->batch);
+    fprintf(stderr, "lt-bench: ZeroMQ loopback ceiling (%zu-byte and one-event messages) ...\n",
+            len_batch);
+    int rc = bench_zmq_run(buf, len_batch, ZMQ_CEILING_S, &res->zmq_batch);
+    size_t len_one =
+        load_encode_batch(buf, LT_MESSAGE_BYTES_MAX, 1, 1, 1, (int64_t)time(NULL), ev, 1);
+    if (rc == 0)
+        rc = bench_zmq_run(buf, len_one, ZMQ_CEILING_S, &res->zmq_one);
+    wl_model_free(&m);
+    free(ev);
+    free(buf);
+
+    char dir[BENCH_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/lt-bench-raw.XXXXXX", tmp_base());
+    if (rc == 0 && mkdtemp(dir) == NULL) {
+        fprintf(stderr, "lt-bench: mkdtemp: %s\n", strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0) {
+        fprintf(stderr, "lt-bench: LMDB append ceiling, %d records, %d per commit ...\n",
+                RAW_RECORDS, RAW_PER_COMMIT);
+        rc = bench_raw_run(dir, RAW_RECORDS, RAW_PER_COMMIT, &res->lmdb);
+        bench_rm_tree(dir);
+    }
+    return rc;
 }
 
-static double load_rate(const load_result *r)
+static int run_load(const bench_cfg *b, const char *ingest, load_mode mode, int batch, int window,
+                    double seconds, double rate, uint64_t node_base, load_result *r)
 {
-    uint64_t acked = r->accepted + r->duplicate + r->rejected;
-    return r->elapsed_s > 0 ? (double)acked / r->elapsed_s : 0;
-}
-
-/* ------------------------------------------------------------------ runs */
-
-static int run_load(const bench_opts *b, const char *ingest, int batch, uint64_t node_base,
-                    load_result *r)
-{
-    load_opts o = b->load;
+    static const char *names[] = {"closed loop", "open loop", "population"};
+    load_opts o = {0};
     o.ingest = ingest;
+    o.mode = mode;
+    o.tills = b->tills;
+    o.window = window;
     o.batch = batch;
+    o.seconds = seconds;
+    o.rate = rate;
+    o.members = b->members;
     o.node_base = node_base;
-    o.seed = b->load.seed + node_base;
-    fprintf(stderr, "lt-bench: run: batch %d, %d tills x %d in flight, %.0f s ...\n", batch,
-            o.tills, o.window, o.seconds);
+    o.seed = b->seed + node_base;
+    if (mode == LOAD_POPULATION)
+        fprintf(stderr, "lt-bench: enrolling %" PRIu32 " members ...\n", b->members);
+    else
+        fprintf(stderr, "lt-bench: %s, %d events/message, %d tills, %.0f s%s ...\n", names[mode],
+                batch, o.tills, seconds, mode == LOAD_OPEN ? " at a fixed rate" : "");
+    if (mode == LOAD_OPEN)
+        fprintf(stderr, "lt-bench:   offered %.0f events/s\n", rate);
     return bench_load_run(&o, r);
 }
 
-static int run_raw(const bench_opts *b, uint64_t records, raw_result *raw)
+/* The daemon's part: population, the load runs, its RAM and ledger, then a replay. */
+static int run_daemon(const bench_cfg *b, bench_results *res)
 {
-    char dir[BENCH_PATH_MAX];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/lt-bench-raw.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-        fprintf(stderr, "lt-bench: mkdtemp: %s\n", strerror(errno));
+    bench_daemon d;
+    fprintf(stderr, "lt-bench: starting %s ...\n", b->daemon_path);
+    if (bench_daemon_start(&d, b->daemon_path, DAEMON_START_WAIT_MS) < 0) {
+        bench_daemon_cleanup(&d);
         return -1;
     }
-    fprintf(stderr, "lt-bench: raw LMDB append of %" PRIu64 " records ...\n", records);
-    int rc = bench_raw_run(dir, records, RAW_PER_COMMIT, raw);
-    if (!b->keep)
-        bench_rm_tree(dir);
+    int rc =
+        run_load(b, d.ingest, LOAD_POPULATION, b->batch, b->window, 0, 0, 1000, res->population);
+    if (rc == 0)
+        rc = run_load(b, d.ingest, LOAD_CLOSED, b->batch, b->window, b->seconds, 0, 0, res->closed);
+    if (rc == 0 && b->batch1_seconds > 0)
+        rc = run_load(b, d.ingest, LOAD_CLOSED, 1, b->batch1_window, b->batch1_seconds, 0, 100,
+                      res->batch1);
+    res->open_rate = b->open_rate > 0 ? b->open_rate : OPEN_FRACTION * bench_load_rate(res->closed);
+    if (rc == 0 && b->open_seconds > 0 && res->open_rate >= 1) {
+        /* the window only bounds memory here: a message waiting for a free slot still
+         * counts its latency from when it was due */
+        rc = run_load(b, d.ingest, LOAD_OPEN, b->batch, BENCH_WINDOW_MAX, b->open_seconds,
+                      res->open_rate, 200, res->open);
+    }
+    uint64_t seq = 0, members = 0;
+    if (bench_status(d.query, 5000, &seq, &members) == 0) {
+        res->daemon_seq = seq;
+        res->daemon_members = members;
+    } else {
+        fprintf(stderr, "lt-bench: no answer to a status query after the runs\n");
+        rc = -1;
+    }
+    res->daemon_rss_anon_kib = bench_rss_anon_kib(d.pid);
+    fprintf(stderr, "lt-bench: stopping loyaltyd ...\n");
+    int stop_rc = bench_daemon_stop(&d, DAEMON_STOP_WAIT_MS);
+    if (stop_rc != 0) {
+        fprintf(stderr, "lt-bench: loyaltyd exited with status %d (log: %s)\n", stop_rc, d.log);
+        rc = -1;
+    }
+
+    char data[BENCH_PATH_MAX + 16], err[256] = "";
+    snprintf(data, sizeof data, "%s/data", d.dir);
+    ledger *l = NULL;
+    ledger_opts lo = {0};
+    lo.dir = data;
+    lo.read_only = true;
+    ledger_stats st = {0};
+    if (ledger_open(&l, &lo, err, sizeof err) == 0 && ledger_stat(l, &st) == 0) {
+        res->ledger_used_bytes = st.used_bytes;
+        res->ledger_entries = st.entries;
+    } else {
+        fprintf(stderr, "lt-bench: cannot read the ledger's size: %s\n", err);
+    }
+    ledger_close(&l);
+
+    if (b->replay) {
+        fprintf(stderr, "lt-bench: loyaltyctl replay of %" PRIu64 " entries ...\n", st.entries);
+        if (bench_replay(b->ctl_path, data, &res->replay) < 0)
+            rc = -1;
+    }
+    if (b->keep)
+        fprintf(stderr, "lt-bench: kept %s (config, data, loyaltyd.log)\n", d.dir);
     else
-        fprintf(stderr, "lt-bench: kept %s\n", dir);
+        bench_daemon_cleanup(&d);
     return rc;
+}
+
+static int run_pg(const bench_cfg *b, bench_results *res)
+{
+    pg_opts o = {0};
+    o.clients = b->tills;
+    o.batch = b->batch;
+    o.seconds = b->pg_seconds;
+    o.members = b->members;
+    o.seed = b->seed;
+    o.keep = b->keep;
+    fprintf(stderr,
+            "lt-bench: PostgreSQL, same workload, %d clients, %d events/transaction, "
+            "%.0f s ...\n",
+            o.clients, o.batch, o.seconds);
+    res->pg_rc = bench_pg_run(&o, res->pg);
+    if (res->pg_rc == 1)
+        fprintf(stderr, "lt-bench: PostgreSQL skipped: %s\n", res->pg->skipped);
+    return res->pg_rc < 0 ? -1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-    bench_opts b = {0};
-    b.load.tills = 4;
-    b.load.window = 8;
-    b.load.batch = 100;
-    b.load.seconds = 10;
-    b.load.members = 100000;
-    b.load.seed = (uint64_t)time(NULL);
-    b.batch1 = true;
+    bench_cfg b = {0};
+    b.seconds = 60;
+    b.batch1_seconds = 15;
+    b.open_seconds = 20;
+    b.pg_seconds = 20;
+    b.tills = 4;
+    b.window = 16;
+    b.batch1_window = 64;
+    b.batch = 100;
+    b.members = 1000000;
+    b.mem_members = 10000000;
+    b.replay = true;
+    b.seed = (uint64_t)time(NULL);
+    snprintf(b.out, sizeof b.out, "bench-out");
     int rc = parse_args(argc, argv, &b);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     if (b.daemon_path[0] == '\0')
-        default_daemon_path(b.daemon_path, sizeof b.daemon_path, argv[0]);
-
-    bench_daemon d;
-    memset(&d, 0, sizeof d);
-    const char *ingest = b.ingest, *query = b.query ? b.query : "tcp://127.0.0.1:7702";
-    if (ingest == NULL) {
-        fprintf(stderr, "lt-bench: starting %s ...\n", b.daemon_path);
-        if (bench_daemon_start(&d, b.daemon_path, DAEMON_START_WAIT_MS) < 0) {
-            bench_daemon_cleanup(&d);
-            return 1;
-        }
-        ingest = d.ingest;
-        query = d.query;
-    }
-    load_result *r1 = calloc(1, sizeof *r1), *r2 = calloc(1, sizeof *r2);
-    LT_ASSERT(r1 && r2);
-    rc = run_load(&b, ingest, b.load.batch, 0, r1);
-    if (rc == 0 && b.batch1)
-        rc = run_load(&b, ingest, 1, 100, r2);
-    uint64_t seq = 0, members = 0;
-    int status_rc = bench_status(query, 5000, &seq, &members);
-    int stop_rc = 0;
-    if (b.ingest == NULL) {
-        stop_rc = bench_daemon_stop(&d, DAEMON_STOP_WAIT_MS);
-        if (stop_rc != 0)
-            fprintf(stderr, "lt-bench: loyaltyd exited with status %d (log: %s)\n", stop_rc, d.log);
+        sibling_path(b.daemon_path, sizeof b.daemon_path, argv[0], "LOYALTYD", "loyaltyd");
+    sibling_path(b.ctl_path, sizeof b.ctl_path, argv[0], "LOYALTYCTL", "loyaltyctl");
+    if (mkdir(b.out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lt-bench: cannot create %s: %s\n", b.out, strerror(errno));
+        return 1;
     }
 
-    uint64_t records = b.raw_records ? b.raw_records : r1->accepted;
-    records = records < RAW_RECORDS_MIN ? RAW_RECORDS_MIN : records;
-    records = !b.raw_records && records > RAW_RECORDS_MAX ? RAW_RECORDS_MAX : records;
-    raw_result raw = {0};
-    int raw_rc = run_raw(&b, records, &raw);
-
-    printf("\nlt-bench: %d tills x %d batches in flight, %" PRIu32 " members, %.0f s per run\n\n",
-           b.load.tills, b.load.window, b.load.members, b.load.seconds);
-    print_header();
-    char name[32];
-    snprintf(name, sizeof name, "loyaltyd batch=%d", b.load.batch);
-    print_row(name, r1);
-    if (b.batch1)
-        print_row("loyaltyd batch=1", r2);
-    double raw_rate = raw.elapsed_s > 0 ? (double)raw.records / raw.elapsed_s : 0;
-    if (raw_rc == 0)
-        printf("%-22s %11.0f   (%" PRIu64 " records of ~%zu bytes, %d per commit, %.2f s)\n",
-               "raw LMDB append", raw_rate, raw.records, raw.record_bytes, RAW_PER_COMMIT,
-               raw.elapsed_s);
-    printf("\n");
-    if (raw_rc == 0 && raw_rate > 0) {
-        printf("loyaltyd batch=%d reaches %.1f%% of the raw append ceiling", b.load.batch,
-               100.0 * load_rate(r1) / raw_rate);
-        if (b.batch1)
-            printf("; batch=1 reaches %.1f%%", 100.0 * load_rate(r2) / raw_rate);
-        printf(".\n");
+    bench_results *res = calloc(1, sizeof *res);
+    if (res == NULL || bench_results_alloc(res) < 0) {
+        fprintf(stderr, "lt-bench: out of memory\n");
+        return 1;
     }
-    printf("mix: %" PRIu64 " redemptions, %" PRIu64 " enrolments sent (batched run)\n",
-           r1->redemptions, r1->enrolments);
-    print_reasons("batched", r1);
-    if (b.batch1)
-        print_reasons("batch=1", r2);
-    if (status_rc == 0)
-        printf("daemon after the runs: committed seq %" PRIu64 ", %" PRIu64 " members\n", seq,
-               members);
-    else
-        printf("daemon after the runs: no answer to a status query\n");
-    if (b.ingest == NULL && b.keep)
-        printf("kept %s (config, data, loyaltyd.log)\n", d.dir);
-    else if (b.ingest == NULL)
-        bench_daemon_cleanup(&d);
-    bool lost = r1->lost_batches || r2->lost_batches;
-    free(r1);
-    free(r2);
-    return rc == 0 && raw_rc == 0 && !lost && status_rc == 0 && stop_rc == 0 ? 0 : 1;
+    double t0 = bench_now_s();
+    int fail = 0;
+    if (run_ceilings(&b, res) < 0)
+        fail = 1;
+    if (b.mem_members > 0) {
+        fprintf(stderr, "lt-bench: RAM per member: building a state of %" PRIu32 " members ...\n",
+                b.mem_members);
+        if (bench_mem_run(b.mem_members, &res->mem) < 0)
+            fail = 1;
+    }
+    if (run_daemon(&b, res) < 0)
+        fail = 1;
+    if (b.pg_seconds > 0 && run_pg(&b, res) < 0)
+        fail = 1;
+    res->total_s = bench_now_s() - t0;
+
+    bench_report_print(&b, res, stdout);
+    if (bench_report_files(&b, res) < 0)
+        fail = 1;
+    bool lost = res->closed->lost_batches || res->batch1->lost_batches || res->open->lost_batches ||
+                res->population->lost_batches;
+    if (lost)
+        fprintf(stderr, "lt-bench: acknowledgements missing: see 'lost' in the table\n");
+    bench_results_free(res);
+    free(res);
+    return fail || lost ? 1 : 0;
 }

@@ -7,7 +7,8 @@ PKGS="build-essential cmake pkg-config
 libuv1-dev libzmq3-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler
 libcmocka-dev libyaml-dev libjansson-dev libxxhash-dev libmicrohttpd-dev tzdata curl
 protobuf-compiler python3 python3-zmq python3-protobuf
-clang libclang-rt-14-dev valgrind"
+clang libclang-rt-14-dev valgrind
+postgresql libpq-dev gnuplot-nox"
 
 missing=""
 for p in $PKGS; do
