@@ -13,6 +13,8 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -34,6 +36,8 @@ struct ledger {
     bool has_returns; /* false: a read-only open of a ledger written before returns existed */
     MDB_dbi rejects;  /* dead letters: id (u64 BE) -> encoded loyalty.Rejected */
     bool has_rejects;
+    MDB_dbi stage; /* a checkpoint being written or merged (ledger_commit_ckpt) */
+    bool has_stage;
     bool read_only;
     int lock_fd; /* DIR/daemon.lock held with flock(LOCK_EX), or -1 */
     /* One read transaction kept reset between calls, so find_event/get/last_seq cost no
@@ -234,6 +238,12 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     if (rc == 0) {
         int rr = mdb_dbi_open(txn, "rejects", flags, &l->rejects);
         l->has_rejects = rr == 0;
+        if (rr != 0 && rr != MDB_NOTFOUND)
+            rc = rr;
+    }
+    if (rc == 0) {
+        int rr = mdb_dbi_open(txn, "stage", flags, &l->stage);
+        l->has_stage = rr == 0;
         if (rr != 0 && rr != MDB_NOTFOUND)
             rc = rr;
     }
@@ -606,6 +616,265 @@ static int put_rejects(ledger *l, MDB_txn *txn, const ledger_blob *rj, size_t n,
     return rc != 0 && rc != MDB_NOTFOUND ? fail(l, rc, "rejects: trim") : 0;
 }
 
+/* ------------------------------------------------------------------ staged checkpoints
+ *
+ * A checkpoint written in one transaction rewrites every member changed since the last one: at
+ * a million active members that is a multi-second commit that every acknowledgement waits for.
+ * ledger_commit_ckpt() spreads it: the records go into the `stage` database a chunk per commit
+ * (key: one byte of ledger_snap_kind, then the key as in its own database; an empty value
+ * deletes), and the commit with the last chunk sets checkpoint_seq and meta `stage_seq` to the
+ * checkpoint's sequence: from then on the checkpoint is the main databases overlaid with the
+ * stage (ledger_scan_snapshot/ledger_scan_returns read it so). Later commits move the stage
+ * into place a chunk at a time; when it is empty `stage_seq` is deleted. A stage without
+ * `stage_seq` is an unfinished checkpoint (a crash while writing it): it is ignored by readers
+ * and cleared by the next one. The previous checkpoint stays valid until the new one is
+ * complete, so a crash at any point recovers.
+ */
+
+#define STAGE_KEY_MAX (1 + 64)
+
+static const char stage_seq_key[] = "stage_seq";
+
+static int meta_get_u64(ledger *l, MDB_txn *txn, const char *name, uint64_t *v)
+{
+    MDB_val k = {strlen(name), (void *)name}, d;
+    int rc = mdb_get(txn, l->meta, &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        *v = 0;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    if (d.mv_size != 8)
+        return MDB_CORRUPTED;
+    *v = get_be64(d.mv_data);
+    return 0;
+}
+
+static int meta_put_u64(ledger *l, MDB_txn *txn, const char *name, uint64_t v)
+{
+    uint8_t val[8];
+    put_be64(val, v);
+    MDB_val k = {strlen(name), (void *)name}, d = {sizeof(val), val};
+    if (v == 0) {
+        int rc = mdb_del(txn, l->meta, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    return mdb_put(txn, l->meta, &k, &d, 0);
+}
+
+/* The key a snap has in its own database (returns: the sale seq as u64 BE). */
+static int snap_key(const ledger_snap *s, uint8_t *buf, MDB_val *k)
+{
+    if (s->kind == LEDGER_SNAP_RETURNS) {
+        uint64_t seq;
+        if (parse_seq(s->key, &seq) != 0)
+            return -1;
+        put_be64(buf, seq);
+        *k = (MDB_val){8, buf};
+        return 0;
+    }
+    *k = (MDB_val){strlen(s->key), (void *)s->key};
+    return 0;
+}
+
+static MDB_dbi kind_dbi(const ledger *l, int kind)
+{
+    return kind == LEDGER_SNAP_MEMBER ? l->members
+           : kind == LEDGER_SNAP_CARD ? l->cards
+                                      : l->returns;
+}
+
+static int cmp_snap_ptr(const void *a, const void *b)
+{
+    const ledger_snap *x = *(const ledger_snap *const *)a, *y = *(const ledger_snap *const *)b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    return strcmp(x->key, y->key);
+}
+
+/* Writes snaps into the stage, in key order (neighbouring keys share pages). */
+static int put_stage(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n)
+{
+    if (n == 0)
+        return 0;
+    const ledger_snap **order = malloc(n * sizeof(*order));
+    if (order == NULL)
+        return fail(l, LEDGER_ERR_OTHER, "stage: out of memory");
+    for (size_t i = 0; i < n; i++)
+        order[i] = &snaps[i];
+    qsort(order, n, sizeof(*order), cmp_snap_ptr);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const ledger_snap *s = order[i];
+        LT_ASSERT(s->key && s->key[0]);
+        LT_ASSERT(s->kind >= LEDGER_SNAP_MEMBER && s->kind <= LEDGER_SNAP_RETURNS);
+        uint8_t kb[8], sk[STAGE_KEY_MAX];
+        MDB_val k;
+        if (snap_key(s, kb, &k) != 0) {
+            rc = fail(l, LEDGER_ERR_OTHER, "stage: returns key is not a sale seq");
+            break;
+        }
+        if (k.mv_size + 1 > sizeof(sk)) {
+            rc = fail(l, LEDGER_ERR_OTHER, "stage: key too long");
+            break;
+        }
+        sk[0] = (uint8_t)s->kind;
+        memcpy(sk + 1, k.mv_data, k.mv_size);
+        MDB_val key = {k.mv_size + 1, sk}, v = {s->value ? s->len : 0, (void *)s->value};
+        if ((rc = mdb_put(txn, l->stage, &key, &v, 0)) != 0)
+            rc = fail(l, rc, "stage: put");
+    }
+    free(order);
+    return rc;
+}
+
+/* Moves up to max records of the stage into their databases. *left: records still staged. */
+static int merge_stage(ledger *l, MDB_txn *txn, size_t max, uint64_t *left)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->stage, &cur);
+    if (rc != 0)
+        return fail(l, rc, "stage: cursor");
+    MDB_val k, v;
+    size_t moved = 0;
+    while (moved < max && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+        const uint8_t *kp = k.mv_data;
+        if (k.mv_size < 2 || kp[0] < LEDGER_SNAP_MEMBER || kp[0] > LEDGER_SNAP_RETURNS ||
+            (kp[0] == LEDGER_SNAP_RETURNS && k.mv_size != 9)) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        MDB_val mk = {k.mv_size - 1, (void *)(kp + 1)};
+        MDB_dbi dbi = kind_dbi(l, kp[0]);
+        if (v.mv_size > 0)
+            rc = mdb_put(txn, dbi, &mk, &v, 0);
+        else if ((rc = mdb_del(txn, dbi, &mk, NULL)) == MDB_NOTFOUND)
+            rc = 0;
+        if (rc == 0)
+            rc = mdb_cursor_del(cur, 0);
+        if (rc != 0)
+            break;
+        moved++;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return fail(l, rc, "stage: merge");
+    MDB_stat st;
+    if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
+        return fail(l, rc, "stage: stat");
+    *left = st.ms_entries;
+    return 0;
+}
+
+static int set_checkpoint(ledger *l, MDB_txn *txn, uint64_t checkpoint_seq, uint64_t last)
+{
+    if (checkpoint_seq > last) {
+        snprintf(l->errmsg, sizeof(l->errmsg), "checkpoint %llu beyond last seq %llu",
+                 (unsigned long long)checkpoint_seq, (unsigned long long)last);
+        return LEDGER_ERR_SEQ;
+    }
+    int rc = meta_put_u64(l, txn, "checkpoint_seq", checkpoint_seq);
+    return rc ? fail(l, rc, "meta: put") : 0;
+}
+
+/* A checkpoint written directly: whatever the stage holds is settled first (a complete one
+ * moved into place, an unfinished one dropped) so it cannot overlay the new records. */
+static int settle_stage(ledger *l, MDB_txn *txn)
+{
+    uint64_t stage_seq, left = 0;
+    int rc = meta_get_u64(l, txn, stage_seq_key, &stage_seq);
+    if (rc != 0)
+        return fail(l, rc, "meta: get");
+    if (stage_seq != 0 && (rc = merge_stage(l, txn, SIZE_MAX, &left)) != 0)
+        return rc;
+    if ((rc = mdb_drop(txn, l->stage, 0)) != 0)
+        return fail(l, rc, "stage: clear");
+    rc = meta_put_u64(l, txn, stage_seq_key, 0);
+    return rc ? fail(l, rc, "meta: put") : 0;
+}
+
+static int apply_ckpt(ledger *l, MDB_txn *txn, const ledger_ckpt *ck, uint64_t last,
+                      ledger_ckpt_state *out)
+{
+    uint64_t stage_seq, left = 0;
+    int rc = meta_get_u64(l, txn, stage_seq_key, &stage_seq);
+    if (rc != 0)
+        return fail(l, rc, "meta: get");
+    bool building = ck->stage_begin || ck->stage_n > 0 || ck->stage_complete_seq > 0;
+    if (building && stage_seq != 0)
+        return fail(l, LEDGER_ERR_OTHER, "stage: the previous checkpoint is still being merged");
+    if (ck->stage_begin && (rc = mdb_drop(txn, l->stage, 0)) != 0)
+        return fail(l, rc, "stage: clear");
+    if ((rc = put_stage(l, txn, ck->stage, ck->stage_n)) != 0)
+        return rc;
+    if (ck->stage_complete_seq > 0) {
+        uint64_t current;
+        if ((rc = meta_get_u64(l, txn, "checkpoint_seq", &current)) != 0)
+            return fail(l, rc, "meta: get");
+        if (ck->stage_complete_seq < current)
+            return fail(l, LEDGER_ERR_SEQ, "stage: checkpoint older than the current one");
+        if ((rc = set_checkpoint(l, txn, ck->stage_complete_seq, last)) != 0)
+            return rc;
+        MDB_stat st;
+        if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
+            return fail(l, rc, "stage: stat");
+        stage_seq = st.ms_entries > 0 ? ck->stage_complete_seq : 0;
+        if ((rc = meta_put_u64(l, txn, stage_seq_key, stage_seq)) != 0)
+            return fail(l, rc, "meta: put");
+    }
+    if (stage_seq != 0 && ck->merge_max > 0) {
+        if ((rc = merge_stage(l, txn, ck->merge_max, &left)) != 0)
+            return rc;
+        if (left == 0 && (rc = meta_put_u64(l, txn, stage_seq_key, 0)) != 0)
+            return fail(l, rc, "meta: put");
+        if (left == 0)
+            stage_seq = 0;
+    } else if (stage_seq != 0) {
+        MDB_stat st;
+        if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
+            return fail(l, rc, "stage: stat");
+        left = st.ms_entries;
+    }
+    if (out) {
+        out->merging = stage_seq != 0;
+        out->stage_left = stage_seq != 0 ? left : 0;
+    }
+    return 0;
+}
+
+int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const ledger_ckpt *ck,
+                       const ledger_blob *rejects, size_t rejects_n, uint64_t rejects_max,
+                       ledger_ckpt_state *out)
+{
+    LT_ASSERT(n == 0 || recs);
+    LT_ASSERT(ck && (ck->stage_n == 0 || ck->stage));
+    LT_ASSERT(rejects_n == 0 || rejects);
+    l->errmsg[0] = '\0';
+    if (l->read_only)
+        return fail(l, LEDGER_ERR_OTHER, "commit on a read-only ledger");
+    if (!l->has_stage)
+        return fail(l, LEDGER_ERR_OTHER, "no stage database");
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fail(l, rc, "begin");
+    uint64_t last = 0;
+    rc = put_entries(l, txn, recs, n, &last);
+    if (rc == 0)
+        rc = put_events(l, txn, recs, n);
+    if (rc == 0)
+        rc = put_rejects(l, txn, rejects, rejects_n, rejects_max);
+    if (rc == 0)
+        rc = apply_ckpt(l, txn, ck, last, out);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? fail(l, rc, "commit") : 0;
+}
+
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq)
 {
@@ -632,22 +901,14 @@ int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledg
     rc = put_entries(l, txn, recs, n, &last);
     if (rc == 0)
         rc = put_events(l, txn, recs, n);
+    if (rc == 0 && (snaps_n > 0 || checkpoint_seq > 0) && l->has_stage)
+        rc = settle_stage(l, txn);
     if (rc == 0)
         rc = put_snaps(l, txn, snaps, snaps_n);
     if (rc == 0)
         rc = put_rejects(l, txn, rejects, rejects_n, rejects_max);
-    if (rc == 0 && checkpoint_seq > last) {
-        snprintf(l->errmsg, sizeof(l->errmsg), "checkpoint %llu beyond last seq %llu",
-                 (unsigned long long)checkpoint_seq, (unsigned long long)last);
-        rc = LEDGER_ERR_SEQ;
-    }
-    if (rc == 0 && checkpoint_seq > 0) {
-        uint8_t val[8];
-        put_be64(val, checkpoint_seq);
-        MDB_val k = {14, (void *)"checkpoint_seq"}, v = {sizeof(val), val};
-        if ((rc = mdb_put(txn, l->meta, &k, &v, 0)) != 0)
-            rc = fail(l, rc, "meta: put");
-    }
+    if (rc == 0 && checkpoint_seq > 0)
+        rc = set_checkpoint(l, txn, checkpoint_seq, last);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -703,41 +964,101 @@ static int copy_val(char *dst, size_t cap, const MDB_val *v)
     return 0;
 }
 
-static int scan_members(ledger *l, MDB_txn *txn,
-                        int (*fn)(void *ctx, const uint8_t *rec, size_t len), void *ctx)
+/* Stage cursor helpers for scan_overlay(): positioned on the records of one kind. */
+static int stage_step(MDB_cursor *sc, int kind, MDB_cursor_op op, MDB_val *k, MDB_val *v)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, l->members, &cur);
-    if (rc != 0)
-        return map_err(rc);
-    MDB_val k, v;
-    int ret = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-        ret = fn(ctx, v.mv_data, v.mv_size);
-    mdb_cursor_close(cur);
-    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+    uint8_t kb = (uint8_t)kind;
+    if (op == MDB_SET_RANGE)
+        *k = (MDB_val){1, &kb};
+    int rc = mdb_cursor_get(sc, k, v, op);
+    if (rc == 0 && (k->mv_size < 2 || ((const uint8_t *)k->mv_data)[0] != kb))
+        rc = MDB_NOTFOUND;
+    if (rc == 0)
+        *k = (MDB_val){k->mv_size - 1, (uint8_t *)k->mv_data + 1};
+    return rc;
 }
 
-static int scan_cards(ledger *l, MDB_txn *txn,
-                      int (*fn)(void *ctx, const char *card, const char *member_id), void *ctx)
+/* LMDB's default key order: bytes, then the shorter first. */
+static int key_cmp(const MDB_val *a, const MDB_val *b)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, l->cards, &cur);
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int c = memcmp(a->mv_data, b->mv_data, n);
+    return c ? c : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size ? 1 : 0;
+}
+
+/* Calls fn for each record of dbi in key order, overlaid with the stage's records of `kind`
+ * when the stage holds the current checkpoint: a staged record replaces the one with its key,
+ * an empty one deletes it. Returns fn's non-zero value, 0, or a LEDGER_ERR_*. */
+static int scan_overlay(ledger *l, MDB_txn *txn, MDB_dbi dbi, int kind,
+                        int (*fn)(void *ctx, const MDB_val *k, const MDB_val *v), void *ctx)
+{
+    uint64_t stage_seq = 0;
+    int rc = l->has_stage ? meta_get_u64(l, txn, stage_seq_key, &stage_seq) : 0;
     if (rc != 0)
         return map_err(rc);
-    MDB_val k, v;
-    int ret = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        char card[LT_ID_MAX], member[LT_ID_MAX];
-        if (copy_val(card, sizeof(card), &k) || copy_val(member, sizeof(member), &v))
-            ret = LEDGER_ERR_CORRUPT;
-        else
-            ret = fn(ctx, card, member);
+    MDB_cursor *mc = NULL, *sc = NULL;
+    if ((rc = mdb_cursor_open(txn, dbi, &mc)) != 0 ||
+        (stage_seq != 0 && (rc = mdb_cursor_open(txn, l->stage, &sc)) != 0)) {
+        if (mc)
+            mdb_cursor_close(mc);
+        return map_err(rc);
     }
-    mdb_cursor_close(cur);
-    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+    MDB_val mk, mv, sk, sv;
+    int mrc = mdb_cursor_get(mc, &mk, &mv, MDB_FIRST);
+    int src = sc ? stage_step(sc, kind, MDB_SET_RANGE, &sk, &sv) : MDB_NOTFOUND;
+    int ret = 0;
+    while (ret == 0 && (mrc == 0 || src == 0)) {
+        int c = mrc != 0 ? 1 : src != 0 ? -1 : key_cmp(&mk, &sk);
+        if (c < 0) {
+            ret = fn(ctx, &mk, &mv);
+            mrc = mdb_cursor_get(mc, &mk, &mv, MDB_NEXT);
+            continue;
+        }
+        if (sv.mv_size > 0)
+            ret = fn(ctx, &sk, &sv);
+        if (c == 0)
+            mrc = mdb_cursor_get(mc, &mk, &mv, MDB_NEXT);
+        src = stage_step(sc, kind, MDB_NEXT, &sk, &sv);
+    }
+    mdb_cursor_close(mc);
+    if (sc)
+        mdb_cursor_close(sc);
+    if (ret)
+        return ret;
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return map_err(mrc);
+    return src != 0 && src != MDB_NOTFOUND ? map_err(src) : 0;
+}
+
+typedef struct {
+    int (*member_fn)(void *ctx, const uint8_t *rec, size_t len);
+    int (*card_fn)(void *ctx, const char *card, const char *member_id);
+    int (*returns_fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len);
+    void *ctx;
+} snap_scan;
+
+static int on_member(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    (void)k;
+    const snap_scan *sc = ctx;
+    return sc->member_fn(sc->ctx, v->mv_data, v->mv_size);
+}
+
+static int on_card(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    const snap_scan *sc = ctx;
+    char card[LT_ID_MAX], member[LT_ID_MAX];
+    if (copy_val(card, sizeof(card), k) || copy_val(member, sizeof(member), v))
+        return LEDGER_ERR_CORRUPT;
+    return sc->card_fn(sc->ctx, card, member);
+}
+
+static int on_returns(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    const snap_scan *sc = ctx;
+    if (k->mv_size != 8)
+        return LEDGER_ERR_CORRUPT;
+    return sc->returns_fn(sc->ctx, get_be64(k->mv_data), v->mv_data, v->mv_size);
 }
 
 int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *rec, size_t len),
@@ -749,9 +1070,10 @@ int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *r
     if (rc != 0)
         return map_err(rc);
     /* Members first: a card can only be loaded once its member exists. */
-    rc = member_fn ? scan_members(l, txn, member_fn, ctx) : 0;
+    snap_scan sc = {member_fn, card_fn, NULL, ctx};
+    rc = member_fn ? scan_overlay(l, txn, l->members, LEDGER_SNAP_MEMBER, on_member, &sc) : 0;
     if (rc == 0 && card_fn)
-        rc = scan_cards(l, txn, card_fn, ctx);
+        rc = scan_overlay(l, txn, l->cards, LEDGER_SNAP_CARD, on_card, &sc);
     mdb_txn_abort(txn);
     return rc;
 }
@@ -788,7 +1110,16 @@ int ledger_scan_returns(ledger *l,
                         int (*fn)(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len),
                         void *ctx)
 {
-    return l->has_returns ? scan_u64_keys(l, l->returns, 0, fn, ctx) : 0;
+    if (!l->has_returns)
+        return 0;
+    MDB_txn *txn;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    snap_scan sc = {NULL, NULL, fn, ctx};
+    rc = scan_overlay(l, txn, l->returns, LEDGER_SNAP_RETURNS, on_returns, &sc);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 int ledger_scan_rejects(ledger *l, uint64_t from_id,

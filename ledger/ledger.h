@@ -104,6 +104,32 @@ int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledg
                       size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
                       size_t rejects_n, uint64_t rejects_max);
 
+/* A checkpoint written over many commits (ledger.c, "staged checkpoints"). */
+typedef struct {
+    bool stage_begin;         /* first chunk of a new checkpoint: clear an unfinished stage */
+    const ledger_snap *stage; /* this commit's chunk of its records */
+    size_t stage_n;
+    uint64_t stage_complete_seq; /* non-zero: the chunks so far are the whole checkpoint of this
+                                  * sequence: it becomes the checkpoint in this transaction */
+    size_t merge_max;            /* move up to this many records of a complete checkpoint's
+                                  * stage into place (0: none this time) */
+} ledger_ckpt;
+
+typedef struct {
+    bool merging;        /* a complete checkpoint is still partly in the stage */
+    uint64_t stage_left; /* its records not moved yet */
+} ledger_ckpt_state;
+
+/* ledger_commit_all() without direct checkpoint records, plus one step of a staged checkpoint:
+ * a chunk into the stage, its completion, and/or moving merge_max staged records into place.
+ * Building a new checkpoint while the previous one is still being merged fails
+ * (LEDGER_ERR_OTHER). *out (may be NULL) tells whether merging goes on. A direct checkpoint
+ * (ledger_commit*() with snaps or checkpoint_seq) settles any stage first: it moves a complete
+ * one into place and drops an unfinished one. */
+int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const ledger_ckpt *ck,
+                       const ledger_blob *rejects, size_t rejects_n, uint64_t rejects_max,
+                       ledger_ckpt_state *out);
+
 /* ---- the read path (any thread; each call uses its own read transaction) ----
  * find_event, get, last_seq and checkpoint_seq reuse one reset read transaction per handle
  * (renewed per call, no reader-slot setup); a concurrent caller from another thread finds it
