@@ -76,6 +76,27 @@ static inline void w_sint32(wbuf *w, uint32_t field, int32_t v)
     w_u64(w, field, ((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
 }
 
+/* A proto2 optional varint field whose has_ flag is set: written even when zero. Enums and
+ * int64 are passed as their uint64 bit pattern (negative values take 10 bytes). */
+static inline void w_u64_set(wbuf *w, uint32_t field, uint64_t v)
+{
+    w_tag(w, field, WT_VARINT);
+    w_varint(w, v);
+}
+
+/* A proto2 optional string field that is present (non-NULL): written even when empty. */
+static inline void w_str_set(wbuf *w, uint32_t field, const char *s, size_t n)
+{
+    w_tag(w, field, WT_LEN);
+    w_varint(w, n);
+    if (w->full || (size_t)(w->end - w->p) < n) {
+        w->full = true;
+        return;
+    }
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+
 static inline void w_fixed64(wbuf *w, uint32_t field, uint64_t v)
 {
     if (v == 0)

@@ -193,9 +193,7 @@ typedef struct {
     lt_event ev;
     lt_entry entry;
     uint8_t enc[ENTRY_BYTES_MAX];
-    Loyalty__Ack ack_pb[LT_BATCH_EVENTS_MAX];
-    Loyalty__Ack *ack_ptrs[LT_BATCH_EVENTS_MAX];
-    Loyalty__EventId ack_ids[LT_BATCH_EVENTS_MAX];
+    ingest_ack acks_out[LT_BATCH_EVENTS_MAX];
     uint8_t reply[REPLY_BYTES_MAX];
 } daemon_t;
 
@@ -520,49 +518,28 @@ static void send_frames(daemon_t *d, void *sock, const req_t *r, const void *pay
 /* Sends one AckBatch for a request from the acks in b (or a whole-message refusal). */
 static void send_acks(daemon_t *d, const req_t *r, const batch *b, int reason, const char *msg)
 {
-    Loyalty__AckBatch ab = LOYALTY__ACK_BATCH__INIT;
-    ab.has_batch_id = r->has_batch_id;
-    ab.batch_id = r->batch_id;
-    if (reason != LT_R_NONE) {
-        ab.has_reason = 1;
-        ab.reason = (Loyalty__Reason)reason;
-        ab.message = (char *)msg;
-    }
-    for (uint32_t i = 0; b != NULL && i < r->ack_n; i++) {
+    uint32_t n = b != NULL ? r->ack_n : 0;
+    LT_ASSERT(n <= LT_ARRAY_LEN(d->acks_out));
+    for (uint32_t i = 0; i < n; i++) {
         const ack_t *a = &b->acks[r->ack_first + i];
-        Loyalty__Ack *p = &d->ack_pb[i];
-        Loyalty__EventId *id = &d->ack_ids[i];
-        loyalty__ack__init(p);
-        loyalty__event_id__init(id);
-        id->has_node_id = id->has_event_id = 1;
-        id->node_id = a->node;
-        id->event_id = a->eid;
-        p->id = id;
-        p->has_status = 1;
-        p->status = (Loyalty__Status)a->status;
-        if (a->status == LOYALTY__STATUS__REJECTED) {
-            p->has_reason = 1;
-            p->reason = (Loyalty__Reason)a->reason;
-            p->message =
-                a->msg_off != UINT32_MAX ? b->msgs + a->msg_off : (char *)lt_reason_msg(a->reason);
-        } else {
-            p->has_seq = 1;
-            p->seq = a->seq;
-        }
-        if (a->status == LOYALTY__STATUS__ACCEPTED) {
-            p->has_points_earned = p->has_points_redeemed = p->has_balance = 1;
-            p->points_earned = a->earned;
-            p->points_redeemed = a->redeemed;
-            p->balance = a->balance;
-        }
-        d->ack_ptrs[i] = p;
+        ingest_ack *p = &d->acks_out[i];
+        p->node_id = a->node;
+        p->event_id = a->eid;
+        p->status = a->status;
+        p->reason = a->reason;
+        p->message = NULL;
+        if (a->status == LOYALTY__STATUS__REJECTED)
+            p->message = a->msg_off != UINT32_MAX ? b->msgs + a->msg_off : lt_reason_msg(a->reason);
+        p->seq = a->seq;
+        p->points_earned = a->earned;
+        p->points_redeemed = a->redeemed;
+        p->balance = a->balance;
     }
-    ab.n_acks = b != NULL ? r->ack_n : 0;
-    ab.acks = d->ack_ptrs;
-    size_t n = loyalty__ack_batch__get_packed_size(&ab);
-    LT_ASSERT(n <= sizeof d->reply);
-    loyalty__ack_batch__pack(&ab, d->reply);
-    send_frames(d, d->ingest_sock, r, d->reply, n);
+    size_t len = 0;
+    int rc = ingest_ack_batch_encode(r->has_batch_id, r->batch_id, d->acks_out, n, reason, msg,
+                                     d->reply, sizeof d->reply, &len);
+    LT_ASSERT(rc == 0); /* the reply buffer holds the largest AckBatch */
+    send_frames(d, d->ingest_sock, r, d->reply, len);
     metrics_observe(&d->m.ack_seconds, (double)(uv_hrtime() - r->t0_ns) / 1e9);
 }
 
@@ -818,6 +795,15 @@ static int find_duplicate(daemon_t *d, lt_event_id id, uint64_t *seq, uint64_t *
     return 1;
 }
 
+/* snprintf(dst, cap, "%s", src) without the format machinery: at most cap - 1 bytes. */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    LT_ASSERT(cap > 0);
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static const char *tier_name(daemon_t *d, const char *member_id)
 {
     const lt_member *m = state_member(d->state, member_id);
@@ -885,7 +871,7 @@ static int record_entry(daemon_t *d, batch *b, lt_entry *e)
      * and replay apply the very same entry. */
     for (uint32_t i = 0; i < e->postings_n; i++) {
         lt_posting *po = &e->postings[i];
-        snprintf(po->tier_before, sizeof po->tier_before, "%s", tier_name(d, po->member_id));
+        copy_str(po->tier_before, sizeof po->tier_before, tier_name(d, po->member_id));
         if (po->tier_after[0] == '\0')
             memcpy(po->tier_after, po->tier_before, sizeof po->tier_after);
     }
@@ -1052,6 +1038,19 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
     zwatch_after_send(&d->ingest_w);
 }
 
+/* Memory hints for the events after events[i]: the member index slot, record and lots of
+ * the next few members (1,000,000 members do not fit in the cache; each is a miss, and each
+ * needs the one before). A hint only: what is prefetched changes nothing. */
+static void prefetch_ahead(const daemon_t *d, const Loyalty__EventBatch *eb, size_t i)
+{
+    if (i + 3 < eb->n_events)
+        state_prefetch(d->state, eb->events[i + 3]->member_id, STATE_PREFETCH_SLOT);
+    if (i + 2 < eb->n_events)
+        state_prefetch(d->state, eb->events[i + 2]->member_id, STATE_PREFETCH_MEMBER);
+    if (i + 1 < eb->n_events)
+        state_prefetch(d->state, eb->events[i + 1]->member_id, STATE_PREFETCH_LOTS);
+}
+
 static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len,
                            const char *user_id)
 {
@@ -1095,8 +1094,10 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     r->ack_first = b->acks_n;
     r->ack_n = (uint32_t)eb->n_events;
     bool wait = false;
-    for (size_t i = 0; i < eb->n_events && !d->failed; i++)
+    for (size_t i = 0; i < eb->n_events && !d->failed; i++) {
+        prefetch_ahead(d, eb, i);
         wait |= process_event(d, b, eb->events[i], user_id, &b->acks[b->acks_n + i]);
+    }
     if (d->failed)
         return;
     if (wait) {

@@ -45,6 +45,29 @@ uint64_t ingest_event_digest_ev(const lt_event *ev);
  * from the system's zoneinfo files (cached). Returns 0, or -1 if the zone is unknown. */
 int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min);
 
+/* ------------------------------------------------------------------ acknowledgements */
+
+/* One event's answer (loyalty.Ack) as the daemon keeps it until the ack is sent. */
+typedef struct {
+    uint64_t node_id, event_id;
+    uint32_t status;                                 /* loyalty.Status */
+    uint32_t reason;                                 /* loyalty.Reason, REJECTED only */
+    const char *message;                             /* REJECTED only; NULL = none */
+    uint64_t seq;                                    /* all but REJECTED */
+    int64_t points_earned, points_redeemed, balance; /* ACCEPTED only */
+} ingest_ack;
+
+/* Writes a loyalty.AckBatch straight into buf[0..cap) (the hot path: no protobuf-c message is
+ * built). The bytes equal what loyalty__ack_batch__pack() produces for the message the daemon
+ * used to build: every ack carries its id (both fields) and its status; a rejection its reason
+ * and message, anything else its seq; an acceptance also its points and balance. reason is
+ * LT_R_NONE, or the reason a whole message was refused (then message, if not NULL, goes with
+ * it; without a reason message is ignored). Returns 0 with the byte count in *len, or -1 if
+ * cap is too small (buf then holds a partial message). */
+int ingest_ack_batch_encode(bool has_batch_id, uint64_t batch_id, const ingest_ack *acks,
+                            size_t acks_n, int reason, const char *message, uint8_t *buf,
+                            size_t cap, size_t *len);
+
 /* ------------------------------------------------------------------ zwatch */
 
 typedef struct zwatch zwatch;

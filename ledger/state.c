@@ -227,6 +227,46 @@ static crec *find_card(const state *s, const char *card)
     return sl->idx == NIL ? NULL : &s->crecs[sl->idx];
 }
 
+/* Prefetches the cache lines of n bytes from p (a hint: never faults). */
+static void prefetch_bytes(const void *p, size_t n)
+{
+    const char *c = p;
+    for (size_t off = 0; off < n; off += 64)
+        __builtin_prefetch(c + off);
+    __builtin_prefetch(c + n - 1);
+}
+
+void state_prefetch(const state *s, const char *member_id, state_prefetch_stage stage)
+{
+    if (member_id == NULL || member_id[0] == '\0' || s->mtab.n == 0)
+        return;
+    size_t len = strnlen(member_id, LT_ID_MAX);
+    if (len >= LT_ID_MAX)
+        return; /* ingest refuses it */
+    const table *t = &s->mtab;
+    uint32_t h = (uint32_t)XXH3_64bits(member_id, len);
+    if (stage == STATE_PREFETCH_SLOT) {
+        __builtin_prefetch(&t->slots[h & t->mask]);
+        return;
+    }
+    /* the first slot with the key's tag is almost always the member: no string compare here,
+     * which would wait for the record this is about to prefetch */
+    for (uint32_t i = h & t->mask, probes = 0; probes <= t->mask; i = (i + 1) & t->mask, probes++) {
+        const slot *sl = &t->slots[i];
+        if (sl->idx == NIL)
+            return;
+        if (sl->tag != h)
+            continue;
+        const mrec *r = member_at(s, sl->idx);
+        if (stage == STATE_PREFETCH_MEMBER)
+            prefetch_bytes(r, sizeof *r);
+        else if (r->m.lots_n > 0 && r->m.lots != NULL) /* the oldest lots: FIFO spends them */
+            prefetch_bytes(r->m.lots, r->m.lots_n < 16 ? r->m.lots_n * sizeof *r->m.lots
+                                                       : 16 * sizeof *r->m.lots);
+        return;
+    }
+}
+
 const lt_member *state_member(const state *s, const char *member_id)
 {
     mrec *r = find_member(s, member_id);

@@ -33,8 +33,23 @@ int64_t rules_days_from_civil(int y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
+/* The date of the last day asked for, per thread: rating an event asks for the same few
+ * days many times over (its local day, period starts, birthdays), and the divisions below are
+ * slow. Only a cache of a pure function: no result depends on it. */
+static _Thread_local struct {
+    bool valid;
+    int64_t days;
+    int y, m, d;
+} civil_memo;
+
 void rules_civil_from_days(int64_t days, int *y, int *m, int *d)
 {
+    if (civil_memo.valid && civil_memo.days == days) {
+        *y = civil_memo.y;
+        *m = civil_memo.m;
+        *d = civil_memo.d;
+        return;
+    }
     int64_t z = days + 719468;
     int64_t era = floor_div(z, 146097);
     int64_t doe = z - era * 146097;
@@ -46,6 +61,11 @@ void rules_civil_from_days(int64_t days, int *y, int *m, int *d)
     *y = (int)(yoe + era * 400 + (mm <= 2));
     *m = (int)mm;
     *d = (int)dd;
+    civil_memo.valid = true;
+    civil_memo.days = days;
+    civil_memo.y = *y;
+    civil_memo.m = *m;
+    civil_memo.d = *d;
 }
 
 static bool is_leap(int y)

@@ -70,6 +70,17 @@ typedef struct {
     uint32_t multiplier_pct;
 } rules_tier;
 
+/* What rating needs to know of one category named in the rules (R9, R11), found through a
+ * hash index built at load time instead of scanning the lists per sale line. */
+#define RULES_CATS_MAX (2 * RULES_CATEGORIES_MAX) /* excluded + earn class categories */
+#define RULES_CAT_SLOTS (4 * RULES_CATS_MAX)      /* power of two: at most 25% load */
+typedef struct {
+    char name[LT_ID_MAX];
+    bool excluded;        /* listed in excluded_categories (R9) */
+    bool has_class;       /* listed in an earn class (R11) */
+    uint32_t class_index; /* into rules.classes, when has_class */
+} rules_cat;
+
 struct rules {
     char version[LT_TEXT_MAX];         /* R31 */
     int64_t point_value_fen;           /* R2 */
@@ -120,7 +131,20 @@ struct rules {
 
     int64_t dormant_days; /* R28 */
     bool birthday_notice; /* R28 */
+
+    /* the category index (rules__index_categories()): cats[cat_slots[i] - 1]; 0 = empty */
+    uint32_t cats_n;
+    rules_cat cats[RULES_CATS_MAX];
+    uint16_t cat_slots[RULES_CAT_SLOTS];
 };
+
+/* Builds the category index from excluded and class_categories. The loader calls it once the
+ * whole file is read; nothing may change those lists afterwards. */
+void rules__index_categories(rules *r);
+
+/* The category's facts, or NULL for a category the rules do not name (not excluded, in the
+ * default earn class). */
+const rules_cat *rules__category(const rules *r, const char *name);
 
 /* Index of the tier named `name` ("" = the lowest); a name the rules do not know counts as the
  * lowest tier. */

@@ -825,6 +825,7 @@ static int load_document(loader *l, yaml_parser_t *parser)
     set_defaults(l->r);
     if (load_scalars(l, top) || load_sections(l, top))
         return -1;
+    rules__index_categories(l->r);
 
     /* a second document would be silently ignored: refuse it */
     yaml_document_t next;
@@ -982,6 +983,77 @@ int64_t rules_dormant_days(const rules *r)
 int rules_birthday_notice(const rules *r)
 {
     return r->birthday_notice;
+}
+
+/* ------------------------------------------------------------------ the category index */
+
+/* A hash of a category name, eight bytes a step (a byte-at-a-time hash is a chain of
+ * multiplies as long as the name): names are short, and the index is at most 25% full. */
+static uint32_t cat_hash(const char *name)
+{
+    size_t n = strlen(name), i = 0;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n, w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, name + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 29;
+    }
+    w = 0;
+    for (size_t k = 0; i + k < n; k++)
+        w |= (uint64_t)(unsigned char)name[i + k] << (8 * k);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 32;
+    return (uint32_t)h;
+}
+
+/* Returns the slot holding name, or the empty slot where it would go. */
+static uint16_t *cat_slot(const rules *r, const char *name)
+{
+    uint32_t mask = RULES_CAT_SLOTS - 1;
+    for (uint32_t i = cat_hash(name) & mask;; i = (i + 1) & mask) {
+        const uint16_t *sl = &r->cat_slots[i];
+        if (*sl == 0 || !strcmp(r->cats[*sl - 1].name, name))
+            return (uint16_t *)sl;
+    }
+}
+
+static rules_cat *cat_add(rules *r, const char *name)
+{
+    uint16_t *sl = cat_slot(r, name);
+    if (*sl != 0)
+        return &r->cats[*sl - 1];
+    LT_ASSERT(r->cats_n < RULES_CATS_MAX);
+    rules_cat *c = &r->cats[r->cats_n++];
+    memset(c, 0, sizeof *c);
+    rules__copy(c->name, sizeof c->name, name);
+    *sl = (uint16_t)r->cats_n;
+    return c;
+}
+
+void rules__index_categories(rules *r)
+{
+    LT_ASSERT(r->excluded_n <= RULES_CATEGORIES_MAX);
+    LT_ASSERT(r->class_categories_n <= RULES_CATEGORIES_MAX);
+    r->cats_n = 0;
+    memset(r->cat_slots, 0, sizeof r->cat_slots);
+    for (uint32_t i = 0; i < r->excluded_n; i++)
+        cat_add(r, r->excluded[i])->excluded = true;
+    /* the first class listing a category takes it, as a scan of the list in order would */
+    for (uint32_t i = 0; i < r->class_categories_n; i++) {
+        rules_cat *c = cat_add(r, r->class_categories[i].category);
+        if (!c->has_class) {
+            c->has_class = true;
+            c->class_index = r->class_categories[i].class_index;
+        }
+    }
+}
+
+const rules_cat *rules__category(const rules *r, const char *name)
+{
+    if (r->cats_n == 0)
+        return NULL;
+    uint16_t sl = *cat_slot(r, name);
+    return sl != 0 ? &r->cats[sl - 1] : NULL;
 }
 
 void rules__copy(char *dst, size_t cap, const char *src)

@@ -4,6 +4,7 @@
  *
  * Nothing here allocates or does I/O: (rules, view, event) -> entry, or a rejection reason.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "rules_internal.h"
@@ -17,6 +18,8 @@ typedef struct {
 
 uint32_t rules__tier_index(const rules *r, const char *name)
 {
+    if (name[0] == '\0')
+        return 0; /* "" = the lowest tier (tier names are never empty): most members */
     for (uint32_t i = 0; i < r->tiers_n; i++) {
         if (!strcmp(r->tiers[i].name, name))
             return i;
@@ -74,9 +77,17 @@ static int resolve(const rules *r, const rules_view *v, const char *member_id, c
     return LT_R_NONE;
 }
 
-static void entry_init(const rules *r, const lt_event *ev, lt_entry_kind kind, lt_entry *out)
+/* Clears the entry for rating, but of the lines array (27 KiB of the 30) only the first
+ * lines_clear lines: a sale writes exactly ev->lines_n lines and nothing reads past lines_n,
+ * as with entries decoded from the ledger (lines[lines_n..] are left as they were). */
+static void entry_init(const rules *r, const lt_event *ev, lt_entry_kind kind, uint32_t lines_clear,
+                       lt_entry *out)
 {
-    memset(out, 0, sizeof *out);
+    LT_ASSERT(lines_clear <= LT_SALE_LINES_MAX);
+    memset(out, 0, offsetof(lt_entry, lines));
+    memset(out->lines, 0, lines_clear * sizeof out->lines[0]);
+    memset((uint8_t *)out + offsetof(lt_entry, reward_code), 0,
+           sizeof *out - offsetof(lt_entry, reward_code));
     out->kind = kind;
     out->event_kind = ev->kind;
     out->id = ev->id;
@@ -133,7 +144,7 @@ static int rate_enrol(const rules *r, const rules_view *v, const lt_event *ev, l
     if (ev->referrer[0] && !strcmp(ev->referrer, id))
         return LT_R_INVALID_FIELD;
 
-    entry_init(r, ev, LT_ENTRY_ENROL, out);
+    entry_init(r, ev, LT_ENTRY_ENROL, 0, out);
     rules__copy(out->member_id, sizeof out->member_id, id);
     lt_posting *p = rules__posting_add(out, id, 0, "enrol");
     p->create = true;
@@ -177,7 +188,7 @@ static int rate_card_link(const rules *r, const rules_view *v, const lt_event *e
             return LT_R_INVALID_FIELD;
     }
 
-    entry_init(r, ev, LT_ENTRY_CARD_LINK, out);
+    entry_init(r, ev, LT_ENTRY_CARD_LINK, 0, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     lt_posting *p = rules__posting_add(out, w.id, w.balance, "card");
     rules__copy(p->card, sizeof p->card, ev->card);
@@ -198,7 +209,7 @@ static int rate_gift(const rules *r, const rules_view *v, const lt_event *ev, lt
     if (ev->points > w.balance)
         return LT_R_INSUFFICIENT_POINTS;
 
-    entry_init(r, ev, LT_ENTRY_GIFT, out);
+    entry_init(r, ev, LT_ENTRY_GIFT, 0, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     rules__copy(out->reward_code, sizeof out->reward_code, ev->reward_code);
     lt_posting *p = rules__posting_add(out, w.id, w.balance - ev->points, "gift");
@@ -223,7 +234,7 @@ static int rate_adjust(const rules *r, const rules_view *v, const lt_event *ev, 
     if (__builtin_add_overflow(w.balance, ev->points, &after))
         return LT_R_AMOUNT_OVERFLOW;
 
-    entry_init(r, ev, LT_ENTRY_ADJUSTMENT, out);
+    entry_init(r, ev, LT_ENTRY_ADJUSTMENT, 0, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     rules__copy(out->reason_code, sizeof out->reason_code, ev->reason_code);
     rules__copy(out->operator_id, sizeof out->operator_id, ev->operator_id);
@@ -244,7 +255,7 @@ static int rate_sale(const rules *r, const rules_view *v, const lt_event *ev, lt
 
     if (rc)
         return rc;
-    entry_init(r, ev, LT_ENTRY_SALE, out);
+    entry_init(r, ev, LT_ENTRY_SALE, ev->lines_n, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     return rules__rate_sale(r, v, ev, w.m, w.balance, out);
 }
@@ -257,7 +268,9 @@ static int rate_return(const rules *r, const rules_view *v, const lt_event *ev, 
 
     if (rc)
         return rc;
-    entry_init(r, ev, LT_ENTRY_RETURN, out);
+    /* a return fills the lines of the sale's line indexes it names, and tells a line listed
+     * twice by its quantity already set: all of them start cleared */
+    entry_init(r, ev, LT_ENTRY_RETURN, LT_SALE_LINES_MAX, out);
     rules__copy(out->member_id, sizeof out->member_id, w.id);
     return rules__rate_return(r, v, ev, w.m, w.balance, out);
 }
@@ -306,7 +319,7 @@ static int rate_merge(const rules *r, const rules_view *v, const lt_event *ev, l
         __builtin_add_overflow(t.m->sales, from->sales, &sales))
         return LT_R_AMOUNT_OVERFLOW;
 
-    entry_init(r, ev, LT_ENTRY_MERGE, out);
+    entry_init(r, ev, LT_ENTRY_MERGE, 0, out);
     rules__copy(out->member_id, sizeof out->member_id, t.id);
     lt_posting *p = rules__posting_add(out, t.id, after, "merge");
     rules__copy(p->merge_from, sizeof p->merge_from, from->id);

@@ -11,10 +11,11 @@
 
 #define N LT_SALE_LINES_MAX
 
-/* Per-line working values; the results end up in lt_entry.lines. */
+/* Per-line working values; the results end up in lt_entry.lines. Only [0..n) is meaningful. */
 typedef struct {
     uint32_t n;
-    bool earns[N]; /* not excluded (R9), not staff (R6) */
+    bool earns[N];   /* not excluded (R9), not staff (R6) */
+    uint32_t cls[N]; /* earn class (R11) */
     int64_t paid[N];
     int64_t redeemed[N];
     int64_t eligible[N];
@@ -59,20 +60,16 @@ static bool listed(const char (*list)[LT_ID_MAX], uint32_t n, const char *name)
     return false;
 }
 
-/* R9 */
-static bool line_excluded(const rules *r, const lt_line *l)
+/* R9: excluded by its flags or its category (cat: the category's facts, NULL = unlisted). */
+static bool line_excluded(const rules *r, const lt_line *l, const rules_cat *cat)
 {
-    return (l->flags & r->excluded_flags) != 0 || listed(r->excluded, r->excluded_n, l->category);
+    return (l->flags & r->excluded_flags) != 0 || (cat != NULL && cat->excluded);
 }
 
 /* R11: the earn class of a category (the default class takes every unlisted category). */
-static uint32_t class_of(const rules *r, const char *category)
+static uint32_t class_of(const rules *r, const rules_cat *cat)
 {
-    for (uint32_t i = 0; i < r->class_categories_n; i++) {
-        if (!strcmp(r->class_categories[i].category, category))
-            return r->class_categories[i].class_index;
-    }
-    return r->class_default;
+    return cat != NULL && cat->has_class ? cat->class_index : r->class_default;
 }
 
 /* R12: the rebate rate of a line, by how much of the list price was paid. */
@@ -143,7 +140,7 @@ static int group_base(const rules *r, const lt_event *ev, const sale *s, const b
     int64_t class_fen[RULES_CLASSES_MAX] = {0};
     for (uint32_t i = 0; i < s->n; i++) {
         if (in[i])
-            class_fen[class_of(r, ev->lines[i].category)] += s->eligible[i]; /* <= paid total */
+            class_fen[s->cls[i]] += s->eligible[i]; /* <= paid total */
     }
     *base = 0;
     for (uint32_t c = 0; c < r->classes_n; c++)
@@ -219,7 +216,7 @@ static int sku_points(const rules *r, const lt_event *ev, sale *s, lt_entry *out
  * exceeds their total (all of it when no line earns) comes off the other lines the same way. */
 static void take_redeemed(int64_t value, sale *s)
 {
-    bool others[N];
+    bool others[N] = {false}; /* only [0..n) is read; the init keeps -Wmaybe-uninitialized quiet */
     int64_t from_earning[N], from_others[N];
     int64_t on_earning = value < s->earning_paid ? value : s->earning_paid;
 
@@ -238,15 +235,22 @@ static int prepare(const rules *r, const lt_event *ev, const lt_member *m, sale 
 {
     bool staff = m && m->staff && !r->staff_earns; /* R6 */
 
-    memset(s, 0, sizeof *s);
+    /* every reader stops at s->n: only the lines the sale has are cleared (all 200 are 8 KiB) */
     s->n = ev->lines_n;
+    s->paid_total = s->earning_paid = 0;
     LT_ASSERT(s->n <= N);
     for (uint32_t i = 0; i < s->n; i++) {
         const lt_line *l = &ev->lines[i];
+        s->earns[i] = false;
+        s->paid[i] = s->redeemed[i] = s->eligible[i] = s->points[i] = 0;
+        s->mult[i] = 0;
+        s->cls[i] = 0;
         if (__builtin_mul_overflow(l->quantity, l->unit_paid_fen, &s->paid[i]) ||
             __builtin_add_overflow(s->paid_total, s->paid[i], &s->paid_total))
             return LT_R_AMOUNT_OVERFLOW;
-        s->earns[i] = !staff && !line_excluded(r, l);
+        const rules_cat *cat = rules__category(r, l->category);
+        s->earns[i] = !staff && !line_excluded(r, l, cat);
+        s->cls[i] = class_of(r, cat);
         if (s->earns[i])
             s->earning_paid += s->paid[i];
     }
