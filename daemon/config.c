@@ -23,6 +23,7 @@ void config_defaults(config *c)
     c->batch_events_max = 4000;
     c->batches_max = 4;
     c->checkpoint_interval_ms = 10000;
+    c->checkpoint_chunk = 4096;
     c->future_skew_s = 86400;
     c->past_age_days = 3650;
     c->ingest_queue_max = 10000;
@@ -64,6 +65,7 @@ static const config_key g_keys[] = {
     INT(batch_events_max, 1, 100000),
     INT(batches_max, 2, 64),
     INT(checkpoint_interval_ms, 100, 3600 * 1000),
+    INT(checkpoint_chunk, 1, 1000000),
     INT(future_skew_s, 0, 365 * 86400),
     INT(past_age_days, 1, 100 * 365),
     INT(ingest_queue_max, 1, 10000000),

@@ -26,6 +26,7 @@ typedef struct {
     int64_t batch_events_max;       /* events per group commit */
     int64_t batches_max;            /* batches in the pipeline (queue depth) */
     int64_t checkpoint_interval_ms; /* how often member state is checkpointed */
+    int64_t checkpoint_chunk;       /* checkpoint records written (and moved) per commit */
     int64_t future_skew_s;          /* occurred_at may be this far ahead of the daemon's clock */
     int64_t past_age_days;          /* and this far behind */
     int64_t ingest_queue_max;       /* ZeroMQ receive high-water mark, messages */

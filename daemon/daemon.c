@@ -48,6 +48,12 @@
 
 enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
 
+/* Staged checkpoints (ledger_commit_ckpt): a checkpoint's records ride on successive commits,
+ * checkpoint_chunk (4096) at a time, instead of one transaction that every ack would wait for;
+ * then the same number per commit are moved into place. At ~1 us per record that keeps a
+ * commit's extra work to a few milliseconds. */
+enum { CK_IDLE = 0, CK_WRITING, CK_MERGING };
+
 typedef struct {
     uint8_t ident[IDENT_BYTES_MAX];
     uint8_t ident_len;
@@ -106,6 +112,8 @@ typedef struct batch {
     uint8_t *snap_bytes;
     size_t snap_len, snap_cap;
     uint64_t checkpoint_seq;
+    ledger_ckpt ck; /* staged checkpoint work riding on this commit */
+    ledger_ckpt_state ck_out;
     /* results */
     int commit_rc;
     bool acked, published;
@@ -159,6 +167,13 @@ typedef struct {
     bool committing, threads_stop;
     uint64_t pub_committed_seq; /* for heartbeats, under mu */
     bool ckpt_due;
+    /* the staged checkpoint being written or merged */
+    batch *ck_hold;  /* its records (snap arrays of a batch never queued), pointers set */
+    size_t ck_next;  /* next record to hand to a commit */
+    uint64_t ck_seq; /* the sequence it covers */
+    int ck_phase;    /* CK_IDLE, CK_WRITING, CK_MERGING */
+    uint64_t ck_start_ns;
+    uint32_t ck_commits;
 
     /* query waiting for a quiet point (state hash) */
     req_t *hash_waiters;
@@ -261,6 +276,8 @@ static void batch_reset(batch *b)
     b->rejs_n = 0;
     b->rej_len = 0;
     b->checkpoint_seq = 0;
+    memset(&b->ck, 0, sizeof b->ck);
+    memset(&b->ck_out, 0, sizeof b->ck_out);
     b->commit_rc = 0;
     b->acked = b->published = false;
     b->next_commit = b->next_pub = NULL;
@@ -387,6 +404,79 @@ static int batch_add_checkpoint(daemon_t *d, batch *b)
     return 0;
 }
 
+/* Points a batch's snaps at its bytes (done by the commit thread for queued batches). */
+static void snaps_fix(batch *b)
+{
+    for (size_t i = 0; i < b->snaps_n; i++) {
+        b->snaps[i].key = (const char *)b->snap_bytes + b->snap_key_off[i];
+        b->snaps[i].value =
+            b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
+    }
+}
+
+/* Starts a staged checkpoint of everything changed since the last one, as of now. */
+static int ckpt_start(daemon_t *d)
+{
+    if (d->ck_hold == NULL && (d->ck_hold = calloc(1, sizeof *d->ck_hold)) == NULL)
+        return -1;
+    batch_reset(d->ck_hold);
+    if (batch_add_checkpoint(d, d->ck_hold) != 0)
+        return -1;
+    snaps_fix(d->ck_hold);
+    d->ck_seq = d->ck_hold->checkpoint_seq;
+    d->ck_next = 0;
+    d->ck_phase = CK_WRITING;
+    d->ck_start_ns = uv_hrtime();
+    d->ck_commits = 0;
+    return 0;
+}
+
+/* Gives the batch being sealed its share of the staged checkpoint's work. */
+static void ckpt_attach(daemon_t *d, batch *b)
+{
+    size_t chunk = (size_t)d->cfg->checkpoint_chunk;
+    if (d->ck_phase == CK_WRITING) {
+        size_t left = d->ck_hold->snaps_n - d->ck_next;
+        size_t n = left < chunk ? left : chunk;
+        b->ck.stage_begin = d->ck_next == 0;
+        b->ck.stage = d->ck_hold->snaps + d->ck_next;
+        b->ck.stage_n = n;
+        d->ck_next += n;
+        if (d->ck_next == d->ck_hold->snaps_n) {
+            b->ck.stage_complete_seq = d->ck_seq;
+            b->ck.merge_max = chunk;
+            d->ck_phase = CK_MERGING;
+        }
+        d->ck_commits++;
+    } else if (d->ck_phase == CK_MERGING) {
+        b->ck.merge_max = chunk;
+        d->ck_commits++;
+    }
+}
+
+static bool ckpt_work(const batch *b)
+{
+    return b->ck.stage_begin || b->ck.stage_n > 0 || b->ck.stage_complete_seq > 0 ||
+           b->ck.merge_max > 0;
+}
+
+/* A committed batch's checkpoint progress (loop thread, in commit order). */
+static void ckpt_committed(daemon_t *d, const batch *b)
+{
+    if (b->ck.stage_complete_seq > 0) {
+        d->checkpoint_seq = b->ck.stage_complete_seq;
+        metrics_inc(&d->m.checkpoints, 1);
+    }
+    if (d->ck_phase == CK_MERGING && (b->ck.stage_complete_seq > 0 || b->ck.merge_max > 0) &&
+        !b->ck_out.merging) {
+        d->ck_phase = CK_IDLE;
+        lt_log(LT_DEBUG, "checkpoint in place",
+               "checkpoint_seq=%llu records=%zu commits=%u ms=%.1f", (unsigned long long)d->ck_seq,
+               d->ck_hold ? d->ck_hold->snaps_n : (size_t)0, d->ck_commits,
+               (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
+    }
+}
+
 /* ------------------------------------------------------------------ commit and publisher threads
  */
 
@@ -410,19 +500,14 @@ static void commit_main(void *arg)
 
         for (uint32_t i = 0; i < b->n; i++)
             b->recs[i].bytes = b->bytes + b->offs[i];
-        for (size_t i = 0; i < b->snaps_n; i++) {
-            b->snaps[i].key = (const char *)b->snap_bytes + b->snap_key_off[i];
-            b->snaps[i].value =
-                b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
-        }
         for (uint32_t i = 0; i < b->rejs_n; i++)
             b->rejs[i].bytes = b->rej_bytes + b->rej_off[i];
         int rc = 0;
-        if (b->n > 0 || b->snaps_n > 0 || b->checkpoint_seq > 0 || b->rejs_n > 0) {
+        LT_ASSERT(b->snaps_n == 0 && b->checkpoint_seq == 0); /* checkpoints go staged */
+        if (b->n > 0 || b->rejs_n > 0 || ckpt_work(b)) {
             uint64_t t0 = uv_hrtime();
-            rc =
-                ledger_commit_all(d->ledger, b->recs, b->n, b->snaps, b->snaps_n, b->checkpoint_seq,
-                                  b->rejs, b->rejs_n, (uint64_t)d->cfg->rejects_max);
+            rc = ledger_commit_ckpt(d->ledger, b->recs, b->n, &b->ck, b->rejs, b->rejs_n,
+                                    (uint64_t)d->cfg->rejects_max, &b->ck_out);
             metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
             metrics_observe(&d->m.commit_batch, b->n);
             if (rc != 0) {
@@ -617,11 +702,12 @@ static void seal(daemon_t *d)
     batch *b = d->open;
     if (b == NULL || d->failed || d->recovering)
         return;
-    if (d->ckpt_due) {
-        if (batch_add_checkpoint(d, b) != 0)
+    if (d->ckpt_due && d->ck_phase == CK_IDLE) {
+        if (ckpt_start(d) != 0)
             lt_log(LT_WARN, "checkpoint skipped: out of memory", NULL);
         d->ckpt_due = false;
     }
+    ckpt_attach(d, b);
     d->open = NULL;
     uv_mutex_lock(&d->mu);
     b->state = B_QUEUED;
@@ -641,7 +727,9 @@ static void seal(daemon_t *d)
 static void maybe_seal(daemon_t *d)
 {
     batch *b = d->open;
-    if (b == NULL || (b->n == 0 && b->reqs_n == 0 && b->rejs_n == 0 && !d->ckpt_due))
+    bool ck = (d->ckpt_due && d->ck_phase == CK_IDLE) ||
+              (d->ck_phase != CK_IDLE && !d->stopping); /* a checkpoint goes on when idle too */
+    if (b == NULL || (b->n == 0 && b->reqs_n == 0 && b->rejs_n == 0 && !ck))
         return;
     uv_mutex_lock(&d->mu);
     bool idle = d->commit_head == NULL && !d->committing;
@@ -1600,13 +1688,10 @@ static void on_async(uv_async_t *h)
             idmap_remove(&d->pending, next->recs[i].id.node_id, next->recs[i].id.event_id);
         if (next->n > 0)
             d->committed_seq = next->recs[next->n - 1].seq;
-        if (next->checkpoint_seq > 0)
-            d->checkpoint_seq = next->checkpoint_seq;
+        ckpt_committed(d, next);
         d->st.commits++;
         d->st.committed_entries += next->n;
         metrics_inc(&d->m.commits, 1);
-        if (next->checkpoint_seq > 0)
-            metrics_inc(&d->m.checkpoints, 1);
         metrics_set(&d->m.last_seq, d->committed_seq);
         metrics_set(&d->m.checkpoint_seq, d->checkpoint_seq);
         metrics_set(&d->m.members, state_members(d->state));
@@ -1694,14 +1779,27 @@ static void final_checkpoint_and_stop(daemon_t *d)
     }
     if (!pipeline_empty(d))
         return;
-    /* the commit thread is idle: write the last checkpoint from here */
+    /* the commit thread is idle: write the last checkpoint from here. A staged one still
+     * being written is finished first (its members are no longer marked changed); the direct
+     * checkpoint then moves it into place before its own records. */
+    if (d->ck_phase == CK_WRITING) {
+        ledger_ckpt ck = {.stage_begin = d->ck_next == 0,
+                          .stage = d->ck_hold->snaps + d->ck_next,
+                          .stage_n = d->ck_hold->snaps_n - d->ck_next,
+                          .stage_complete_seq = d->ck_seq};
+        int rc = ledger_commit_ckpt(d->ledger, NULL, 0, &ck, NULL, 0, 0, NULL);
+        if (rc != 0) {
+            lt_log(LT_WARN, "final checkpoint failed; the next start replays more", "error=\"%s\"",
+                   ledger_strerror(rc));
+            uv_stop(&d->loop);
+            return;
+        }
+        d->checkpoint_seq = d->ck_seq;
+        d->ck_phase = CK_MERGING;
+    }
     batch *b = open_batch(d);
     if (b != NULL && batch_add_checkpoint(d, b) == 0) {
-        for (size_t i = 0; i < b->snaps_n; i++) {
-            b->snaps[i].key = (const char *)b->snap_bytes + b->snap_key_off[i];
-            b->snaps[i].value =
-                b->snap_val_off[i] == SIZE_MAX ? NULL : b->snap_bytes + b->snap_val_off[i];
-        }
+        snaps_fix(b);
         int rc = ledger_commit(d->ledger, NULL, 0, b->snaps, b->snaps_n, b->checkpoint_seq);
         if (rc != 0)
             lt_log(LT_WARN, "final checkpoint failed; the next start replays more", "error=\"%s\"",
@@ -1805,7 +1903,7 @@ static int replay_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
 {
     replay_ctx *rc = ctx;
     char err[256];
-    if (entry_decode(bytes, len, rc->entry) != 0) {
+    if (entry_decode_state(bytes, len, rc->entry) != 0) {
         lt_log(LT_ERROR, "ledger entry does not decode", "seq=%llu", (unsigned long long)seq);
         return -1;
     }
@@ -1849,6 +1947,11 @@ static int recover(daemon_t *d)
     d->next_seq = last + 1;
     d->committed_seq = last;
     d->checkpoint_seq = ckpt;
+    /* a checkpoint a crash left half merged is finished before the next one starts (if there
+     * is none, the first commit says so) */
+    d->ck_phase = CK_MERGING;
+    d->ck_start_ns = uv_hrtime();
+    d->ck_commits = 0;
     d->pub_committed_seq = last;
     lt_log(LT_INFO, "state recovered",
            "checkpoint_seq=%llu last_seq=%llu replayed=%llu members=%zu ms=%.1f",
@@ -2146,6 +2249,10 @@ int daemon_run(const config *cfg)
         for (size_t i = 0; i < d->batches_n; i++)
             batch_free(&d->batches[i]);
         free(d->batches);
+    }
+    if (d->ck_hold != NULL) {
+        batch_free(d->ck_hold);
+        free(d->ck_hold);
     }
     idmap_free(&d->pending);
     idmap_free(&d->nodes);

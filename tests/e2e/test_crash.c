@@ -837,7 +837,7 @@ static void test_sigkill_storm_loses_and_repeats_nothing(void **state)
 static int setup(void **state)
 {
     (void)state;
-    h_start(&g_d, "checkpoint_interval_ms: 100\n");
+    h_start(&g_d, "checkpoint_interval_ms: 100\ncheckpoint_chunk: 7\n");
     return 0;
 }
 
