@@ -122,8 +122,10 @@ static int write_config(bench_daemon *d, char *path, size_t cap)
             "publish_endpoint: \"%s\"\n"
             "query_endpoint: \"%s\"\n"
             "rules_file: \"\"\n"
-            "metrics_listen: \"\"\n", /* no fixed port: a daemon beside it may hold 9464 */
-            d->dir, d->ingest, d->pub, d->query);
+            "metrics_listen: \"\"\n" /* no fixed port: a daemon beside it may hold 9464 */
+            "log_level: \"%s\"\n",
+            d->dir, d->ingest, d->pub, d->query,
+            getenv("LT_BENCH_LOG_LEVEL") ? getenv("LT_BENCH_LOG_LEVEL") : "info");
     return fclose(f) == 0 ? 0 : -1;
 }
 

