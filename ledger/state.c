@@ -46,6 +46,7 @@ typedef struct {
     lt_member m;
     uint32_t cards; /* first card record of this member, or NIL */
     uint8_t dirty;
+    uint8_t ck; /* in the checkpoint being taken, not encoded yet (state_ckpt_begin) */
 } mrec;
 
 typedef struct {
@@ -92,6 +93,11 @@ struct state {
     uint32_t *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
+    /* copy-on-write checkpoint: members still to be encoded as of its start */
+    uint32_t *ck_members;
+    uint32_t ck_members_n, ck_members_cap;
+    state_ck_capture_fn ck_capture;
+    void *ck_ctx;
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -345,6 +351,7 @@ void state_destroy(state **sp)
     free(s->ctab.slots);
     free(s->crecs);
     free(s->dirty_members);
+    free(s->ck_members);
     free(s->dirty_cards);
     for (uint32_t i = 0; i < s->rrecs_n; i++)
         free(s->rrecs[i].qty);
@@ -430,6 +437,17 @@ static void lots_add(lt_member *m, lt_lot lot)
 
 /* ------------------------------------------------------------------ dirty tracking */
 
+/* Before a member changes: if the checkpoint being taken has not encoded it yet, it gets the
+ * member as it is now (as of the checkpoint's start) first. */
+static void ck_touch(state *s, uint32_t idx)
+{
+    mrec *r = member_at(s, idx);
+    if (!r->ck)
+        return;
+    r->ck = 0;
+    s->ck_capture(s->ck_ctx, idx, &r->m);
+}
+
 static void mark_member(state *s, uint32_t idx)
 {
     mrec *r = member_at(s, idx);
@@ -468,6 +486,53 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
             return rc;
     }
     return 0;
+}
+
+int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uint32_t **members,
+                     uint32_t *n)
+{
+    LT_ASSERT(capture != NULL);
+    for (uint32_t i = 0; i < s->ck_members_n; i++) /* one not finished: its members are done */
+        member_at(s, s->ck_members[i])->ck = 0;
+    /* the dirty list becomes the checkpoint's list, and the old one takes new changes (the
+     * reserve functions grow it on demand) */
+    uint32_t *old = s->ck_members, old_cap = s->ck_members_cap;
+    s->ck_members = s->dirty_members;
+    s->ck_members_n = s->dirty_members_n;
+    s->ck_members_cap = s->dirty_members_cap;
+    s->dirty_members = old;
+    s->dirty_members_cap = old_cap;
+    s->dirty_members_n = 0;
+    uint32_t *taken = s->ck_members, taken_n = s->ck_members_n;
+    for (uint32_t i = 0; i < taken_n; i++) {
+        mrec *r = member_at(s, taken[i]);
+        r->dirty = 0;
+        r->ck = 1;
+    }
+    s->ck_capture = capture;
+    s->ck_ctx = ctx;
+    *members = taken;
+    *n = taken_n;
+    return 0;
+}
+
+size_t state_dirty_members(const state *s)
+{
+    return s->dirty_members_n;
+}
+
+const char *state_ckpt_member_id(const state *s, uint32_t idx)
+{
+    return s->chunks[idx >> CHUNK_SHIFT][idx & (CHUNK_MEMBERS - 1)].m.id;
+}
+
+const lt_member *state_ckpt_take(state *s, uint32_t idx)
+{
+    mrec *r = member_at(s, idx);
+    if (!r->ck)
+        return NULL;
+    r->ck = 0;
+    return &r->m;
 }
 
 void state_clear_dirty(state *s)
@@ -514,6 +579,7 @@ static uint32_t member_add(state *s, const lt_member *m)
     r->m = *m;
     r->cards = NIL;
     r->dirty = 0;
+    r->ck = 0;
     uint32_t h = hash_key(m->id);
     slot *sl = tab_lookup(s, &s->mtab, h, m->id);
     LT_ASSERT(sl->idx == NIL);
@@ -1009,6 +1075,8 @@ static int apply_merge(state *s, const lt_entry *e, const lt_posting *p, uint32_
         seterr(err, err_len, "%s: out of memory", p->member_id);
         return -1;
     }
+    ck_touch(s, tidx);
+    ck_touch(s, sidx);
     lt_member *t = &member_at(s, tidx)->m, *f = &member_at(s, sidx)->m;
     merge_lots(t, f);
     t->debt += f->debt;
@@ -1052,6 +1120,7 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
         seterr(err, err_len, "%s: out of memory", p->member_id);
         return -1;
     }
+    ck_touch(s, midx);
     lt_member *m = &member_at(s, midx)->m;
     if (pl.from_lots > 0)
         lots_debit(m, pl.from_lots);

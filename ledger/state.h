@@ -90,6 +90,27 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
                         void *ctx);
 void state_clear_dirty(state *s);
 
+/* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: the members
+ * changed since the last checkpoint (the dirty members) are handed over as a list of member
+ * numbers (*members, n; valid until the next state_ckpt_begin) and marked; the dirty list
+ * starts empty. From then on, before state_apply() changes a marked member it calls
+ * capture(ctx, number, member) with the member as it still is (as of the checkpoint's start)
+ * and unmarks it. The caller encodes the others when it gets to them: state_ckpt_take() returns
+ * the member (unchanged since the start) and unmarks it, or NULL if it was captured. Cards and
+ * returned quantities are not part of this: encode them with state_foreach_dirty() /
+ * state_foreach_dirty_returns() and state_clear_dirty() right after. A checkpoint begun while
+ * another one still had marked members ends that one (its members count as done). Returns 0. */
+/* How many members changed since the last state_clear_dirty() or state_ckpt_begin(). */
+size_t state_dirty_members(const state *s);
+typedef void (*state_ck_capture_fn)(void *ctx, uint32_t number, const lt_member *m);
+int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uint32_t **members,
+                     uint32_t *n);
+/* The member id of member number idx, without touching the record (no cache miss). The id's
+ * bytes never change and the record never moves, so another thread may read them through the
+ * returned pointer (a sort), though not call this while the state grows. */
+const char *state_ckpt_member_id(const state *s, uint32_t idx);
+const lt_member *state_ckpt_take(state *s, uint32_t idx);
+
 /* Serialises a member into buf (a compact, versioned binary record). Returns the length, or 0
  * if cap is too small. */
 size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap);

@@ -1,0 +1,176 @@
+/* test_state_ckpt.c: copy-on-write checkpoints (state_ckpt_begin): the members changed before
+ * the start are handed over and, when an event changes one before it is encoded, captured as it
+ * was at the start; changes after the start are the next checkpoint's; merges (R7) capture both
+ * members. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "state.h"
+
+#define T0 1767225600 /* 2026-01-01 */
+
+static lt_entry g_entry;
+static char g_err[256];
+
+static lt_posting *posting(const char *member)
+{
+    memset(&g_entry, 0, sizeof(g_entry));
+    g_entry.seq++;
+    g_entry.occurred_at = T0;
+    g_entry.postings_n = 1;
+    lt_posting *p = &g_entry.postings[0];
+    strcpy(p->member_id, member);
+    return p;
+}
+
+static void apply(state *s)
+{
+    g_err[0] = '\0';
+    if (state_apply(s, &g_entry, g_err, sizeof(g_err)) != 0)
+        fail_msg("state_apply: %s", g_err);
+}
+
+static void enrol(state *s, const char *member)
+{
+    posting(member)->create = true;
+    apply(s);
+}
+
+static void credit(state *s, const char *member, int64_t points, int64_t balance_after)
+{
+    lt_posting *p = posting(member);
+    p->credit = points;
+    p->balance_after = balance_after;
+    apply(s);
+}
+
+typedef struct {
+    char id[8][LT_ID_MAX];
+    int64_t balance[8];
+    int n;
+} captured;
+
+static void capture(void *ctx, uint32_t number, const lt_member *m)
+{
+    (void)number;
+    captured *c = ctx;
+    assert_true(c->n < 8);
+    strcpy(c->id[c->n], m->id);
+    c->balance[c->n++] = state_balance(m);
+}
+
+static int count_dirty(void *ctx, const lt_member *m)
+{
+    (void)m;
+    ++*(int *)ctx;
+    return 0;
+}
+
+static uint32_t number_of(const state *s, const uint32_t *list, uint32_t n, const char *id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(state_ckpt_member_id(s, list[i]), id) == 0)
+            return list[i];
+    fail_msg("%s is not in the checkpoint", id);
+    return 0;
+}
+
+static void changes_before_encoding_are_captured_as_at_the_start(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "A");
+    enrol(s, "B");
+    enrol(s, "C");
+    credit(s, "A", 10, 10);
+    credit(s, "B", 20, 20);
+    state_clear_dirty(s); /* a checkpoint happened: C, A, B clean */
+    credit(s, "A", 5, 15);
+    credit(s, "B", 5, 25);
+
+    captured cap = {0};
+    const uint32_t *list;
+    uint32_t n;
+    assert_int_equal(state_ckpt_begin(s, capture, &cap, &list, &n), 0);
+    assert_int_equal(n, 2); /* A and B changed since the last checkpoint; C did not */
+    uint32_t a = number_of(s, list, n, "A"), b = number_of(s, list, n, "B");
+    int dirty = 0;
+    state_foreach_dirty(s, count_dirty, NULL, &dirty);
+    assert_int_equal(dirty, 0); /* the dirty list starts empty */
+
+    /* B changes before it was encoded: captured as it was (25), once */
+    credit(s, "B", 100, 125);
+    credit(s, "B", 1, 126);
+    assert_int_equal(cap.n, 1);
+    assert_string_equal(cap.id[0], "B");
+    assert_int_equal(cap.balance[0], 25);
+    assert_null(state_ckpt_take(s, b)); /* already captured */
+    /* A unchanged: taken as it is, once; a change after that is not captured */
+    const lt_member *ma = state_ckpt_take(s, a);
+    assert_non_null(ma);
+    assert_int_equal(state_balance(ma), 15);
+    assert_null(state_ckpt_take(s, a));
+    credit(s, "A", 1, 16);
+    assert_int_equal(cap.n, 1);
+    /* C, never in the checkpoint, is not captured when it changes */
+    credit(s, "C", 7, 7);
+    assert_int_equal(cap.n, 1);
+    /* what changed after the start is the next checkpoint's */
+    dirty = 0;
+    state_foreach_dirty(s, count_dirty, NULL, &dirty);
+    assert_int_equal(dirty, 3); /* A, B, C */
+    state_destroy(&s);
+}
+
+static void merge_captures_both_members_and_next_begin_ends_the_last(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "T");
+    enrol(s, "F");
+    credit(s, "T", 10, 10);
+    credit(s, "F", 30, 30);
+    captured cap = {0};
+    const uint32_t *list;
+    uint32_t n;
+    assert_int_equal(state_ckpt_begin(s, capture, &cap, &list, &n), 0);
+    assert_int_equal(n, 2);
+    lt_posting *p = posting("T"); /* R7: F folded into T */
+    g_entry.kind = LT_ENTRY_MERGE;
+    strcpy(p->merge_from, "F");
+    p->balance_after = 40;
+    apply(s);
+    assert_int_equal(cap.n, 2);
+    int64_t t_bal = strcmp(cap.id[0], "T") == 0 ? cap.balance[0] : cap.balance[1];
+    int64_t f_bal = strcmp(cap.id[0], "F") == 0 ? cap.balance[0] : cap.balance[1];
+    assert_int_equal(t_bal, 10);
+    assert_int_equal(f_bal, 30);
+    /* a new checkpoint while nothing of the first is left: T and F changed since its start */
+    captured cap2 = {0};
+    assert_int_equal(state_ckpt_begin(s, capture, &cap2, &list, &n), 0);
+    assert_int_equal(n, 2);
+    /* begun again without taking them: the first of those is over, nothing captured twice */
+    captured cap3 = {0};
+    credit(s, "T", 1, 41);
+    assert_int_equal(cap2.n, 1); /* T captured for the second checkpoint */
+    assert_int_equal(state_ckpt_begin(s, capture, &cap3, &list, &n), 0);
+    assert_int_equal(n, 1); /* only T changed since */
+    state_destroy(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(changes_before_encoding_are_captured_as_at_the_start),
+        cmocka_unit_test(merge_captures_both_members_and_next_begin_ends_the_last),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
