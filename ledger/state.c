@@ -44,9 +44,8 @@
 
 typedef struct {
     lt_member m;
-    uint32_t cards; /* first card record of this member, or NIL */
-    uint8_t dirty;
-    uint8_t ck; /* in the checkpoint being taken, not encoded yet (state_ckpt_begin) */
+    uint32_t cards;     /* first card record of this member, or NIL */
+    uint32_t dirty_gen; /* == state.dirty_gen: on the dirty list (no pass over members to clear) */
 } mrec;
 
 typedef struct {
@@ -93,7 +92,10 @@ struct state {
     uint32_t *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
-    /* copy-on-write checkpoint: members still to be encoded as of its start */
+    uint32_t dirty_gen; /* members marked with it are dirty; never 0 */
+    /* copy-on-write checkpoint: members still to be encoded as of its start, one bit each */
+    uint64_t *ck_bits;
+    uint32_t ck_bits_words;
     uint32_t *ck_members;
     uint32_t ck_members_n, ck_members_cap;
     state_ck_capture_fn ck_capture;
@@ -333,6 +335,7 @@ int state_new(state **out)
     if (s == NULL)
         return -1;
     s->cfree = NIL;
+    s->dirty_gen = 1; /* members start at 0: clean */
     *out = s;
     return 0;
 }
@@ -352,6 +355,7 @@ void state_destroy(state **sp)
     free(s->crecs);
     free(s->dirty_members);
     free(s->ck_members);
+    free(s->ck_bits);
     free(s->dirty_cards);
     for (uint32_t i = 0; i < s->rrecs_n; i++)
         free(s->rrecs[i].qty);
@@ -439,22 +443,38 @@ static void lots_add(lt_member *m, lt_lot lot)
 
 /* Before a member changes: if the checkpoint being taken has not encoded it yet, it gets the
  * member as it is now (as of the checkpoint's start) first. */
+/* Clears member idx's checkpoint bit; returns whether it was set. */
+static bool ck_take_bit(state *s, uint32_t idx)
+{
+    if (idx / 64 >= s->ck_bits_words)
+        return false;
+    uint64_t bit = 1ull << (idx % 64), *w = &s->ck_bits[idx / 64];
+    if (!(*w & bit))
+        return false;
+    *w &= ~bit;
+    return true;
+}
+
 static void ck_touch(state *s, uint32_t idx)
 {
-    mrec *r = member_at(s, idx);
-    if (!r->ck)
-        return;
-    r->ck = 0;
-    s->ck_capture(s->ck_ctx, idx, &r->m);
+    if (ck_take_bit(s, idx))
+        s->ck_capture(s->ck_ctx, idx, &member_at(s, idx)->m);
+}
+
+/* The next dirty generation: every member is clean at once. */
+static void next_dirty_gen(state *s)
+{
+    if (++s->dirty_gen == 0)
+        s->dirty_gen = 1;
 }
 
 static void mark_member(state *s, uint32_t idx)
 {
     mrec *r = member_at(s, idx);
-    if (r->dirty)
+    if (r->dirty_gen == s->dirty_gen)
         return;
     LT_ASSERT(s->dirty_members_n < s->dirty_members_cap);
-    r->dirty = 1;
+    r->dirty_gen = s->dirty_gen;
     s->dirty_members[s->dirty_members_n++] = idx;
 }
 
@@ -492,8 +512,20 @@ int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uin
                      uint32_t *n)
 {
     LT_ASSERT(capture != NULL);
+    uint32_t words = (s->members_n + 63) / 64;
+    if (words > s->ck_bits_words) {
+        uint32_t nw = s->ck_bits_words ? s->ck_bits_words : 1024;
+        while (nw < words)
+            nw *= 2;
+        uint64_t *nb = realloc(s->ck_bits, (size_t)nw * sizeof *nb);
+        if (nb == NULL)
+            return -1;
+        memset(nb + s->ck_bits_words, 0, (size_t)(nw - s->ck_bits_words) * sizeof *nb);
+        s->ck_bits = nb;
+        s->ck_bits_words = nw;
+    }
     for (uint32_t i = 0; i < s->ck_members_n; i++) /* one not finished: its members are done */
-        member_at(s, s->ck_members[i])->ck = 0;
+        ck_take_bit(s, s->ck_members[i]);
     /* the dirty list becomes the checkpoint's list, and the old one takes new changes (the
      * reserve functions grow it on demand) */
     uint32_t *old = s->ck_members, old_cap = s->ck_members_cap;
@@ -503,16 +535,15 @@ int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uin
     s->dirty_members = old;
     s->dirty_members_cap = old_cap;
     s->dirty_members_n = 0;
-    uint32_t *taken = s->ck_members, taken_n = s->ck_members_n;
-    for (uint32_t i = 0; i < taken_n; i++) {
-        mrec *r = member_at(s, taken[i]);
-        r->dirty = 0;
-        r->ck = 1;
+    next_dirty_gen(s);
+    for (uint32_t i = 0; i < s->ck_members_n; i++) {
+        uint32_t idx = s->ck_members[i];
+        s->ck_bits[idx / 64] |= 1ull << (idx % 64);
     }
     s->ck_capture = capture;
     s->ck_ctx = ctx;
-    *members = taken;
-    *n = taken_n;
+    *members = s->ck_members;
+    *n = s->ck_members_n;
     return 0;
 }
 
@@ -528,17 +559,12 @@ const char *state_ckpt_member_id(const state *s, uint32_t idx)
 
 const lt_member *state_ckpt_take(state *s, uint32_t idx)
 {
-    mrec *r = member_at(s, idx);
-    if (!r->ck)
-        return NULL;
-    r->ck = 0;
-    return &r->m;
+    return ck_take_bit(s, idx) ? &member_at(s, idx)->m : NULL;
 }
 
 void state_clear_dirty(state *s)
 {
-    for (uint32_t i = 0; i < s->dirty_members_n; i++)
-        member_at(s, s->dirty_members[i])->dirty = 0;
+    next_dirty_gen(s);
     for (uint32_t i = 0; i < s->dirty_cards_n; i++) {
         crec *c = find_card(s, s->dirty_cards[i]);
         if (c)
@@ -578,8 +604,7 @@ static uint32_t member_add(state *s, const lt_member *m)
     mrec *r = member_at(s, idx);
     r->m = *m;
     r->cards = NIL;
-    r->dirty = 0;
-    r->ck = 0;
+    r->dirty_gen = 0;
     uint32_t h = hash_key(m->id);
     slot *sl = tab_lookup(s, &s->mtab, h, m->id);
     LT_ASSERT(sl->idx == NIL);
