@@ -843,56 +843,22 @@ static int apply_ckpt(ledger *l, MDB_txn *txn, const ledger_ckpt *ck, uint64_t l
     return 0;
 }
 
-int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const ledger_ckpt *ck,
-                       const ledger_blob *rejects, size_t rejects_n, uint64_t rejects_max,
-                       ledger_ckpt_state *out)
-{
-    LT_ASSERT(n == 0 || recs);
-    LT_ASSERT(ck && (ck->stage_n == 0 || ck->stage));
-    LT_ASSERT(rejects_n == 0 || rejects);
-    l->errmsg[0] = '\0';
-    if (l->read_only)
-        return fail(l, LEDGER_ERR_OTHER, "commit on a read-only ledger");
-    if (!l->has_stage)
-        return fail(l, LEDGER_ERR_OTHER, "no stage database");
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
-    if (rc != 0)
-        return fail(l, rc, "begin");
-    uint64_t last = 0;
-    rc = put_entries(l, txn, recs, n, &last);
-    if (rc == 0)
-        rc = put_events(l, txn, recs, n);
-    if (rc == 0)
-        rc = put_rejects(l, txn, rejects, rejects_n, rejects_max);
-    if (rc == 0)
-        rc = apply_ckpt(l, txn, ck, last, out);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    rc = mdb_txn_commit(txn);
-    return rc ? fail(l, rc, "commit") : 0;
-}
-
-int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
-                  size_t snaps_n, uint64_t checkpoint_seq)
-{
-    return ledger_commit_all(l, recs, n, snaps, snaps_n, checkpoint_seq, NULL, 0, 0);
-}
-
-int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+/* One write transaction: entries, their dedup keys, dead letters, and either a direct
+ * checkpoint (snaps, checkpoint_seq) or a step of a staged one (ck); then a durable commit. */
+static int commit_txn(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                       size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
-                      size_t rejects_n, uint64_t rejects_max)
+                      size_t rejects_n, uint64_t rejects_max, const ledger_ckpt *ck,
+                      ledger_ckpt_state *out)
 {
     LT_ASSERT(n == 0 || recs);
     LT_ASSERT(snaps_n == 0 || snaps);
     LT_ASSERT(rejects_n == 0 || rejects);
+    LT_ASSERT(ck == NULL || ck->stage_n == 0 || ck->stage);
     l->errmsg[0] = '\0';
     if (l->read_only)
         return fail(l, LEDGER_ERR_OTHER, "commit on a read-only ledger");
-    if (n == 0 && snaps_n == 0 && checkpoint_seq == 0 && rejects_n == 0)
-        return 0;
+    if (ck != NULL && !l->has_stage)
+        return fail(l, LEDGER_ERR_OTHER, "no stage database");
     MDB_txn *txn;
     int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
     if (rc != 0)
@@ -909,12 +875,38 @@ int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledg
         rc = put_rejects(l, txn, rejects, rejects_n, rejects_max);
     if (rc == 0 && checkpoint_seq > 0)
         rc = set_checkpoint(l, txn, checkpoint_seq, last);
+    if (rc == 0 && ck != NULL)
+        rc = apply_ckpt(l, txn, ck, last, out);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
     }
     rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
     return rc ? fail(l, rc, "commit") : 0;
+}
+
+int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const ledger_ckpt *ck,
+                       const ledger_blob *rejects, size_t rejects_n, uint64_t rejects_max,
+                       ledger_ckpt_state *out)
+{
+    LT_ASSERT(ck != NULL);
+    return commit_txn(l, recs, n, NULL, 0, 0, rejects, rejects_n, rejects_max, ck, out);
+}
+
+int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                  size_t snaps_n, uint64_t checkpoint_seq)
+{
+    return ledger_commit_all(l, recs, n, snaps, snaps_n, checkpoint_seq, NULL, 0, 0);
+}
+
+int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
+                      size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
+                      size_t rejects_n, uint64_t rejects_max)
+{
+    if (n == 0 && snaps_n == 0 && checkpoint_seq == 0 && rejects_n == 0 && !l->read_only)
+        return 0;
+    return commit_txn(l, recs, n, snaps, snaps_n, checkpoint_seq, rejects, rejects_n, rejects_max,
+                      NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ scans */
