@@ -178,6 +178,13 @@ static void test_disk_full_refuses_then_recovers_without_restart(void **state)
         }
         Loyalty__AckBatch *r = h_send(&g_d, h_batch(500, ev), 30000);
         assert_non_null(r);
+        if (r->n_acks == 0) {
+            /* refused whole: a commit failed before this message (one that carried only
+             * checkpoint work, when the disk filled there) and the daemon is in its refusal
+             * window: nothing of it was taken */
+            assert_int_equal(r->reason, LOYALTY__REASON__STORAGE_UNAVAILABLE);
+            refused += 500;
+        }
         for (size_t i = 0; i < r->n_acks; i++) {
             if (r->acks[i]->status == LOYALTY__STATUS__ACCEPTED) {
                 accepted++;
@@ -190,7 +197,9 @@ static void test_disk_full_refuses_then_recovers_without_restart(void **state)
         loyalty__ack_batch__free_unpacked(r, NULL);
         h_free_events();
     }
-    assert_true(accepted > 0 && refused > 0); /* the disk did fill */
+    if (!(accepted > 0 && refused > 0)) /* the disk did fill */
+        fail_msg("accepted %d, refused %d of %llu events", accepted, refused,
+                 (unsigned long long)eid);
     for (int i = 0; i < MEMBERS; i++) {
         char m[16];
         snprintf(m, sizeof m, "d%d", i);
