@@ -123,9 +123,10 @@ static int write_config(bench_daemon *d, char *path, size_t cap)
             "query_endpoint: \"%s\"\n"
             "rules_file: \"\"\n"
             "metrics_listen: \"\"\n" /* no fixed port: a daemon beside it may hold 9464 */
-            "log_level: \"%s\"\n",
+            "log_level: \"%s\"\n%s\n",
             d->dir, d->ingest, d->pub, d->query,
-            getenv("LT_BENCH_LOG_LEVEL") ? getenv("LT_BENCH_LOG_LEVEL") : "info");
+            getenv("LT_BENCH_LOG_LEVEL") ? getenv("LT_BENCH_LOG_LEVEL") : "info",
+            getenv("LT_BENCH_DAEMON_YAML") ? getenv("LT_BENCH_DAEMON_YAML") : "");
     return fclose(f) == 0 ? 0 : -1;
 }
 
