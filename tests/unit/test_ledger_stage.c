@@ -113,10 +113,22 @@ static void read_view(ledger *l, char *out, size_t cap, uint64_t *ckpt)
 }
 
 /* A member snap whose record is its own key plus a version: "a1", "b2", ... */
-#define M(key, rec) {LEDGER_SNAP_MEMBER, (key), (const uint8_t *)(rec), sizeof(rec) - 1}
-#define C(card, member) {LEDGER_SNAP_CARD, (card), (const uint8_t *)(member), sizeof(member) - 1}
-#define C_DEL(card) {LEDGER_SNAP_CARD, (card), NULL, 0}
-#define R(seq, rec) {LEDGER_SNAP_RETURNS, (seq), (const uint8_t *)(rec), sizeof(rec) - 1}
+#define M(key, rec)                                                                                \
+    {                                                                                              \
+        LEDGER_SNAP_MEMBER, (key), (const uint8_t *)(rec), sizeof(rec) - 1                         \
+    }
+#define C(card, member)                                                                            \
+    {                                                                                              \
+        LEDGER_SNAP_CARD, (card), (const uint8_t *)(member), sizeof(member) - 1                    \
+    }
+#define C_DEL(card)                                                                                \
+    {                                                                                              \
+        LEDGER_SNAP_CARD, (card), NULL, 0                                                          \
+    }
+#define R(seq, rec)                                                                                \
+    {                                                                                              \
+        LEDGER_SNAP_RETURNS, (seq), (const uint8_t *)(rec), sizeof(rec) - 1                        \
+    }
 
 static const char base_view[] = "m:a1 m:b1 m:c1 c:k1=a c:k2=b r:3=x1 ";
 static const char new_view[] = "m:a1 m:b2 m:c2 m:d2 c:k1=a c:k3=d r:3=x2 r:10=y2 ";
@@ -164,8 +176,7 @@ static void complete_stage_is_the_checkpoint_while_it_merges(void **st)
     /* building the next checkpoint before this one is in place is refused */
     ledger_snap s[] = {M("a", "a3")};
     ledger_ckpt next = {.stage_begin = true, .stage = s, .stage_n = 1};
-    assert_int_equal(ledger_commit_ckpt(f->l, NULL, 0, &next, NULL, 0, 0, NULL),
-                     LEDGER_ERR_OTHER);
+    assert_int_equal(ledger_commit_ckpt(f->l, NULL, 0, &next, NULL, 0, 0, NULL), LEDGER_ERR_OTHER);
     /* merge 3 at a time: the view never changes, and it ends */
     char got[1024];
     uint64_t ckpt, left = 7;
