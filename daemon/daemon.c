@@ -60,13 +60,6 @@ typedef struct {
     uint32_t idx;
 } ck_ord;
 
-/* A member captured before an event changed it (state_ckpt_begin): its encoded record. */
-typedef struct {
-    uint32_t idx; /* UINT32_MAX: empty slot */
-    uint32_t len;
-    size_t off; /* into ck_cap_bytes */
-} ck_cap;
-
 typedef struct {
     uint8_t ident[IDENT_BYTES_MAX];
     uint8_t ident_len;
@@ -184,10 +177,8 @@ typedef struct {
     batch *ck_hold; /* its cards and returns records (a batch never queued), pointers set */
     ck_ord *ck_ord; /* its members, sorted by id before they are written */
     size_t ck_ord_n, ck_ord_cap;
-    ck_cap *ck_caps; /* members captured before a change: open addressing on the number */
-    uint32_t ck_cap_slots;
-    uint8_t *ck_cap_bytes;
-    size_t ck_cap_len, ck_cap_bytes_cap;
+    batch *ck_capd;    /* members captured before a change (state_ckpt_begin), as snaps */
+    idmap ck_capmap;   /* member number -> its snap in ck_capd */
     size_t ck_next;    /* next member (ck_ord) to hand to a commit */
     uint64_t ck_seq;   /* the sequence it covers */
     int ck_phase;      /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
@@ -475,43 +466,9 @@ static void ckpt_sort_done(uv_work_t *w, int status)
 static void ckpt_capture(void *ctx, uint32_t idx, const lt_member *m)
 {
     daemon_t *d = ctx;
-    size_t need = 512 + (size_t)m->lots_n * 64;
-    if (d->ck_cap_len + need > d->ck_cap_bytes_cap) {
-        size_t ncap = d->ck_cap_bytes_cap ? d->ck_cap_bytes_cap : (size_t)1 << 20;
-        while (ncap < d->ck_cap_len + need)
-            ncap *= 2;
-        uint8_t *nb = realloc(d->ck_cap_bytes, ncap);
-        if (nb == NULL) {
-            fatal(d, 71, "out of memory keeping a member for the checkpoint");
-            return;
-        }
-        d->ck_cap_bytes = nb;
-        d->ck_cap_bytes_cap = ncap;
-    }
-    size_t n = state_member_encode(m, d->ck_cap_bytes + d->ck_cap_len, need);
-    LT_ASSERT(n > 0);
-    uint32_t mask = d->ck_cap_slots - 1;
-    uint32_t h = idx * 2654435761u;
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-        ck_cap *c = &d->ck_caps[i];
-        if (c->idx == UINT32_MAX) {
-            *c = (ck_cap){idx, (uint32_t)n, d->ck_cap_len};
-            break;
-        }
-    }
-    d->ck_cap_len += n;
-}
-
-static const ck_cap *ckpt_captured(const daemon_t *d, uint32_t idx)
-{
-    uint32_t mask = d->ck_cap_slots - 1;
-    for (uint32_t i = (idx * 2654435761u) & mask;; i = (i + 1) & mask) {
-        const ck_cap *c = &d->ck_caps[i];
-        if (c->idx == UINT32_MAX)
-            return NULL;
-        if (c->idx == idx)
-            return c;
-    }
+    size_t i = d->ck_capd->snaps_n;
+    if (snap_member(d->ck_capd, m) != 0 || idmap_put(&d->ck_capmap, idx, 0, i, 0) != 0)
+        fatal(d, 71, "out of memory keeping a member for the checkpoint");
 }
 
 /* Starts a staged checkpoint of everything changed since the last one, as of now. Members are
@@ -527,9 +484,12 @@ static int ckpt_start(daemon_t *d)
         state_foreach_dirty_returns(d->state, snap_returns, d->ck_hold) != 0)
         return -1; /* nothing taken: they stay dirty for the next try */
     size_t n_dirty = state_dirty_members(d->state);
-    uint32_t slots = 1024;
-    while (slots < 2 * n_dirty + 2)
-        slots *= 2;
+    if (d->ck_capd == NULL && (d->ck_capd = calloc(1, sizeof *d->ck_capd)) == NULL)
+        return -1;
+    batch_reset(d->ck_capd);
+    idmap_free(&d->ck_capmap);
+    if (idmap_init(&d->ck_capmap, 1024) != 0)
+        return -1;
     if (n_dirty > d->ck_ord_cap) {
         ck_ord *no = realloc(d->ck_ord, n_dirty * sizeof *no);
         if (no == NULL)
@@ -537,16 +497,6 @@ static int ckpt_start(daemon_t *d)
         d->ck_ord = no;
         d->ck_ord_cap = n_dirty;
     }
-    if (slots != d->ck_cap_slots) {
-        ck_cap *nc = realloc(d->ck_caps, slots * sizeof *nc);
-        if (nc == NULL)
-            return -1;
-        d->ck_caps = nc;
-        d->ck_cap_slots = slots;
-    }
-    for (uint32_t i = 0; i < slots; i++)
-        d->ck_caps[i].idx = UINT32_MAX;
-    d->ck_cap_len = 0;
     const uint32_t *list;
     uint32_t n;
     state_ckpt_begin(d->state, ckpt_capture, d, &list, &n);
@@ -585,10 +535,12 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
     }
     for (size_t k = 0; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
         const ck_ord *o = &d->ck_ord[d->ck_next];
-        const ck_cap *c = ckpt_captured(d, o->idx);
+        const idmap_slot *c = idmap_get(&d->ck_capmap, o->idx, 0);
         int rc;
         if (c != NULL) {
-            rc = snap_add(b, LEDGER_SNAP_MEMBER, o->id, d->ck_cap_bytes + c->off, c->len, false);
+            const batch *cp = d->ck_capd;
+            rc = snap_add(b, LEDGER_SNAP_MEMBER, o->id, cp->snap_bytes + cp->snap_val_off[c->v1],
+                          cp->snaps[c->v1].len, false);
         } else {
             const lt_member *m = state_ckpt_take(d->state, o->idx);
             LT_ASSERT(m != NULL); /* not captured, so not changed since the start */
@@ -2439,8 +2391,11 @@ int daemon_run(const config *cfg)
         free(d->ck_hold);
     }
     free(d->ck_ord);
-    free(d->ck_caps);
-    free(d->ck_cap_bytes);
+    if (d->ck_capd != NULL) {
+        batch_free(d->ck_capd);
+        free(d->ck_capd);
+    }
+    idmap_free(&d->ck_capmap);
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
     lt_arena_destroy(&d->arena);
