@@ -550,6 +550,28 @@ static int parse_seq(const char *key, uint64_t *seq)
     return 0;
 }
 
+/* The key a snap has in its own database (returns: the sale seq as u64 BE). */
+static int snap_key(const ledger_snap *s, uint8_t *buf, MDB_val *k)
+{
+    if (s->kind == LEDGER_SNAP_RETURNS) {
+        uint64_t seq;
+        if (parse_seq(s->key, &seq) != 0)
+            return -1;
+        put_be64(buf, seq);
+        *k = (MDB_val){8, buf};
+        return 0;
+    }
+    *k = (MDB_val){strlen(s->key), (void *)s->key};
+    return 0;
+}
+
+static MDB_dbi kind_dbi(const ledger *l, int kind)
+{
+    return kind == LEDGER_SNAP_MEMBER ? l->members
+           : kind == LEDGER_SNAP_CARD ? l->cards
+                                      : l->returns;
+}
+
 static int put_snaps(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n)
 {
     static const char *const what[] = {"", "members: put", "cards: put", "returns: put"};
@@ -558,18 +580,11 @@ static int put_snaps(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n
         LT_ASSERT(s->key && s->key[0]);
         LT_ASSERT(s->kind == LEDGER_SNAP_MEMBER || s->kind == LEDGER_SNAP_CARD ||
                   s->kind == LEDGER_SNAP_RETURNS);
-        MDB_dbi dbi = s->kind == LEDGER_SNAP_MEMBER ? l->members
-                      : s->kind == LEDGER_SNAP_CARD ? l->cards
-                                                    : l->returns;
-        MDB_val k = {strlen(s->key), (void *)s->key}, v = {s->len, (void *)s->value};
         uint8_t seq_key[8];
-        if (s->kind == LEDGER_SNAP_RETURNS) {
-            uint64_t seq;
-            if (parse_seq(s->key, &seq) != 0)
-                return fail(l, LEDGER_ERR_OTHER, "returns: key is not a sale seq");
-            put_be64(seq_key, seq);
-            k = (MDB_val){sizeof(seq_key), seq_key};
-        }
+        MDB_val k, v = {s->len, (void *)s->value};
+        if (snap_key(s, seq_key, &k) != 0)
+            return fail(l, LEDGER_ERR_OTHER, "returns: key is not a sale seq");
+        MDB_dbi dbi = kind_dbi(l, s->kind);
         int rc = s->value ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL);
         if (rc != 0 && !(rc == MDB_NOTFOUND && s->value == NULL))
             return fail(l, rc, what[s->kind]);
@@ -661,28 +676,6 @@ static int meta_put_u64(ledger *l, MDB_txn *txn, const char *name, uint64_t v)
         return rc == MDB_NOTFOUND ? 0 : rc;
     }
     return mdb_put(txn, l->meta, &k, &d, 0);
-}
-
-/* The key a snap has in its own database (returns: the sale seq as u64 BE). */
-static int snap_key(const ledger_snap *s, uint8_t *buf, MDB_val *k)
-{
-    if (s->kind == LEDGER_SNAP_RETURNS) {
-        uint64_t seq;
-        if (parse_seq(s->key, &seq) != 0)
-            return -1;
-        put_be64(buf, seq);
-        *k = (MDB_val){8, buf};
-        return 0;
-    }
-    *k = (MDB_val){strlen(s->key), (void *)s->key};
-    return 0;
-}
-
-static MDB_dbi kind_dbi(const ledger *l, int kind)
-{
-    return kind == LEDGER_SNAP_MEMBER ? l->members
-           : kind == LEDGER_SNAP_CARD ? l->cards
-                                      : l->returns;
 }
 
 static int cmp_snap_ptr(const void *a, const void *b)
