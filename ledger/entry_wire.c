@@ -43,7 +43,22 @@ static int rd_varint(rd *r, uint64_t *v)
     return -1; /* more than 10 bytes */
 }
 
-static int rd_varint32(rd *r, uint32_t *v);
+/* A tag or a length: a varint of at most 5 bytes, kept to 32 bits (as protobuf-c reads them). */
+static int rd_varint32(rd *r, uint32_t *v)
+{
+    uint32_t x = 0;
+    for (unsigned i = 0; i < 5; i++) {
+        if (r->p == r->end)
+            return -1;
+        uint8_t b = *r->p++;
+        x |= (uint32_t)(b & 0x7f) << (7 * i);
+        if (b < 0x80) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
 
 /* Skips an unknown field's value. */
 static int rd_skip(rd *r, unsigned wt)
@@ -103,23 +118,6 @@ static int rd_str(rd *r, char *dst, size_t cap)
 }
 
 #define STR(r, dst) rd_str((r), (dst), sizeof(dst))
-
-/* A tag or a length: a varint of at most 5 bytes, kept to 32 bits (as protobuf-c reads them). */
-static int rd_varint32(rd *r, uint32_t *v)
-{
-    uint32_t x = 0;
-    for (unsigned i = 0; i < 5; i++) {
-        if (r->p == r->end)
-            return -1;
-        uint8_t b = *r->p++;
-        x |= (uint32_t)(b & 0x7f) << (7 * i);
-        if (b < 0x80) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
 
 /* The next field's number and wire type; 0 at the end, -1 when malformed. */
 static int rd_tag(rd *r, uint32_t *field, unsigned *wt)
