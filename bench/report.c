@@ -267,15 +267,22 @@ static void json_run(FILE *f, const char *key, const load_result *r, bool last)
     fprintf(f, "]}%s\n", last ? "" : ",");
 }
 
+/* Opens OUT/name for writing (its path in path). Returns the file, or NULL (message printed). */
+static FILE *open_out(const bench_cfg *b, const char *name, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", b->out, name);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        fprintf(stderr, "lt-bench: cannot write %s: %s\n", path, strerror(errno));
+    return f;
+}
+
 static int write_json(const bench_cfg *b, const bench_results *r)
 {
     char path[BENCH_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/bench-result.json", b->out);
-    FILE *f = fopen(path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "lt-bench: cannot write %s: %s\n", path, strerror(errno));
+    FILE *f = open_out(b, "bench-result.json", path, sizeof path);
+    if (f == NULL)
         return -1;
-    }
     double closed = bench_load_rate(r->closed);
     fprintf(f,
             "{\n  \"config\": {\"tills\": %d, \"window\": %d, \"batch1_window\": %d, \"batch\": "
@@ -330,12 +337,9 @@ static int write_json(const bench_cfg *b, const bench_results *r)
 static int write_timeline(const bench_cfg *b, const bench_results *r)
 {
     char path[BENCH_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/timeline.dat", b->out);
-    FILE *f = fopen(path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "lt-bench: cannot write %s: %s\n", path, strerror(errno));
+    FILE *f = open_out(b, "timeline.dat", path, sizeof path);
+    if (f == NULL)
         return -1;
-    }
     const load_result *runs[] = {r->population, r->closed, r->batch1, r->open};
     const char *names[] = {"enrol population", "closed loop, batched", "closed loop, 1/message",
                            "open loop, batched"};
@@ -357,12 +361,9 @@ static int write_timeline(const bench_cfg *b, const bench_results *r)
 static int write_plot(const bench_cfg *b)
 {
     char path[BENCH_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/timeline.gp", b->out);
-    FILE *f = fopen(path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "lt-bench: cannot write %s: %s\n", path, strerror(errno));
+    FILE *f = open_out(b, "timeline.gp", path, sizeof path);
+    if (f == NULL)
         return -1;
-    }
     fprintf(f,
             "# written by lt-bench: gnuplot %s/timeline.gp -> timeline.png\n"
             "set terminal pngcairo size 1200,800 noenhanced\n"
