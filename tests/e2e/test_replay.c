@@ -106,26 +106,27 @@ static void replays_every_entry(void **st)
     remove_ledger();
 }
 
+/* Replay of a ledger with one bad entry fails with exit 1 and says which and why. */
+static void expect_failure(uint64_t bad_seq, uint64_t garbage_seq, const char *why)
+{
+    char out[8192];
+    write_ledger(bad_seq, garbage_seq);
+    assert_int_equal(replay(out, sizeof out), 1);
+    if (strstr(out, why) == NULL)
+        fail_msg("no clear failure (\"%s\"): %s", why, out);
+    remove_ledger();
+}
+
 static void names_the_entry_that_does_not_apply(void **st)
 {
     (void)st;
-    char out[8192];
-    write_ledger(4321, 0);
-    assert_int_equal(replay(out, sizeof out), 1);
-    if (strstr(out, "entry 4321 does not apply") == NULL)
-        fail_msg("no clear failure: %s", out);
-    remove_ledger();
+    expect_failure(4321, 0, "entry 4321 does not apply");
 }
 
 static void names_the_entry_that_does_not_decode(void **st)
 {
     (void)st;
-    char out[8192];
-    write_ledger(0, 2500);
-    assert_int_equal(replay(out, sizeof out), 1);
-    if (strstr(out, "entry 2500 (16 bytes) does not decode") == NULL)
-        fail_msg("no clear failure: %s", out);
-    remove_ledger();
+    expect_failure(0, 2500, "entry 2500 (16 bytes) does not decode");
 }
 
 int main(void)
