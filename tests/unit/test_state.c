@@ -10,30 +10,19 @@
 #include <cmocka.h>
 
 #include "state.h"
+#include "test_state_fixture.h"
 
 #define T0 1767225600 /* 2026-01-01 UTC */
 #define DAY 86400
 
-static lt_entry g_entry;
-static char g_err[256];
-
-/* Starts a fresh entry occurring at `at` and returns its first posting for `member`. */
 static lt_posting *posting(int64_t at, const char *member)
 {
-    memset(&g_entry, 0, sizeof(g_entry));
-    g_entry.seq++;
-    g_entry.occurred_at = at;
-    g_entry.postings_n = 1;
-    lt_posting *p = &g_entry.postings[0];
-    strcpy(p->member_id, member);
-    return p;
+    return st_posting(LT_ENTRY_NONE, at, member);
 }
 
-/* Applies g_entry; returns state_apply's result. */
 static int apply(state *s)
 {
-    g_err[0] = '\0';
-    return state_apply(s, &g_entry, g_err, sizeof(g_err));
+    return st_apply(s);
 }
 
 static void enrol(state *s, const char *member, const char *card)

@@ -12,27 +12,18 @@
 #include <cmocka.h>
 
 #include "state.h"
+#include "test_state_fixture.h"
 
 #define T0 1767225600 /* 2026-01-01 */
 
-static lt_entry g_entry;
-static char g_err[256];
-
 static lt_posting *posting(const char *member)
 {
-    memset(&g_entry, 0, sizeof(g_entry));
-    g_entry.seq++;
-    g_entry.occurred_at = T0;
-    g_entry.postings_n = 1;
-    lt_posting *p = &g_entry.postings[0];
-    strcpy(p->member_id, member);
-    return p;
+    return st_posting(LT_ENTRY_NONE, T0, member);
 }
 
 static void apply(state *s)
 {
-    g_err[0] = '\0';
-    if (state_apply(s, &g_entry, g_err, sizeof(g_err)) != 0)
+    if (st_apply(s) != 0)
         fail_msg("state_apply: %s", g_err);
 }
 

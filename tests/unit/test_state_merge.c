@@ -13,69 +13,47 @@
 
 #include "entry.h"
 #include "state.h"
+#include "test_state_fixture.h"
 
 #define T0 1767225600 /* 2026-01-01 UTC */
 #define DAY 86400
 
-static lt_entry g_entry;
-static char g_err[256];
-static uint64_t g_seq;
-
-/* Starts a fresh entry of `kind` occurring at `at` and returns its first posting. */
-static lt_posting *posting(lt_entry_kind kind, int64_t at, const char *member)
-{
-    memset(&g_entry, 0, sizeof(g_entry));
-    g_entry.seq = ++g_seq;
-    g_entry.kind = kind;
-    g_entry.occurred_at = at;
-    g_entry.postings_n = 1;
-    lt_posting *p = &g_entry.postings[0];
-    strcpy(p->member_id, member);
-    return p;
-}
-
-static int apply(state *s)
-{
-    g_err[0] = '\0';
-    return state_apply(s, &g_entry, g_err, sizeof(g_err));
-}
-
 static void enrol(state *s, const char *member, const char *card)
 {
-    lt_posting *p = posting(LT_ENTRY_ENROL, T0, member);
+    lt_posting *p = st_posting(LT_ENTRY_ENROL, T0, member);
     p->create = true;
     if (card)
         strcpy(p->card, card);
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 }
 
 static void link(state *s, const char *member, const char *card, int64_t balance)
 {
-    lt_posting *p = posting(LT_ENTRY_CARD_LINK, T0, member);
+    lt_posting *p = st_posting(LT_ENTRY_CARD_LINK, T0, member);
     strcpy(p->card, card);
     p->balance_after = balance;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 }
 
 /* A sale-like credit: a lot earned at `at`, spend totals, one sale. */
 static void earn(state *s, const char *member, int64_t at, int64_t points, int64_t expires_at,
                  int64_t fen, int64_t balance_after)
 {
-    lt_posting *p = posting(LT_ENTRY_SALE, at, member);
+    lt_posting *p = st_posting(LT_ENTRY_SALE, at, member);
     p->credit = points;
     p->credit_expires_at = expires_at;
     p->lifetime_delta_fen = fen;
     p->qualifying_delta = fen;
     p->count_sale = true;
     p->balance_after = balance_after;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 }
 
 /* The merge entry rating writes (rules_rate.c): [0] target with merge_from, [1] the source. */
 static void merge_entry(const char *target, const char *source, int64_t target_after,
                         const char *tier_after)
 {
-    lt_posting *p = posting(LT_ENTRY_MERGE, T0 + 100 * DAY, target);
+    lt_posting *p = st_posting(LT_ENTRY_MERGE, T0 + 100 * DAY, target);
     strcpy(p->merge_from, source);
     strcpy(p->reason, "merge");
     strcpy(p->tier_after, tier_after);
@@ -122,7 +100,7 @@ static void test_state_R7_merge_moves_lots_in_fifo_order(void **st)
     assert_int_equal(state_new(&s), 0);
     build_pair(s);
     merge_entry("T", "S", 31, "gold");
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 
     const lt_member *t = state_member(s, "T"), *f = state_member(s, "S");
     assert_int_equal(t->lots_n, 5); /* equal keys (D+10, T0+1) fold into one: 10 + 3 */
@@ -150,10 +128,10 @@ static void test_state_R7_merge_moves_lots_in_fifo_order(void **st)
     assert_int_equal(f->lifetime_fen + f->qualifying + f->sales + f->debt, 0);
 
     /* R17: spending now takes the lot that expires first, wherever it came from */
-    lt_posting *p = posting(LT_ENTRY_GIFT, T0 + 101 * DAY, "T");
+    lt_posting *p = st_posting(LT_ENTRY_GIFT, T0 + 101 * DAY, "T");
     p->debit = 9;
     p->balance_after = 22;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     assert_int_equal(t->lots[0].points, 11);
     assert_int_equal(t->lots[0].earned_at, T0 + 1);
     state_destroy(&s);
@@ -170,7 +148,7 @@ static void test_state_R7_merge_keeps_distinct_never_lots(void **st)
     earn(s, "S", T0 + 1, 2, 0, 0, 2); /* earned before T's: goes first */
     earn(s, "S", T0 + 9, 3, 0, 0, 5);
     merge_entry("T", "S", 10, "");
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     const lt_member *t = state_member(s, "T");
     assert_int_equal(t->lots_n, 3);
     assert_int_equal(t->lots[0].points, 2);
@@ -189,7 +167,7 @@ static void test_state_R7_merge_moves_debt(void **st)
     earn(s, "T", T0, 100, 0, 0, 100);
     load_with_debt(s, "S", 40);
     merge_entry("T", "S", 60, "");
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     const lt_member *t = state_member(s, "T");
     assert_int_equal(t->debt, 40);
     assert_int_equal(state_balance(t), 60);
@@ -229,7 +207,7 @@ static void test_state_R7_merge_relinks_cards_and_marks_dirty(void **st)
     build_pair(s);
     state_clear_dirty(s);
     merge_entry("T", "S", 31, "");
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 
     assert_string_equal(state_card_owner(s, "CS1"), "T");
     assert_string_equal(state_card_owner(s, "CS2"), "T");
@@ -245,11 +223,11 @@ static void test_state_R7_merge_relinks_cards_and_marks_dirty(void **st)
     assert_int_equal(d.cards_to_t, 2);
 
     /* the relinked cards can be unlinked from their new owner */
-    lt_posting *p = posting(LT_ENTRY_CARD_LINK, T0 + 101 * DAY, "T");
+    lt_posting *p = st_posting(LT_ENTRY_CARD_LINK, T0 + 101 * DAY, "T");
     strcpy(p->card, "CN");
     strcpy(p->unlink_card, "CS1");
     p->balance_after = 31;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     assert_null(state_card_owner(s, "CS1"));
     assert_int_equal(state_member_cards(s, "T", cards, 4), 3);
     state_destroy(&s);
@@ -281,7 +259,7 @@ static void test_state_R30_merge_hash_replay_and_records(void **st)
     uint64_t before = state_hash(a);
     merge_entry("T", "S", 31, "gold");
     lt_entry merge = g_entry;
-    assert_int_equal(apply(a), 0);
+    assert_int_equal(st_apply(a), 0);
     assert_true(state_hash(a) != before);
 
     /* replay: the same entry, through the codec, gives the same state */
@@ -328,30 +306,30 @@ static void test_state_R7_inconsistent_merges_change_nothing(void **st)
     uint64_t h = state_hash(s);
 
     merge_entry("T", "S", 30, ""); /* wrong balance */
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_non_null(strstr(g_err, "balance"));
     merge_entry("T", "nobody", 15, "");
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     merge_entry("T", "T", 15, "");
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     merge_entry("T", "S", 41, "");
     g_entry.postings[0].credit = 10; /* a merge posting moves, it does not earn */
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     merge_entry("T", "S", 31, "");
     g_entry.kind = LT_ENTRY_SALE; /* merge_from only in a MERGE entry */
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_true(state_hash(s) == h);
     assert_int_equal(state_member(s, "S")->status, LT_MEMBER_ACTIVE);
     assert_string_equal(state_card_owner(s, "CS1"), "S");
 
     merge_entry("T", "S", 31, "");
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     merge_entry("T", "S", 31, ""); /* the source is closed now */
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_non_null(strstr(g_err, "closed"));
     enrol(s, "U", NULL);
     merge_entry("S", "U", 0, ""); /* nor can a closed member take one in */
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     state_destroy(&s);
 }
 

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "entry.h"
+#include "test_state_fixture.h"
 #include "ledger.h"
 #include "state.h"
 
@@ -23,24 +24,10 @@
 
 #define T0 1767225600 /* 2026-01-01 UTC */
 
-static lt_entry g_entry;
-static char g_err[256];
-
-static int apply(state *s)
-{
-    g_err[0] = '\0';
-    return state_apply(s, &g_entry, g_err, sizeof(g_err));
-}
-
 /* Starts a fresh entry of `kind` with one posting for `member` and returns the posting. */
 static lt_posting *entry_start(lt_entry_kind kind, const char *member, const char *reason)
 {
-    memset(&g_entry, 0, sizeof(g_entry));
-    g_entry.kind = kind;
-    g_entry.occurred_at = T0;
-    g_entry.postings_n = 1;
-    lt_posting *p = &g_entry.postings[0];
-    strcpy(p->member_id, member);
+    lt_posting *p = st_posting(kind, T0, member);
     strcpy(p->reason, reason);
     return p;
 }
@@ -48,7 +35,7 @@ static lt_posting *entry_start(lt_entry_kind kind, const char *member, const cha
 static void enrol(state *s, const char *member)
 {
     entry_start(LT_ENTRY_ENROL, member, "enrol")->create = true;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 }
 
 static void credit(state *s, const char *member, int64_t points, int64_t balance_after)
@@ -56,7 +43,7 @@ static void credit(state *s, const char *member, int64_t points, int64_t balance
     lt_posting *p = entry_start(LT_ENTRY_SALE, member, "sale");
     p->credit = points;
     p->balance_after = balance_after;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
 }
 
 /* A return entry against sale `sale_seq` of `lines_n` lines; quantities set by the caller. */
@@ -98,7 +85,7 @@ static void test_state_R18_apply_return_tracks_quantities(void **st)
     p->debit = 100;
     p->balance_after = 400;
     g_entry.seq = 10;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     assert_int_equal(state_seq(s), 10);
     expect_returned(s, 7, (int64_t[]){0, 2, 0}, 3);
 
@@ -108,7 +95,7 @@ static void test_state_R18_apply_return_tracks_quantities(void **st)
     p->debit = 10;
     p->credit = 5;
     p->balance_after = 395;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     expect_returned(s, 7, (int64_t[]){0, 3, 1}, 3);
     assert_int_equal(state_returns_count(s), 1);
 
@@ -117,23 +104,23 @@ static void test_state_R18_apply_return_tracks_quantities(void **st)
     p = return_start("M1", 7, 2);
     g_entry.lines[0].quantity = 1;
     p->balance_after = 395;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_non_null(strstr(g_err, "lines"));
     p = return_start("M1", 7, 3);
     g_entry.lines[0].quantity = -1;
     p->balance_after = 395;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     p = return_start("M1", 0, 3);
     p->balance_after = 395;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     p = return_start("M1", 7, 3);
     g_entry.lines[0].quantity = 1;
     p->balance_after = 999;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     p = return_start("M1", 9, 1); /* a first return of sale 9 that fails leaves no record */
     g_entry.lines[0].quantity = 1;
     p->balance_after = 999;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_int_equal(state_returned(s, 9, &qty, &n), -1);
     expect_returned(s, 7, (int64_t[]){0, 3, 1}, 3);
     assert_int_equal(state_balance(state_member(s, "M1")), 395);
@@ -143,7 +130,7 @@ static void test_state_R18_apply_return_tracks_quantities(void **st)
         p = return_start("M1", seq, 2);
         g_entry.lines[seq % 2].quantity = (int64_t)seq;
         p->balance_after = 395;
-        assert_int_equal(apply(s), 0);
+        assert_int_equal(st_apply(s), 0);
     }
     assert_int_equal(state_returns_count(s), 301);
     for (uint64_t seq = 100; seq < 400; seq++) {
@@ -171,19 +158,19 @@ static void test_state_R18_debt_from_return(void **st)
     g_entry.lines[0].quantity = 1;
     p->debit = 175;
     p->balance_after = -125;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_non_null(strstr(g_err, "exceeds"));
     p = entry_start(LT_ENTRY_GIFT, "M1", "return"); /* not a return entry */
     p->debit = 175;
     p->balance_after = -125;
-    assert_int_equal(apply(s), -1);
+    assert_int_equal(st_apply(s), -1);
     assert_int_equal(state_returned(s, 3, &(const int64_t *){NULL}, &(uint32_t){0}), -1);
 
     p = return_start("M1", 3, 1);
     g_entry.lines[0].quantity = 1;
     p->debit = 175;
     p->balance_after = -125;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     const lt_member *m = state_member(s, "M1");
     assert_int_equal(m->lots_n, 0);
     assert_int_equal(m->debt, 125);
@@ -195,7 +182,7 @@ static void test_state_R18_debt_from_return(void **st)
     p->debit = 200;
     p->credit = 50;
     p->balance_after = -275;
-    assert_int_equal(apply(s), 0);
+    assert_int_equal(st_apply(s), 0);
     m = state_member(s, "M1");
     assert_int_equal(m->debt, 275);
     assert_int_equal(m->lots_n, 0);
@@ -225,11 +212,11 @@ static void test_state_R18_hash_includes_returns(void **st)
     g_entry.lines[0].quantity = 1;
     p->debit = 10;
     p->balance_after = 90;
-    assert_int_equal(apply(a), 0);
+    assert_int_equal(st_apply(a), 0);
     p = entry_start(LT_ENTRY_ADJUSTMENT, "M1", "adjustment"); /* same member effect */
     p->debit = 10;
     p->balance_after = 90;
-    assert_int_equal(apply(b), 0);
+    assert_int_equal(st_apply(b), 0);
     uint8_t m1[256], m2[256];
     size_t n1 = state_member_encode(state_member(a, "M1"), m1, sizeof(m1));
     size_t n2 = state_member_encode(state_member(b, "M1"), m2, sizeof(m2));
@@ -292,7 +279,7 @@ static void build_returns(state *s)
         g_entry.lines[i].quantity = 5 + i;
         p->debit = i ? 100 : 20;
         p->balance_after = i == 0 ? -10 : i == 1 ? 900 : 800;
-        assert_int_equal(apply(s), 0);
+        assert_int_equal(st_apply(s), 0);
     }
 }
 
@@ -323,11 +310,11 @@ static void test_state_R18_checkpoint_round_trip(void **st)
     lt_posting *p = return_start("M1", 4, 2);
     g_entry.lines[0].quantity = 1;
     p->balance_after = 800;
-    assert_int_equal(apply(a), 0);
+    assert_int_equal(st_apply(a), 0);
     p = return_start("M1", 4, 2); /* twice in one checkpoint: listed once */
     g_entry.lines[0].quantity = 1;
     p->balance_after = 800;
-    assert_int_equal(apply(a), 0);
+    assert_int_equal(st_apply(a), 0);
     assert_int_equal(state_foreach_dirty_returns(a, copy_returns, &c), 0);
     assert_int_equal(c.n, 1);
     assert_int_equal(state_foreach_dirty(a, copy_member, NULL, &c), 0);
