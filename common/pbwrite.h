@@ -116,14 +116,7 @@ static inline void w_str(wbuf *w, uint32_t field, const char *s, size_t cap)
         return;
     size_t n = strnlen(s, cap);
     LT_ASSERT(n < cap);
-    w_tag(w, field, WT_LEN);
-    w_varint(w, n);
-    if (w->full || (size_t)(w->end - w->p) < n) {
-        w->full = true;
-        return;
-    }
-    memcpy(w->p, s, n);
-    w->p += n;
+    w_str_set(w, field, s, n);
 }
 
 #define W_STR(w, field, s) w_str((w), (field), (s), sizeof(s))
