@@ -722,6 +722,17 @@ static int put_stage(ledger *l, MDB_txn *txn, const ledger_snap *snaps, size_t n
     return rc;
 }
 
+/* Records in the stage. */
+static int stage_count(ledger *l, MDB_txn *txn, uint64_t *n)
+{
+    MDB_stat st;
+    int rc = mdb_stat(txn, l->stage, &st);
+    if (rc != 0)
+        return fail(l, rc, "stage: stat");
+    *n = st.ms_entries;
+    return 0;
+}
+
 /* Moves up to max records of the stage into their databases. *left: records still staged. */
 static int merge_stage(ledger *l, MDB_txn *txn, size_t max, uint64_t *left)
 {
@@ -753,11 +764,7 @@ static int merge_stage(ledger *l, MDB_txn *txn, size_t max, uint64_t *left)
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return fail(l, rc, "stage: merge");
-    MDB_stat st;
-    if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
-        return fail(l, rc, "stage: stat");
-    *left = st.ms_entries;
-    return 0;
+    return stage_count(l, txn, left);
 }
 
 static int set_checkpoint(ledger *l, MDB_txn *txn, uint64_t checkpoint_seq, uint64_t last)
@@ -809,10 +816,10 @@ static int apply_ckpt(ledger *l, MDB_txn *txn, const ledger_ckpt *ck, uint64_t l
             return fail(l, LEDGER_ERR_SEQ, "stage: checkpoint older than the current one");
         if ((rc = set_checkpoint(l, txn, ck->stage_complete_seq, last)) != 0)
             return rc;
-        MDB_stat st;
-        if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
-            return fail(l, rc, "stage: stat");
-        stage_seq = st.ms_entries > 0 ? ck->stage_complete_seq : 0;
+        uint64_t staged = 0;
+        if ((rc = stage_count(l, txn, &staged)) != 0)
+            return rc;
+        stage_seq = staged > 0 ? ck->stage_complete_seq : 0;
         if ((rc = meta_put_u64(l, txn, stage_seq_key, stage_seq)) != 0)
             return fail(l, rc, "meta: put");
     }
@@ -823,11 +830,8 @@ static int apply_ckpt(ledger *l, MDB_txn *txn, const ledger_ckpt *ck, uint64_t l
             return fail(l, rc, "meta: put");
         if (left == 0)
             stage_seq = 0;
-    } else if (stage_seq != 0) {
-        MDB_stat st;
-        if ((rc = mdb_stat(txn, l->stage, &st)) != 0)
-            return fail(l, rc, "stage: stat");
-        left = st.ms_entries;
+    } else if (stage_seq != 0 && (rc = stage_count(l, txn, &left)) != 0) {
+        return rc;
     }
     if (out) {
         out->merging = stage_seq != 0;
