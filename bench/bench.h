@@ -55,6 +55,8 @@ void bench_daemon_cleanup(bench_daemon *d);
 /* Asks the query endpoint for status. Returns 0 and the committed seq, or -1. */
 int bench_status(const char *query_endpoint, int timeout_ms, uint64_t *seq, uint64_t *members);
 
+/* Where temp dirs go: $TMPDIR, or /tmp. */
+const char *bench_tmp_dir(void);
 /* Removes a directory tree (the temp dirs). Returns 0 or -1. */
 int bench_rm_tree(const char *dir);
 

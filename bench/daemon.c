@@ -149,9 +149,8 @@ static pid_t spawn(const char *exe, const char *config, const char *log)
 int bench_daemon_start(bench_daemon *d, const char *exe, int wait_ms)
 {
     char config[BENCH_PATH_MAX + 32];
-    const char *tmp = getenv("TMPDIR");
     memset(d, 0, sizeof *d);
-    snprintf(d->dir, sizeof d->dir, "%s/lt-bench.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    snprintf(d->dir, sizeof d->dir, "%s/lt-bench.XXXXXX", bench_tmp_dir());
     if (mkdtemp(d->dir) == NULL) {
         fprintf(stderr, "lt-bench: mkdtemp %s: %s\n", d->dir, strerror(errno));
         d->dir[0] = '\0';
@@ -223,6 +222,12 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     (void)flag;
     (void)ftw;
     return remove(path);
+}
+
+const char *bench_tmp_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    return tmp && tmp[0] ? tmp : "/tmp";
 }
 
 int bench_rm_tree(const char *dir)

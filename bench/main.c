@@ -218,12 +218,6 @@ static void sibling_path(char *out, size_t cap, const char *argv0, const char *e
     snprintf(out, cap, "%s/%s", dirname(self), name);
 }
 
-static const char *tmp_base(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    return tmp && tmp[0] ? tmp : "/tmp";
-}
-
 /* ------------------------------------------------------------------ phases */
 
 static int run_ceilings(const bench_cfg *b, bench_results *res)
@@ -254,7 +248,7 @@ static int run_ceilings(const bench_cfg *b, bench_results *res)
     free(buf);
 
     char dir[BENCH_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/lt-bench-raw.XXXXXX", tmp_base());
+    snprintf(dir, sizeof dir, "%s/lt-bench-raw.XXXXXX", bench_tmp_dir());
     if (rc == 0 && mkdtemp(dir) == NULL) {
         fprintf(stderr, "lt-bench: mkdtemp: %s\n", strerror(errno));
         rc = -1;

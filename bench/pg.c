@@ -220,8 +220,7 @@ static int server_dir(pg_server *s, char *skipped, size_t skipped_len)
         s->uid = pw->pw_uid;
         s->gid = pw->pw_gid;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(s->dir, sizeof s->dir, "%s/lt-bench-pg.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    snprintf(s->dir, sizeof s->dir, "%s/lt-bench-pg.XXXXXX", bench_tmp_dir());
     /* the socket path must fit sun_path, and the dir is quoted in postgresql.conf */
     if (strlen(s->dir) + strlen("/.s.PGSQL." PG_PORT) > PG_SOCKET_PATH_MAX ||
         strchr(s->dir, '\'') || strchr(s->dir, '\\')) {
