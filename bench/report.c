@@ -239,7 +239,14 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
     target(f, "replay", r->replay.rate, "entries/s", TARGET_REPLAY_EPS, false,
            r->replay.entries > 0);
     snprintf(name, sizeof name, "RAM per member at %" PRIu64 " members", r->mem.members);
-    target(f, name, mem_per_member(r), "bytes", TARGET_BYTES_PER_MEMBER, true, r->mem.bytes > 0);
+    if (r->mem.members > 0 && r->mem.bytes == 0) /* built, but no growth seen */
+        fprintf(f,
+                "  %-44s %14s %-10s    %12s  unmeasurable: the allocator showed no growth "
+                "(a sanitizer build)\n",
+                name, "-", "bytes", "");
+    else
+        target(f, name, mem_per_member(r), "bytes", TARGET_BYTES_PER_MEMBER, true,
+               r->mem.bytes > 0);
     target(f, "loyaltyd / PostgreSQL, same workload", ratio(closed, pg_rate(r)), "x",
            TARGET_PG_RATIO, false, pg_rate(r) > 0);
     fprintf(f, "\n");
