@@ -28,6 +28,7 @@
 #include "arena.h"
 #include "auth.h"
 #include "catchup.h"
+#include "ckpt_chunk.h"
 #include "daemon.h"
 #include "entry.h"
 #include "idmap.h"
@@ -49,9 +50,9 @@
 enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
 
 /* Staged checkpoints (ledger_commit_ckpt): a checkpoint's records ride on successive commits,
- * checkpoint_chunk (4096) at a time, instead of one transaction that every ack would wait for;
- * then the same number per commit are moved into place. At ~1 us per record that keeps a
- * commit's extra work to a few milliseconds. */
+ * at most checkpoint_chunk (4096) at a time and about two per entry of the commit (ckpt_chunk),
+ * instead of one transaction that every ack would wait for; then as many per commit are moved
+ * into place. */
 enum { CK_IDLE = 0, CK_SORTING, CK_WRITING, CK_MERGING };
 
 /* A member of the checkpoint being written: its number and its id (for the sort). */
@@ -451,6 +452,8 @@ static void ckpt_sort_done(uv_work_t *w, int status)
     daemon_t *d = w->data;
     (void)status;
     d->ck_sort_busy = false;
+    lt_log(LT_DEBUG, "checkpoint sorted", "members=%zu ms=%.1f", d->ck_ord_n,
+           (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
     if (d->ck_phase == CK_SORTING)
         d->ck_phase = CK_WRITING;
     if (d->recovering && !d->stopping)
@@ -555,7 +558,7 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
 /* Gives the batch being sealed its share of the staged checkpoint's work. */
 static void ckpt_attach(daemon_t *d, batch *b)
 {
-    size_t chunk = (size_t)d->cfg->checkpoint_chunk;
+    size_t chunk = ckpt_chunk((size_t)d->cfg->checkpoint_chunk, b->n);
     if (d->ck_phase == CK_WRITING) {
         b->ck.stage_begin = d->ck_next == 0;
         if (ckpt_fill(d, b, chunk) != 0) {
