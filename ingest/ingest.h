@@ -34,6 +34,42 @@ typedef struct {
 int ingest_event_from_pb(const Loyalty__Event *pe, const ingest_limits *lim, lt_event *out,
                          char *msg, size_t msg_len);
 
+/* ------------------------------------------------------------------ straight from the wire */
+
+/* One event of an EventBatch: its bytes inside the message, and what the daemon needs before
+ * decoding it: its id (0 where not given; the ack carries it even for a rejection) and its
+ * member id (a prefetch hint; not validated, not NUL-terminated, NULL if absent). */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    uint64_t node_id, event_id;
+    const char *member_id;
+    size_t member_id_len;
+} ingest_event_span;
+
+typedef struct {
+    bool has_batch_id;
+    uint64_t batch_id;
+    size_t events_n;                               /* every event in the message */
+    ingest_event_span events[LT_BATCH_EVENTS_MAX]; /* the first LT_BATCH_EVENTS_MAX of them */
+} ingest_batch;
+
+/* Checks a whole loyalty.EventBatch without building it, and finds its events. Returns 0, or -1
+ * where loyalty__event_batch__unpack() would return NULL (anything malformed anywhere in it):
+ * the same verdict for every input. *out points into data. */
+int ingest_batch_scan(const uint8_t *data, size_t len, ingest_batch *out);
+
+/* ingest_event_from_pb() for an event's bytes (an ingest_event_span of a scanned batch): the
+ * same result, message and *out as unpacking it with protobuf-c and calling that. Bytes that
+ * are not a valid loyalty.Event give LT_R_DECODE_ERROR. */
+int ingest_event_from_wire(const uint8_t *p, size_t n, const ingest_limits *lim, lt_event *out,
+                           char *msg, size_t msg_len);
+
+/* The same for an event of a batch that ingest_batch_scan() accepted (already checked: the
+ * daemon's path). */
+int ingest_batch_event(const ingest_event_span *e, const ingest_limits *lim, lt_event *out,
+                       char *msg, size_t msg_len);
+
 /* A 64-bit digest of an event's content, for CONFLICT detection (same id, other content). */
 uint64_t ingest_event_digest(const Loyalty__Event *pe);
 

@@ -1,5 +1,6 @@
 /* fuzz_ingest.c: libFuzzer target over the till edge, everything a till's bytes reach before
- * the ledger: loyalty__event_batch__unpack() -> ingest_event_from_pb() for each event ->
+ * the ledger: loyalty__event_batch__unpack() -> ingest_event_from_pb() for each event (and the
+ * daemon's own reader, ingest_batch_scan() -> ingest_batch_event(), which must agree) ->
  * rules_rate() against a small fixed state with the built-in rules -> entry_encode() ->
  * entry_decode() -> entry_encode() again, which must give the same bytes. The same input is also
  * decoded as a ledger entry (a damaged ledger must be refused, not crash loyaltyctl), and
@@ -282,11 +283,37 @@ static void rate_one(const Loyalty__Event *pe)
     round_trip(&g_entry);
 }
 
+/* The daemon's reader (ingest/wire.c) must agree with protobuf-c + ingest_event_from_pb on
+ * every input: the verdict on the message, and each event's reason, message and lt_event. */
+static ingest_batch g_scan;
+static lt_event g_ev_pb, g_ev_wire;
+
+static void same_as_wire(const Loyalty__EventBatch *b, int scan_rc)
+{
+    LT_ASSERT((b == NULL) == (scan_rc != 0));
+    if (b == NULL)
+        return;
+    LT_ASSERT(g_scan.events_n == b->n_events && g_scan.has_batch_id == b->has_batch_id &&
+              g_scan.batch_id == b->batch_id);
+    static const ingest_limits lim = {
+        .now = FUZZ_NOW, .future_skew_s_max = 300, .past_age_s_max = 30 * 86400};
+    for (size_t i = 0; i < b->n_events && i < LT_BATCH_EVENTS_MAX; i++) {
+        char ma[256], mb[256];
+        memset(&g_ev_pb, 0, sizeof g_ev_pb);
+        memset(&g_ev_wire, 0, sizeof g_ev_wire);
+        int ra = ingest_event_from_pb(b->events[i], &lim, &g_ev_pb, ma, sizeof ma);
+        int rb = ingest_batch_event(&g_scan.events[i], &lim, &g_ev_wire, mb, sizeof mb);
+        LT_ASSERT(ra == rb && strcmp(ma, mb) == 0);
+        LT_ASSERT(memcmp(&g_ev_pb, &g_ev_wire, sizeof g_ev_pb) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > LT_MESSAGE_BYTES_MAX)
         return 0; /* the daemon refuses it before decoding (MESSAGE_TOO_LARGE) */
     Loyalty__EventBatch *b = loyalty__event_batch__unpack(NULL, size, data);
+    same_as_wire(b, ingest_batch_scan(data, size, &g_scan));
     if (b != NULL) {
         if (b->n_events <= LT_BATCH_EVENTS_MAX) { /* else BATCH_TOO_LARGE, as the daemon */
             for (size_t i = 0; i < b->n_events; i++)
