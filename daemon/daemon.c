@@ -25,7 +25,6 @@
 #include <uv.h>
 #include <zmq.h>
 
-#include "arena.h"
 #include "auth.h"
 #include "catchup.h"
 #include "ckpt_chunk.h"
@@ -153,7 +152,7 @@ typedef struct {
     metrics m;
     uv_timer_t ckpt_timer;
     uv_async_t async;
-    lt_arena *arena;
+    ingest_batch in_batch; /* the till message being handled, read in place (ingest/wire.c) */
     ingest_limits lim;
 
     /* dedup: event ids in uncommitted batches -> (seq, digest); per till: max event id seen */
@@ -214,7 +213,7 @@ typedef struct {
     daemon_stats st;
 
     /* the till message being handled (for dead letters) */
-    const ProtobufCMessage *cur_event;
+    const ingest_event_span *cur_event; /* the event being processed: its bytes, for dead letters */
     const req_t *cur_req;
 
     /* scratch (loop thread) */
@@ -886,14 +885,13 @@ static uint32_t add_msg(batch *b, const char *msg)
 
 #define DEAD_LETTER_RAW_MAX (64 * 1024)
 
-/* Keeps a rejected event (raw: the protobuf Event, re-encoded) or a refused message (raw: its
- * bytes) in the dead-letter store, written with the open batch's commit. Best effort: with no
- * open batch or no memory it is only counted. */
+/* Keeps a rejected event (raw: its loyalty.Event bytes as the till sent them) or a refused
+ * message (raw: its bytes) in the dead-letter store, written with the open batch's commit. Best
+ * effort: with no open batch or no memory it is only counted. */
 static void dead_letter(daemon_t *d, int reason, const char *msg, const lt_event_id *id,
-                        const ProtobufCMessage *event, const uint8_t *raw, size_t raw_len,
+                        const ingest_event_span *event, const uint8_t *raw, size_t raw_len,
                         const req_t *r)
 {
-    static uint8_t ev_buf[DEAD_LETTER_RAW_MAX];
     batch *b = d->open;
     /* transient refusals are not the sender's fault and would only add writes while the daemon
      * is stopping or cannot write: not kept */
@@ -917,12 +915,9 @@ static void dead_letter(daemon_t *d, int reason, const char *msg, const lt_event
         rj.id = &pid;
     }
     if (event != NULL) {
-        size_t n = protobuf_c_message_get_packed_size(event);
-        rj.has_raw_bytes = 1, rj.raw_bytes = (uint32_t)n;
-        if (n <= sizeof ev_buf) {
-            protobuf_c_message_pack(event, ev_buf);
-            rj.has_raw = 1, rj.raw.data = ev_buf, rj.raw.len = n;
-        }
+        rj.has_raw_bytes = 1, rj.raw_bytes = (uint32_t)event->n;
+        if (event->n <= DEAD_LETTER_RAW_MAX)
+            rj.has_raw = 1, rj.raw.data = (uint8_t *)event->p, rj.raw.len = event->n;
     } else if (raw != NULL) {
         rj.has_whole_message = 1, rj.whole_message = 1;
         rj.has_raw_bytes = 1, rj.raw_bytes = (uint32_t)raw_len;
@@ -1151,25 +1146,23 @@ static int apply_due(daemon_t *d, batch *b, const char *member_id, int64_t t, in
 
 /* Rates, applies and records one event. Returns true if the request must wait for a commit.
  * user_id is the connection's ZAP User-Id (CURVE), NULL without CURVE. */
-static bool process_event(daemon_t *d, batch *b, const Loyalty__Event *pe, const char *user_id,
+static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, const char *user_id,
                           ack_t *a)
 {
     char msg[MSG_BYTES_MAX];
     memset(a, 0, sizeof *a);
     a->msg_off = UINT32_MAX;
-    d->cur_event = &pe->base;
-    if (pe->id != NULL) {
-        a->node = pe->id->node_id;
-        a->eid = pe->id->event_id;
-    }
-    int rc = ingest_event_from_pb(pe, &d->lim, &d->ev, msg, sizeof msg);
+    d->cur_event = pe;
+    a->node = pe->node_id;
+    a->eid = pe->event_id;
+    int rc = ingest_batch_event(pe, &d->lim, &d->ev, msg, sizeof msg);
     if (rc == LT_R_TIMESTAMP_OUT_OF_RANGE) {
         /* a resend of an event applied long ago is still a DUPLICATE (R29), however late */
         ingest_limits any = {d->lim.now, INT64_MAX / 4, INT64_MAX / 4};
         char msg2[MSG_BYTES_MAX];
         uint64_t seq = 0, orig = 0;
         bool pend;
-        if (ingest_event_from_pb(pe, &any, &d->ev, msg2, sizeof msg2) == LT_R_NONE &&
+        if (ingest_batch_event(pe, &any, &d->ev, msg2, sizeof msg2) == LT_R_NONE &&
             find_duplicate(d, d->ev.id, &seq, &orig, &pend) == 1 &&
             orig == ingest_event_digest_ev(&d->ev)) {
             a->status = LOYALTY__STATUS__DUPLICATE;
@@ -1257,14 +1250,24 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
 /* Memory hints for the events after events[i]: the member index slot, record and lots of
  * the next few members (1,000,000 members do not fit in the cache; each is a miss, and each
  * needs the one before). A hint only: what is prefetched changes nothing. */
-static void prefetch_ahead(const daemon_t *d, const Loyalty__EventBatch *eb, size_t i)
+static void prefetch_one(const daemon_t *d, const ingest_event_span *e, state_prefetch_stage st)
 {
-    if (i + 3 < eb->n_events)
-        state_prefetch(d->state, eb->events[i + 3]->member_id, STATE_PREFETCH_SLOT);
-    if (i + 2 < eb->n_events)
-        state_prefetch(d->state, eb->events[i + 2]->member_id, STATE_PREFETCH_MEMBER);
-    if (i + 1 < eb->n_events)
-        state_prefetch(d->state, eb->events[i + 1]->member_id, STATE_PREFETCH_LOTS);
+    char id[LT_ID_MAX];
+    if (e->member_id == NULL || e->member_id_len == 0 || e->member_id_len >= sizeof id)
+        return;
+    memcpy(id, e->member_id, e->member_id_len);
+    id[e->member_id_len] = '\0';
+    state_prefetch(d->state, id, st);
+}
+
+static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t n, size_t i)
+{
+    if (i + 3 < n)
+        prefetch_one(d, &eb->events[i + 3], STATE_PREFETCH_SLOT);
+    if (i + 2 < n)
+        prefetch_one(d, &eb->events[i + 2], STATE_PREFETCH_MEMBER);
+    if (i + 1 < n)
+        prefetch_one(d, &eb->events[i + 1], STATE_PREFETCH_LOTS);
 }
 
 static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len,
@@ -1280,17 +1283,16 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
         refuse_message(d, r, LT_R_MESSAGE_TOO_LARGE, msg, data, len);
         return;
     }
-    lt_arena_reset(d->arena);
-    Loyalty__EventBatch *eb = loyalty__event_batch__unpack(lt_arena_allocator(d->arena), len, data);
-    if (eb == NULL) {
+    ingest_batch *eb = &d->in_batch;
+    if (ingest_batch_scan(data, len, eb) != 0) {
         refuse_message(d, r, LT_R_DECODE_ERROR, "message is not a valid loyalty.EventBatch", data,
                        len);
         return;
     }
     r->has_batch_id = eb->has_batch_id;
     r->batch_id = eb->batch_id;
-    if (eb->n_events > LT_BATCH_EVENTS_MAX) {
-        snprintf(msg, sizeof msg, "%zu events in one message, at most %d", eb->n_events,
+    if (eb->events_n > LT_BATCH_EVENTS_MAX) {
+        snprintf(msg, sizeof msg, "%zu events in one message, at most %d", eb->events_n,
                  LT_BATCH_EVENTS_MAX);
         refuse_message(d, r, LT_R_BATCH_TOO_LARGE, msg, data, len);
         return;
@@ -1308,11 +1310,11 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     LT_ASSERT(b != NULL && b->acks_n + LT_BATCH_EVENTS_MAX <= b->cap);
     size_t msgs_mark = b->msgs_len;
     r->ack_first = b->acks_n;
-    r->ack_n = (uint32_t)eb->n_events;
+    r->ack_n = (uint32_t)eb->events_n;
     bool wait = false;
-    for (size_t i = 0; i < eb->n_events && !d->failed; i++) {
-        prefetch_ahead(d, eb, i);
-        wait |= process_event(d, b, eb->events[i], user_id, &b->acks[b->acks_n + i]);
+    for (size_t i = 0; i < eb->events_n && !d->failed; i++) {
+        prefetch_ahead(d, eb, eb->events_n, i);
+        wait |= process_event(d, b, &eb->events[i], user_id, &b->acks[b->acks_n + i]);
     }
     if (d->failed)
         return;
@@ -2254,9 +2256,8 @@ static int start(daemon_t *d)
         if (batch_init(&d->batches[i], cap) != 0)
             return -1;
     }
-    d->arena = lt_arena_new(4 << 20);
     d->hash_waiters = calloc(64, sizeof *d->hash_waiters);
-    if (d->arena == NULL || d->hash_waiters == NULL)
+    if (d->hash_waiters == NULL)
         return -1;
     d->lim.future_skew_s_max = d->cfg->future_skew_s;
     d->lim.past_age_s_max = d->cfg->past_age_days * 86400;
@@ -2401,7 +2402,6 @@ int daemon_run(const config *cfg)
     idmap_free(&d->ck_capmap);
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
-    lt_arena_destroy(&d->arena);
     free(d->hash_waiters);
     free(d->sweep_waiters);
     free(d->sweep_waiter_pass);
