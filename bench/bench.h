@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -146,6 +147,11 @@ typedef struct {
 int bench_mem_run(uint32_t members, mem_result *r);
 /* Anonymous resident memory of a process in KiB (RssAnon in /proc/PID/status), or -1. */
 long bench_rss_anon_kib(pid_t pid);
+
+/* Set (to the signal number) by SIGINT, SIGTERM or SIGHUP: every run stops early, the daemon
+ * and PostgreSQL are stopped and their temp directories removed, and lt-bench exits with 130
+ * without writing results (main.c). */
+extern volatile sig_atomic_t bench_stop;
 
 /* Monotonic seconds / nanoseconds. */
 double bench_now_s(void);

@@ -170,7 +170,7 @@ int bench_daemon_start(bench_daemon *d, const char *exe, int wait_ms)
         return -1;
     }
     double deadline = bench_now_s() + wait_ms / 1000.0;
-    while (bench_now_s() < deadline) {
+    while (bench_now_s() < deadline && !bench_stop) {
         uint64_t seq, members;
         int status;
         if (waitpid(d->pid, &status, WNOHANG) == d->pid) {

@@ -221,7 +221,7 @@ static int drain_replies(till *t)
 static int send_due(till *t, uint64_t now, bool *done)
 {
     const load_opts *o = t->sh->o;
-    if (t->failed || (o->mode != LOAD_POPULATION && now >= t->sh->deadline_ns)) {
+    if (t->failed || bench_stop || (o->mode != LOAD_POPULATION && now >= t->sh->deadline_ns)) {
         *done = true;
         return LOAD_POLL_MS;
     }

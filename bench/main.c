@@ -298,13 +298,13 @@ static int run_daemon(const bench_cfg *b, bench_results *res)
     }
     int rc =
         run_load(b, d.ingest, LOAD_POPULATION, b->batch, b->window, 0, 0, 1000, res->population);
-    if (rc == 0)
+    if (rc == 0 && !bench_stop)
         rc = run_load(b, d.ingest, LOAD_CLOSED, b->batch, b->window, b->seconds, 0, 0, res->closed);
-    if (rc == 0 && b->batch1_seconds > 0)
+    if (rc == 0 && b->batch1_seconds > 0 && !bench_stop)
         rc = run_load(b, d.ingest, LOAD_CLOSED, 1, b->batch1_window, b->batch1_seconds, 0, 100,
                       res->batch1);
     res->open_rate = b->open_rate > 0 ? b->open_rate : OPEN_FRACTION * bench_load_rate(res->closed);
-    if (rc == 0 && b->open_seconds > 0 && res->open_rate >= 1) {
+    if (rc == 0 && b->open_seconds > 0 && res->open_rate >= 1 && !bench_stop) {
         /* the window only bounds memory here: a message waiting for a free slot still
          * counts its latency from when it was due */
         rc = run_load(b, d.ingest, LOAD_OPEN, b->batch, BENCH_WINDOW_MAX, b->open_seconds,
@@ -341,7 +341,7 @@ static int run_daemon(const bench_cfg *b, bench_results *res)
     }
     ledger_close(&l);
 
-    if (b->replay) {
+    if (b->replay && !bench_stop) {
         fprintf(stderr, "lt-bench: loyaltyctl replay of %" PRIu64 " entries ...\n", st.entries);
         if (bench_replay(b->ctl_path, data, &res->replay) < 0)
             rc = -1;
@@ -370,6 +370,27 @@ static int run_pg(const bench_cfg *b, bench_results *res)
     if (res->pg_rc == 1)
         fprintf(stderr, "lt-bench: PostgreSQL skipped: %s\n", res->pg->skipped);
     return res->pg_rc < 0 ? -1 : 0;
+}
+
+volatile sig_atomic_t bench_stop;
+
+static void on_stop_signal(int sig)
+{
+    bench_stop = sig;
+}
+
+/* Ctrl-C (or a SIGTERM) stops the runs, not the clean-up: without it an interrupted bench left
+ * its PostgreSQL server running and its temp directories behind. */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 int main(int argc, char **argv)
@@ -404,20 +425,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "lt-bench: out of memory\n");
         return 1;
     }
+    catch_stop_signals();
     double t0 = bench_now_s();
     int fail = 0;
     if (run_ceilings(&b, res) < 0)
         fail = 1;
-    if (b.mem_members > 0) {
+    if (b.mem_members > 0 && !bench_stop) {
         fprintf(stderr, "lt-bench: RAM per member: building a state of %" PRIu32 " members ...\n",
                 b.mem_members);
         if (bench_mem_run(b.mem_members, &res->mem) < 0)
             fail = 1;
     }
-    if (run_daemon(&b, res) < 0)
+    if (!bench_stop && run_daemon(&b, res) < 0)
         fail = 1;
-    if (b.pg_seconds > 0 && run_pg(&b, res) < 0)
+    if (b.pg_seconds > 0 && !bench_stop && run_pg(&b, res) < 0)
         fail = 1;
+    if (bench_stop) {
+        fprintf(stderr,
+                "lt-bench: interrupted by signal %d: stopped and cleaned up, no results "
+                "written\n",
+                (int)bench_stop);
+        bench_results_free(res);
+        free(res);
+        return 130;
+    }
     res->total_s = bench_now_s() - t0;
 
     bench_report_print(&b, res, stdout);

@@ -55,7 +55,7 @@ int bench_mem_run(uint32_t members, mem_result *r)
     e->event_kind = LT_EV_ENROL;
     e->postings_n = 1;
     lt_posting *p = &e->postings[0];
-    for (uint32_t i = 0; i < members && rc == 0; i++) {
+    for (uint32_t i = 0; i < members && rc == 0 && !bench_stop; i++) {
         e->seq = (uint64_t)i + 1;
         e->occurred_at = 1795000000;
         snprintf(e->member_id, sizeof e->member_id, "139%08" PRIu32, i);

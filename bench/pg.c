@@ -744,7 +744,7 @@ static void *client_main(void *arg)
         pthread_cond_wait(&sh->go_cond, &sh->lock);
     int go = sh->go;
     pthread_mutex_unlock(&sh->lock);
-    while (go > 0 && bench_now_ns() < sh->deadline_ns) {
+    while (go > 0 && !bench_stop && bench_now_ns() < sh->deadline_ns) {
         if (send_batch(c) < 0) {
             c->failed = 1;
             break;
