@@ -2,8 +2,6 @@
  * alone (R30) and prove it equal to the daemon's live state, or to the checkpointed state.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <sched.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +14,7 @@
 #include "ctl.h"
 #include "entry.h"
 #include "progress.h"
+#include "replay.h"
 
 #define VERIFY_PROBE_MS 2000        /* status probe before the state-hash query */
 #define VERIFY_SNAPSHOT_TRIES_MAX 3 /* re-reads when a checkpoint lands during the read */
@@ -41,141 +40,30 @@ int ctl_ledger_open(const char *dir, ledger **out)
     return 0;
 }
 
-/* Replay is two threads: this one reads the ledger and decodes entries into a ring, a second
- * applies them in order to the state. Decoding and LMDB take about as long as applying, so the
- * two overlap on two cores. The ring is single-producer single-consumer: the reader publishes a
- * slot with a release store of `head`, the applier frees it with a release store of `tail`;
- * each waits for the other with a short spin, then sched_yield(). */
-#define RING 128 /* decoded entries in flight (an lt_entry is 30 KiB: 3.8 MiB) */
-#define SPINS 64
-
-typedef struct {
-    state *s;
-    lt_entry *ring; /* RING entries */
-    uint64_t head;  /* written by the reader: slots filled */
-    char pad1[56];  /* head and tail on their own cache lines */
-    uint64_t tail;  /* written by the applier: slots applied */
-    char pad2[56];
-    bool done;   /* the reader is finished (head is final) */
-    bool failed; /* the applier stopped on an entry that does not apply */
-    ctl_replay_result *r;
-    char *apply_err; /* the applier's message (the caller's buffer) */
-    size_t apply_err_len;
-    char read_err[CTL_ERR_MAX]; /* the reader's */
-    ctl_progress progress;
-    uint64_t applied; /* entries applied by this call (r->entries may carry earlier ones) */
-} apply_ctx;
-
-static void pause_briefly(unsigned *spins)
+/* The applier's progress line (state_replay calls it after each entry). */
+static void on_progress(void *ctx, uint64_t applied)
 {
-    if (++*spins < SPINS) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    } else {
-        sched_yield();
-    }
-}
-
-static void *applier_main(void *arg)
-{
-    apply_ctx *a = arg;
-    char why[CTL_ERR_MAX] = "";
-    for (;;) {
-        uint64_t t = a->tail, h;
-        unsigned spins = 0;
-        while ((h = __atomic_load_n(&a->head, __ATOMIC_ACQUIRE)) == t) {
-            if (__atomic_load_n(&a->done, __ATOMIC_ACQUIRE) &&
-                __atomic_load_n(&a->head, __ATOMIC_ACQUIRE) == t)
-                return NULL;
-            pause_briefly(&spins);
-        }
-        for (; t < h; t++) {
-            const lt_entry *e = &a->ring[t % RING];
-            if (state_apply(a->s, e, why, sizeof why) < 0) {
-                snprintf(a->apply_err, a->apply_err_len, "entry %" PRIu64 " does not apply: %s",
-                         e->seq, why);
-                __atomic_store_n(&a->failed, true, __ATOMIC_RELEASE);
-                return NULL;
-            }
-            a->r->entries++;
-            a->r->last_seq = e->seq;
-            ctl_progress_update(&a->progress, ++a->applied);
-            __atomic_store_n(&a->tail, t + 1, __ATOMIC_RELEASE);
-        }
-    }
-}
-
-static int decode_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
-{
-    apply_ctx *a = ctx;
-    uint64_t h = a->head;
-    unsigned spins = 0;
-    while (h - __atomic_load_n(&a->tail, __ATOMIC_ACQUIRE) >= RING) {
-        if (__atomic_load_n(&a->failed, __ATOMIC_ACQUIRE))
-            return -1;
-        pause_briefly(&spins);
-    }
-    if (__atomic_load_n(&a->failed, __ATOMIC_ACQUIRE))
-        return -1;
-    lt_entry *e = &a->ring[h % RING];
-    if (entry_decode_state(bytes, len, e) < 0) {
-        snprintf(a->read_err, sizeof a->read_err, "entry %" PRIu64 " (%zu bytes) does not decode",
-                 seq, len);
-        return -1;
-    }
-    if (e->seq != seq) {
-        snprintf(a->read_err, sizeof a->read_err, "entry under key %" PRIu64 " says seq %" PRIu64,
-                 seq, e->seq);
-        return -1;
-    }
-    __atomic_store_n(&a->head, h + 1, __ATOMIC_RELEASE);
-    return 0;
+    ctl_progress_update(ctx, applied);
 }
 
 int ctl_replay_range(ledger *l, state *s, uint64_t from, uint64_t to, ctl_replay_result *r,
                      char *err, size_t err_len)
 {
     LT_ASSERT(from >= 1);
-    apply_ctx *ap = calloc(1, sizeof *ap);
-    lt_entry *ring = malloc(RING * sizeof *ring);
-    if (ap == NULL || ring == NULL) {
-        free(ap);
-        free(ring);
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    apply_ctx a_init = {.s = s, .ring = ring, .r = r, .apply_err = err, .apply_err_len = err_len};
-    *ap = a_init;
-    apply_ctx *a = ap;
     uint64_t end = to;
     if (end == 0 && ledger_last_seq(l, &end) < 0)
         end = 0; /* unknown: the scan itself reports the error */
-    ctl_progress_start(&a->progress, "replay", "entries", end >= from ? end - from + 1 : 0, false);
+    ctl_progress progress;
+    ctl_progress_start(&progress, "replay", "entries", end >= from ? end - from + 1 : 0, false);
     double t0 = now_s();
-    pthread_t th;
-    int rc;
-    if (pthread_create(&th, NULL, applier_main, a) != 0) {
-        free(ring);
-        free(a);
-        snprintf(err, err_len, "cannot start the replay thread");
-        return -1;
-    }
-    rc = ledger_scan(l, from, to, decode_one, a);
-    __atomic_store_n(&a->done, true, __ATOMIC_RELEASE);
-    pthread_join(th, NULL);
+    state_replay_result sr;
+    int rc = state_replay(l, s, from, to, on_progress, &progress, &sr, err, err_len);
     r->elapsed_s += now_s() - t0;
-    ctl_progress_done(&a->progress, a->applied);
-    bool failed = a->failed;
-    if (!failed && a->read_err[0])
-        snprintf(err, err_len, "%s", a->read_err); /* else err holds the applier's message */
-    free(ring);
-    free(a);
-    if (failed)
-        rc = -1;
-    if (rc < -1 && !failed)
-        snprintf(err, err_len, "ledger scan: %s", ledger_strerror(rc));
-    else if (rc == 0 && to != 0 && r->last_seq != to) {
+    ctl_progress_done(&progress, sr.applied);
+    r->entries += sr.applied;
+    if (sr.applied > 0)
+        r->last_seq = sr.last_seq;
+    if (rc == 0 && to != 0 && r->last_seq != to) {
         snprintf(err, err_len, "the ledger ends at %" PRIu64 ", before %" PRIu64, r->last_seq, to);
         rc = -1;
     }

@@ -39,6 +39,7 @@
 #include "notify.h"
 #include "loyalty.pb-c.h"
 #include "pub.h"
+#include "replay.h"
 #include "rules.h"
 #include "state.h"
 
@@ -2009,13 +2010,6 @@ static void on_watchdog(uv_timer_t *h)
 
 /* ------------------------------------------------------------------ start-up */
 
-typedef struct {
-    daemon_t *d;
-    lt_entry *entry;
-    uint64_t n;
-    int failed;
-} replay_ctx;
-
 static int load_member(void *ctx, const uint8_t *rec, size_t len)
 {
     return state_load_member(((daemon_t *)ctx)->state, rec, len);
@@ -2024,23 +2018,6 @@ static int load_member(void *ctx, const uint8_t *rec, size_t len)
 static int load_card(void *ctx, const char *card, const char *member_id)
 {
     return state_load_card(((daemon_t *)ctx)->state, card, member_id);
-}
-
-static int replay_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
-{
-    replay_ctx *rc = ctx;
-    char err[256];
-    if (entry_decode_state(bytes, len, rc->entry) != 0) {
-        lt_log(LT_ERROR, "ledger entry does not decode", "seq=%llu", (unsigned long long)seq);
-        return -1;
-    }
-    if (state_apply(rc->d->state, rc->entry, err, sizeof err) != 0) {
-        lt_log(LT_ERROR, "ledger entry does not apply", "seq=%llu error=\"%s\"",
-               (unsigned long long)seq, err);
-        return -1;
-    }
-    rc->n++;
-    return 0;
 }
 
 static int load_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
@@ -2066,9 +2043,15 @@ static int recover(daemon_t *d)
         return -1;
     }
     state_set_seq(d->state, ckpt);
-    replay_ctx rc = {d, &d->entry, 0, 0};
-    if (last > ckpt && ledger_scan(d->ledger, ckpt + 1, 0, replay_one, &rc) != 0)
+    /* the entries after the checkpoint: read and applied by two threads (ledger/replay.c) */
+    state_replay_result rc = {0, 0};
+    char err[512];
+    if (last > ckpt &&
+        state_replay(d->ledger, d->state, ckpt + 1, 0, NULL, NULL, &rc, err, sizeof err) != 0) {
+        lt_log(LT_ERROR, "ledger replay failed", "error=\"%s\" applied=%llu", err,
+               (unsigned long long)rc.applied);
         return -1;
+    }
     if (ledger_scan_nodes(d->ledger, load_node, d) != 0)
         return -1;
     d->next_seq = last + 1;
@@ -2085,7 +2068,7 @@ static int recover(daemon_t *d)
     d->pub_committed_seq = last;
     lt_log(LT_INFO, "state recovered",
            "checkpoint_seq=%llu last_seq=%llu replayed=%llu members=%zu ms=%.1f",
-           (unsigned long long)ckpt, (unsigned long long)last, (unsigned long long)rc.n,
+           (unsigned long long)ckpt, (unsigned long long)last, (unsigned long long)rc.applied,
            state_members(d->state), (double)(uv_hrtime() - t0) / 1e6);
     return 0;
 }
