@@ -1,6 +1,8 @@
-/* test_replay.c: `loyaltyctl replay` (two threads: read and decode, apply) on ledgers written
- * directly: every entry applied in order with the right hash, and a clear failure naming the
- * entry when one does not apply or does not decode, wherever it sits in the pipeline (R30). */
+/* test_replay.c: the two-thread replay (ledger/replay.c: read and decode, apply) on ledgers
+ * written directly, through `loyaltyctl replay` and through the daemon's start-up recovery:
+ * every entry applied in order with the right hash and balances, and a clear failure naming
+ * the entry when one does not apply or does not decode, wherever it sits in the pipeline
+ * (R30): loyaltyctl exits 1, the daemon refuses to start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,12 +131,67 @@ static void names_the_entry_that_does_not_decode(void **st)
     expect_failure(0, 2500, "entry 2500 (16 bytes) does not decode");
 }
 
+/* The daemon recovers a ledger without a checkpoint by replaying all of it: the balances
+ * are the entries' (member M(k) got 10 points from each entry seq > MEMBERS with seq %
+ * MEMBERS == k). */
+static void daemon_recovers_every_entry(void **st)
+{
+    (void)st;
+    write_ledger(0, 0);
+    lt_daemon d;
+    h_start_data(&d, g_dir, NULL);
+    int64_t m0 = 0, m7 = 0;
+    for (uint64_t sq = MEMBERS + 1; sq <= ENTRIES; sq++) {
+        m0 += sq % MEMBERS == 0 ? 10 : 0;
+        m7 += sq % MEMBERS == 7 ? 10 : 0;
+    }
+    assert_int_equal(h_balance(&d, "M0"), m0);
+    assert_int_equal(h_balance(&d, "M7"), m7);
+    h_cleanup(&d);
+    remove_ledger();
+}
+
+/* The daemon on a ledger with a bad entry: exit status 1 and a log line naming the entry,
+ * never a crash, a hang or a partial state served. */
+static void daemon_refuses_to_start(uint64_t bad_seq, uint64_t garbage_seq, const char *why)
+{
+    write_ledger(bad_seq, garbage_seq);
+    char cfg[128], cmd[512], out[16384];
+    snprintf(cfg, sizeof cfg, "%s.yaml", g_dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f, "data_dir: \"%s\"\nlog_level: \"info\"\n", g_dir);
+    fclose(f);
+    const char *daemon = getenv("LOYALTYD");
+    snprintf(cmd, sizeof cmd, "timeout 60 %s --config %s 2>&1", daemon ? daemon : "loyaltyd", cfg);
+    int rc = h_run(cmd, out, sizeof out);
+    unlink(cfg);
+    if (rc != 1 || strstr(out, "ledger replay failed") == NULL || strstr(out, why) == NULL)
+        fail_msg("exit %d; expected 1 with \"%s\": %s", rc, why, out);
+    remove_ledger();
+}
+
+static void daemon_names_the_entry_that_does_not_apply(void **st)
+{
+    (void)st;
+    daemon_refuses_to_start(4321, 0, "entry 4321 does not apply");
+}
+
+static void daemon_names_the_entry_that_does_not_decode(void **st)
+{
+    (void)st;
+    daemon_refuses_to_start(0, 2500, "entry 2500 (16 bytes) does not decode");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(replays_every_entry),
         cmocka_unit_test(names_the_entry_that_does_not_apply),
         cmocka_unit_test(names_the_entry_that_does_not_decode),
+        cmocka_unit_test(daemon_recovers_every_entry),
+        cmocka_unit_test(daemon_names_the_entry_that_does_not_apply),
+        cmocka_unit_test(daemon_names_the_entry_that_does_not_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
