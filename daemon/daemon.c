@@ -428,6 +428,10 @@ static void snaps_fix(batch *b)
 static void ckpt_sort_work(uv_work_t *w)
 {
     const daemon_t *d = w->data;
+    /* the ids' prefixes here, not on the loop thread: reading 1 M ids is 1 M cache misses
+     * (a 40-57 ms pause at the checkpoint's start when the loop thread did it) */
+    for (size_t i = 0; i < d->ck_ord_n; i++)
+        d->ck_ord[i] = ck_ord_make(d->ck_ord[i].id, d->ck_ord[i].idx);
     qsort(d->ck_ord, d->ck_ord_n, sizeof *d->ck_ord, ck_ord_cmp);
 }
 
@@ -494,7 +498,7 @@ static int ckpt_start(daemon_t *d)
     state_ckpt_begin(d->state, ckpt_capture, d, &list, &n);
     LT_ASSERT(n == n_dirty);
     for (uint32_t i = 0; i < n; i++)
-        d->ck_ord[i] = ck_ord_make(state_ckpt_member_id(d->state, list[i]), list[i]);
+        d->ck_ord[i] = (ck_ord){0, 0, state_ckpt_member_id(d->state, list[i]), list[i]};
     d->ck_ord_n = n;
     state_clear_dirty(d->state); /* cards and returns (members were handed over) */
     snaps_fix(d->ck_hold);
