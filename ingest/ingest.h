@@ -2,7 +2,8 @@
  *
  * Two parts:
  *  - validation: a decoded loyalty.Event becomes an lt_event, or a specific rejection reason with
- *    a message naming the field (ingest_event_from_pb());
+ *    a message naming the field (ingest_event_from_pb()); the daemon reads till messages in
+ *    place instead (ingest_batch_scan(), ingest_batch_event(): wire.c), with the same answers;
  *  - zwatch: a ZeroMQ socket on a libuv loop. ZMQ_FD is edge-triggered, so the watcher drains
  *    until EAGAIN and re-checks ZMQ_EVENTS after every send (zwatch_after_send()), or the loop
  *    would stall with messages waiting.
