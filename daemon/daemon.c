@@ -1244,24 +1244,14 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
 /* Memory hints for the events after events[i]: the member index slot, record and lots of
  * the next few members (1,000,000 members do not fit in the cache; each is a miss, and each
  * needs the one before). A hint only: what is prefetched changes nothing. */
-static void prefetch_one(const daemon_t *d, const ingest_event_span *e, state_prefetch_stage st)
-{
-    char id[LT_ID_MAX];
-    if (e->member_id == NULL || e->member_id_len == 0 || e->member_id_len >= sizeof id)
-        return;
-    memcpy(id, e->member_id, e->member_id_len);
-    id[e->member_id_len] = '\0';
-    state_prefetch(d->state, id, st);
-}
-
 static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t n, size_t i)
 {
-    if (i + 3 < n)
-        prefetch_one(d, &eb->events[i + 3], STATE_PREFETCH_SLOT);
-    if (i + 2 < n)
-        prefetch_one(d, &eb->events[i + 2], STATE_PREFETCH_MEMBER);
-    if (i + 1 < n)
-        prefetch_one(d, &eb->events[i + 1], STATE_PREFETCH_LOTS);
+    static const state_prefetch_stage stage[] = {STATE_PREFETCH_LOTS, STATE_PREFETCH_MEMBER,
+                                                 STATE_PREFETCH_SLOT};
+    for (size_t k = 1; k <= 3 && i + k < n; k++) {
+        const ingest_event_span *e = &eb->events[i + k];
+        state_prefetch(d->state, e->member_id, e->member_id_len, stage[k - 1]);
+    }
 }
 
 static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len,

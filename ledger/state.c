@@ -244,13 +244,10 @@ static void prefetch_bytes(const void *p, size_t n)
     __builtin_prefetch(c + n - 1);
 }
 
-void state_prefetch(const state *s, const char *member_id, state_prefetch_stage stage)
+void state_prefetch(const state *s, const char *member_id, size_t len, state_prefetch_stage stage)
 {
-    if (member_id == NULL || member_id[0] == '\0' || s->mtab.n == 0)
-        return;
-    size_t len = strnlen(member_id, LT_ID_MAX);
-    if (len >= LT_ID_MAX)
-        return; /* ingest refuses it */
+    if (member_id == NULL || len == 0 || len >= LT_ID_MAX || s->mtab.n == 0)
+        return; /* absent, or too long: ingest refuses it */
     const table *t = &s->mtab;
     uint32_t h = (uint32_t)XXH3_64bits(member_id, len);
     if (stage == STATE_PREFETCH_SLOT) {

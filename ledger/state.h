@@ -30,13 +30,14 @@ const char *state_card_owner(const state *s, const char *card);
  * record and its lots are each a cache miss, one after the other. Each stage reads only what
  * the previous stage loaded, so callers run the stages for events ahead of the one they work
  * on: STATE_PREFETCH_SLOT for the event after next, then STATE_PREFETCH_MEMBER, then
- * STATE_PREFETCH_LOTS for the next one. member_id may be NULL or anything a till sent. */
+ * STATE_PREFETCH_LOTS for the next one. member_id (len bytes, no NUL needed) may be NULL or
+ * anything a till sent. */
 typedef enum {
     STATE_PREFETCH_SLOT = 0,
     STATE_PREFETCH_MEMBER = 1,
     STATE_PREFETCH_LOTS = 2,
 } state_prefetch_stage;
-void state_prefetch(const state *s, const char *member_id, state_prefetch_stage stage);
+void state_prefetch(const state *s, const char *member_id, size_t len, state_prefetch_stage stage);
 /* Fills a rules_view over this state. Its `sale` lookup (R18) is left NULL: the state does not
  * keep ledger entries; the daemon supplies one (daemon/lookup.h). */
 void state_view(state *s, rules_view *v);
