@@ -11,7 +11,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "ingest.h"
 
@@ -65,14 +64,9 @@ typedef struct {
     ingest_str source_member;
 } ingest_raw_event;
 
-/* Clears everything but the line arrays (read only up to their counts). */
-static inline void ingest_raw_reset(ingest_raw_event *r)
-{
-    memset(r, 0, offsetof(ingest_raw_event, lines));
-    memset(&r->has_birth_month, 0,
-           offsetof(ingest_raw_event, rlines) - offsetof(ingest_raw_event, has_birth_month));
-    r->source_member = (ingest_str){NULL, 0};
-}
+/* The calling thread's raw event (it is large: the lines), cleared but for the line arrays,
+ * which are read only up to their counts. Both decoders fill it, then validate it. */
+ingest_raw_event *ingest_raw_begin(void);
 
 /* Clears an event as validation does before filling it. */
 void ingest_event_reset(lt_event *ev);

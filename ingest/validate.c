@@ -272,6 +272,17 @@ int ingest_event_from_raw(const ingest_raw_event *r, const ingest_limits *lim, l
 
 /* ------------------------------------------------------------------ from protobuf-c */
 
+ingest_raw_event *ingest_raw_begin(void)
+{
+    static _Thread_local ingest_raw_event raw;
+    ingest_raw_event *r = &raw;
+    memset(r, 0, offsetof(ingest_raw_event, lines));
+    memset(&r->has_birth_month, 0,
+           offsetof(ingest_raw_event, rlines) - offsetof(ingest_raw_event, has_birth_month));
+    r->source_member = (ingest_str){NULL, 0};
+    return r;
+}
+
 static ingest_str cstr(const char *s)
 {
     return (ingest_str){s, s != NULL ? strlen(s) : 0};
@@ -281,9 +292,7 @@ int ingest_event_from_pb(const Loyalty__Event *pe, const ingest_limits *lim, lt_
                          char *msg, size_t msg_len)
 {
     /* the raw event is large (the lines): one per thread, its header cleared per call */
-    static _Thread_local ingest_raw_event raw;
-    ingest_raw_event *r = &raw;
-    ingest_raw_reset(r);
+    ingest_raw_event *r = ingest_raw_begin();
     if (pe->id != NULL) {
         r->has_id = true;
         r->has_node_id = pe->id->has_node_id;

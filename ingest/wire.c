@@ -426,9 +426,7 @@ static void body(const fld *f, ingest_raw_event *r)
 static int decode_event(const uint8_t *p, size_t n, const ingest_limits *lim, lt_event *out,
                         char *msg, size_t msg_len)
 {
-    static _Thread_local ingest_raw_event raw;
-    ingest_raw_event *r = &raw;
-    ingest_raw_reset(r);
+    ingest_raw_event *r = ingest_raw_begin();
     rd e = {p, p + n};
     fld f, last_body = {0};
     bool has_body = false;
