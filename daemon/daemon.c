@@ -1244,11 +1244,11 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
 /* Memory hints for the events after events[i]: the member index slot, record and lots of
  * the next few members (1,000,000 members do not fit in the cache; each is a miss, and each
  * needs the one before). A hint only: what is prefetched changes nothing. */
-static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t n, size_t i)
+static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t i)
 {
     static const state_prefetch_stage stage[] = {STATE_PREFETCH_LOTS, STATE_PREFETCH_MEMBER,
                                                  STATE_PREFETCH_SLOT};
-    for (size_t k = 1; k <= 3 && i + k < n; k++) {
+    for (size_t k = 1; k <= 3 && i + k < eb->events_n; k++) {
         const ingest_event_span *e = &eb->events[i + k];
         state_prefetch(d->state, e->member_id, e->member_id_len, stage[k - 1]);
     }
@@ -1297,7 +1297,7 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     r->ack_n = (uint32_t)eb->events_n;
     bool wait = false;
     for (size_t i = 0; i < eb->events_n && !d->failed; i++) {
-        prefetch_ahead(d, eb, eb->events_n, i);
+        prefetch_ahead(d, eb, i);
         wait |= process_event(d, b, &eb->events[i], user_id, &b->acks[b->acks_n + i]);
     }
     if (d->failed)
