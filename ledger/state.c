@@ -28,9 +28,10 @@
 #define NIL UINT32_MAX
 #define MEMBERS_MAX (UINT32_MAX - 1)
 #define TABLE_SLOTS_MIN 1024u
-#define MEMBER_REC_VERSION 3 /* written; versions 1 (no markers) and 2 (no offset) are read */
+#define MEMBER_REC_VERSION 4 /* written; versions 1 to 3 (fixed width) are read */
 #define MEMBER_REC_VERSION_V1 1
 #define MEMBER_REC_VERSION_V2 2
+#define MEMBER_REC_VERSION_V3 3
 #define MEMBER_REC_FIXED_V1 (1 + 3 + 4 + 4 + 5 * 8 + 4) /* without strings and lots */
 #define MEMBER_REC_MARKERS (4 + 4 + 8 + 8)              /* version 2: the time-driven markers */
 #define MEMBER_REC_OFFSET (1 + 2) /* version 3: u8 offset_known, i16 utc_offset_min */
@@ -1201,7 +1202,7 @@ int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
 
 /* ------------------------------------------------------------------ records and hash */
 
-/* Record layout, version 2, integers little-endian:
+/* Record layout, version 3 (fixed width, integers little-endian):
  *   u8 version, u8 len + id, u8 len + tier, u8 len + referrer,
  *   u8 birth_month, u8 birth_day, u8 staff, u8 status, u32 sales,
  *   i64 enrolled_at, debt, qualifying, lifetime_fen, last_purchase_at,
@@ -1210,7 +1211,21 @@ int state_apply(state *s, const lt_entry *e, char *err, size_t err_len)
  *   u8 offset_known, i16 utc_offset_min,
  *   u32 lots_n, lots_n * (i64 points, i64 earned_at, i64 expires_at)
  * Version 2 is the same without the offset (read as unknown); version 1 also without the
- * four markers (read as 0). */
+ * four markers (read as 0). The state hash is defined over version 3, whatever the ledger
+ * stores, so hashes stay comparable across versions.
+ *
+ * Version 4, what checkpoints write: the same fields in variable-length integers (LEB128;
+ * "s" marks a zigzag-coded signed one), lots as differences from the lot before:
+ *   u8 version, u8 len + id, u8 len + tier, u8 len + referrer,
+ *   u8 birth_month, u8 birth_day, u8 staff, u8 status, u8 offset_known,
+ *   sales, s enrolled_at, debt, s qualifying, s lifetime_fen, s last_purchase_at,
+ *   s period_start_day, s birthday_notified_year, s expiring_notified_until,
+ *   s dormant_notified_at, s utc_offset_min, lots_n,
+ *   lots_n * (points << 1 | never_expires, [s expires_at - the last expires_at before, if it
+ *             expires], s earned_at - the earned_at before)
+ * Lots are kept in expiry order and most share an expiry date, so a lot is about 5 bytes
+ * instead of 24 and a member record about half its version 3 size: checkpoints write and
+ * rewrite half the bytes (docs/performance.md). */
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v)
 {
@@ -1235,19 +1250,19 @@ static uint8_t *put_str(uint8_t *p, const char *str)
     return p + n;
 }
 
-static size_t member_rec_bytes(const lt_member *m)
+static size_t member_v3_bytes(const lt_member *m)
 {
     return MEMBER_REC_FIXED + strlen(m->id) + strlen(m->tier) + strlen(m->referrer) +
            (size_t)m->lots_n * LOT_REC_BYTES;
 }
 
-size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
+size_t state_member_encode_v3(const lt_member *m, uint8_t *buf, size_t cap)
 {
-    size_t need = member_rec_bytes(m);
+    size_t need = member_v3_bytes(m);
     if (need > cap)
         return 0;
     uint8_t *p = buf;
-    *p++ = MEMBER_REC_VERSION;
+    *p++ = MEMBER_REC_VERSION_V3;
     p = put_str(p, m->id);
     p = put_str(p, m->tier);
     p = put_str(p, m->referrer);
@@ -1278,6 +1293,92 @@ size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
     return need;
 }
 
+/* Version 4's writer: with p == NULL it only counts, so that one function both sizes and
+ * writes a record. */
+typedef struct {
+    uint8_t *p;
+    size_t n;
+} vwriter;
+
+static void vw_byte(vwriter *w, uint8_t b)
+{
+    if (w->p != NULL)
+        w->p[w->n] = b;
+    w->n++;
+}
+
+static void vw_uvar(vwriter *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        vw_byte(w, (uint8_t)(v | 0x80));
+        v >>= 7;
+    }
+    vw_byte(w, (uint8_t)v);
+}
+
+/* zigzag: small magnitudes of either sign in few bytes */
+static void vw_svar(vwriter *w, uint64_t v) /* v: an int64 as two's complement */
+{
+    vw_uvar(w, (v << 1) ^ (0 - (v >> 63)));
+}
+
+static void vw_str(vwriter *w, const char *str)
+{
+    size_t n = strlen(str);
+    vw_byte(w, (uint8_t)n);
+    for (size_t i = 0; i < n; i++)
+        vw_byte(w, (uint8_t)str[i]);
+}
+
+static void member_v4(vwriter *w, const lt_member *m)
+{
+    vw_byte(w, MEMBER_REC_VERSION);
+    vw_str(w, m->id);
+    vw_str(w, m->tier);
+    vw_str(w, m->referrer);
+    vw_byte(w, m->birth_month);
+    vw_byte(w, m->birth_day);
+    vw_byte(w, m->staff);
+    vw_byte(w, m->status);
+    vw_byte(w, m->offset_known);
+    vw_uvar(w, m->sales);
+    vw_svar(w, (uint64_t)m->enrolled_at);
+    vw_uvar(w, (uint64_t)m->debt);
+    vw_svar(w, (uint64_t)m->qualifying);
+    vw_svar(w, (uint64_t)m->lifetime_fen);
+    vw_svar(w, (uint64_t)m->last_purchase_at);
+    vw_svar(w, (uint64_t)(int64_t)m->period_start_day);
+    vw_svar(w, (uint64_t)(int64_t)m->birthday_notified_year);
+    vw_svar(w, (uint64_t)m->expiring_notified_until);
+    vw_svar(w, (uint64_t)m->dormant_notified_at);
+    vw_svar(w, (uint64_t)(int64_t)m->utc_offset_min);
+    vw_uvar(w, m->lots_n);
+    uint64_t exp = 0, earned = 0; /* the lot before's (differences wrap: no overflow) */
+    for (uint32_t i = 0; i < m->lots_n; i++) {
+        const lt_lot *l = &m->lots[i];
+        vw_uvar(w, (uint64_t)l->points << 1 | (l->expires_at == 0));
+        if (l->expires_at != 0) {
+            vw_svar(w, (uint64_t)l->expires_at - exp);
+            exp = (uint64_t)l->expires_at;
+        }
+        vw_svar(w, (uint64_t)l->earned_at - earned);
+        earned = (uint64_t)l->earned_at;
+    }
+}
+
+size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
+{
+    vwriter w = {NULL, 0};
+    member_v4(&w, m);
+    if (w.n > cap)
+        return 0;
+    size_t need = w.n;
+    w = (vwriter){buf, 0};
+    member_v4(&w, m);
+    LT_ASSERT(w.n == need);
+    return need;
+}
+
 typedef struct {
     const uint8_t *p, *end;
     bool bad;
@@ -1296,6 +1397,34 @@ static uint64_t get_le(reader *r, int bytes)
     return v;
 }
 
+/* LEB128, at most 10 bytes, nothing beyond 64 bits */
+static uint64_t get_uvar(reader *r)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (r->p == r->end) {
+            r->bad = true;
+            return 0;
+        }
+        uint8_t b = *r->p++;
+        if (shift == 63 && b > 1) {
+            r->bad = true;
+            return 0;
+        }
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+    r->bad = true;
+    return 0;
+}
+
+static uint64_t get_svar(reader *r) /* an int64 as two's complement */
+{
+    uint64_t z = get_uvar(r);
+    return (z >> 1) ^ (0 - (z & 1));
+}
+
 static void get_str(reader *r, char *dst, size_t cap)
 {
     size_t n = (size_t)get_le(r, 1);
@@ -1309,57 +1438,109 @@ static void get_str(reader *r, char *dst, size_t cap)
     r->p += n;
 }
 
+/* Version 4's fields after the strings. Returns lots_n (the lots follow at r->p). */
+static uint64_t member_v4_fields(reader *r, lt_member *m)
+{
+    m->birth_month = (uint8_t)get_le(r, 1);
+    m->birth_day = (uint8_t)get_le(r, 1);
+    m->staff = (uint8_t)get_le(r, 1);
+    m->status = (uint8_t)get_le(r, 1);
+    m->offset_known = (uint8_t)get_le(r, 1);
+    uint64_t sales = get_uvar(r);
+    m->sales = (uint32_t)sales;
+    m->enrolled_at = (int64_t)get_svar(r);
+    uint64_t debt = get_uvar(r);
+    m->debt = (int64_t)debt;
+    m->qualifying = (int64_t)get_svar(r);
+    m->lifetime_fen = (int64_t)get_svar(r);
+    m->last_purchase_at = (int64_t)get_svar(r);
+    int64_t period = (int64_t)get_svar(r), year = (int64_t)get_svar(r);
+    m->period_start_day = (int32_t)period;
+    m->birthday_notified_year = (int32_t)year;
+    m->expiring_notified_until = (int64_t)get_svar(r);
+    m->dormant_notified_at = (int64_t)get_svar(r);
+    int64_t off = (int64_t)get_svar(r);
+    m->utc_offset_min = (int16_t)off;
+    if (sales > UINT32_MAX || debt > INT64_MAX || period != m->period_start_day ||
+        year != m->birthday_notified_year || off != m->utc_offset_min)
+        r->bad = true;
+    return get_uvar(r);
+}
+
 /* Decodes a record into *m, allocating m->lots. Returns 0, or -1 if malformed. */
 static int member_decode(const uint8_t *buf, size_t len, lt_member *m)
 {
     memset(m, 0, sizeof(*m));
     reader r = {buf, buf + len, false};
     uint64_t version = get_le(&r, 1);
-    if (version != MEMBER_REC_VERSION && version != MEMBER_REC_VERSION_V2 &&
-        version != MEMBER_REC_VERSION_V1)
+    if (version < MEMBER_REC_VERSION_V1 || version > MEMBER_REC_VERSION)
         return -1;
+    bool v4 = version == MEMBER_REC_VERSION;
     get_str(&r, m->id, sizeof(m->id));
     get_str(&r, m->tier, sizeof(m->tier));
     get_str(&r, m->referrer, sizeof(m->referrer));
-    m->birth_month = (uint8_t)get_le(&r, 1);
-    m->birth_day = (uint8_t)get_le(&r, 1);
-    m->staff = (uint8_t)get_le(&r, 1);
-    m->status = (uint8_t)get_le(&r, 1);
-    m->sales = (uint32_t)get_le(&r, 4);
-    m->enrolled_at = (int64_t)get_le(&r, 8);
-    m->debt = (int64_t)get_le(&r, 8);
-    m->qualifying = (int64_t)get_le(&r, 8);
-    m->lifetime_fen = (int64_t)get_le(&r, 8);
-    m->last_purchase_at = (int64_t)get_le(&r, 8);
-    if (version >= MEMBER_REC_VERSION_V2) {
-        m->period_start_day = (int32_t)(uint32_t)get_le(&r, 4);
-        m->birthday_notified_year = (int32_t)(uint32_t)get_le(&r, 4);
-        m->expiring_notified_until = (int64_t)get_le(&r, 8);
-        m->dormant_notified_at = (int64_t)get_le(&r, 8);
+    uint64_t lots_n;
+    if (v4) {
+        lots_n = member_v4_fields(&r, m);
+    } else {
+        m->birth_month = (uint8_t)get_le(&r, 1);
+        m->birth_day = (uint8_t)get_le(&r, 1);
+        m->staff = (uint8_t)get_le(&r, 1);
+        m->status = (uint8_t)get_le(&r, 1);
+        m->sales = (uint32_t)get_le(&r, 4);
+        m->enrolled_at = (int64_t)get_le(&r, 8);
+        m->debt = (int64_t)get_le(&r, 8);
+        m->qualifying = (int64_t)get_le(&r, 8);
+        m->lifetime_fen = (int64_t)get_le(&r, 8);
+        m->last_purchase_at = (int64_t)get_le(&r, 8);
+        if (version >= MEMBER_REC_VERSION_V2) {
+            m->period_start_day = (int32_t)(uint32_t)get_le(&r, 4);
+            m->birthday_notified_year = (int32_t)(uint32_t)get_le(&r, 4);
+            m->expiring_notified_until = (int64_t)get_le(&r, 8);
+            m->dormant_notified_at = (int64_t)get_le(&r, 8);
+        }
+        if (version >= MEMBER_REC_VERSION_V3) {
+            m->offset_known = (uint8_t)get_le(&r, 1);
+            m->utc_offset_min = (int16_t)(uint16_t)get_le(&r, 2);
+        }
+        lots_n = get_le(&r, 4);
     }
-    if (version >= MEMBER_REC_VERSION) {
-        m->offset_known = (uint8_t)get_le(&r, 1);
-        m->utc_offset_min = (int16_t)(uint16_t)get_le(&r, 2);
-        if (m->offset_known > 1 || m->utc_offset_min < -840 || m->utc_offset_min > 840)
-            return -1;
-    }
-    uint32_t lots_n = (uint32_t)get_le(&r, 4);
+    size_t left = (size_t)(r.end - r.p);
+    /* a version 4 lot takes at least 2 bytes: the count is checked before allocating */
     if (r.bad || m->id[0] == 0 || m->status > LT_MEMBER_CLOSED || m->staff > 1 || m->debt < 0 ||
-        m->birth_month > 12 || m->birth_day > 31 ||
-        (size_t)(r.end - r.p) != (size_t)lots_n * LOT_REC_BYTES)
+        m->birth_month > 12 || m->birth_day > 31 || m->offset_known > 1 ||
+        m->utc_offset_min < -840 || m->utc_offset_min > 840 ||
+        (v4 ? lots_n > left / 2 : left != lots_n * LOT_REC_BYTES))
         return -1;
-    if (lots_n && lots_reserve(m, lots_n) != 0)
+    if (lots_n && lots_reserve(m, (uint32_t)lots_n) != 0)
         return -1;
+    uint64_t exp = 0, earned = 0;
     for (uint32_t i = 0; i < lots_n; i++) {
         lt_lot *lot = &m->lots[i];
-        lot->points = (int64_t)get_le(&r, 8);
-        lot->earned_at = (int64_t)get_le(&r, 8);
-        lot->expires_at = (int64_t)get_le(&r, 8);
+        if (v4) {
+            uint64_t code = get_uvar(&r);
+            lot->points = (int64_t)(code >> 1);
+            if (!(code & 1))
+                exp += get_svar(&r);
+            lot->expires_at = (code & 1) ? 0 : (int64_t)exp;
+            earned += get_svar(&r);
+            lot->earned_at = (int64_t)earned;
+            if (!(code & 1) && exp == 0)
+                r.bad = true; /* an expiry of 0 would read back as never */
+        } else {
+            lot->points = (int64_t)get_le(&r, 8);
+            lot->earned_at = (int64_t)get_le(&r, 8);
+            lot->expires_at = (int64_t)get_le(&r, 8);
+        }
         m->lots_n++;
-        if (lot->points <= 0 || (i > 0 && lot_before(lot, lot - 1))) {
+        if (r.bad || lot->points <= 0 || (i > 0 && lot_before(lot, lot - 1))) {
             free(m->lots);
             return -1;
         }
+    }
+    if (r.p != r.end) { /* version 4: bytes after the last lot */
+        free(m->lots);
+        return -1;
     }
     return 0;
 }
@@ -1460,7 +1641,7 @@ uint64_t state_hash(const state *s)
     uint64_t h = 0;
     for (uint32_t i = 0; i < s->members_n; i++) {
         const lt_member *m = &member_at(s, i)->m;
-        size_t need = member_rec_bytes(m);
+        size_t need = member_v3_bytes(m);
         if (need > cap) {
             if (buf != stack_buf)
                 free(buf);
@@ -1468,7 +1649,7 @@ uint64_t state_hash(const state *s)
             LT_ASSERT(buf != NULL); /* a hash cannot fail: without memory there is no answer */
             cap = need;
         }
-        size_t len = state_member_encode(m, buf, cap);
+        size_t len = state_member_encode_v3(m, buf, cap);
         h += XXH3_64bits_withSeed(buf, len, HASH_SEED_MEMBER);
     }
     if (buf != stack_buf)

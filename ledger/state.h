@@ -112,9 +112,12 @@ int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uin
 const char *state_ckpt_member_id(const state *s, uint32_t idx);
 const lt_member *state_ckpt_take(state *s, uint32_t idx);
 
-/* Serialises a member into buf (a compact, versioned binary record). Returns the length, or 0
- * if cap is too small. */
+/* Serialises a member into buf (a compact, versioned binary record: version 4, variable-length
+ * integers). Returns the length, or 0 if cap is too small. */
 size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap);
+/* The same member in the fixed-width version 3 layout: what state_hash() hashes (so that a hash
+ * does not depend on the stored version) and what earlier versions wrote. Same contract. */
+size_t state_member_encode_v3(const lt_member *m, uint8_t *buf, size_t cap);
 /* Loads one serialised member into the state (replacing any with the same id). Returns 0, or
  * -1 if the record is malformed. Does not mark it dirty. */
 int state_load_member(state *s, const uint8_t *buf, size_t len);
