@@ -20,7 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LEDGER_FORMAT 1u
+/* Format 2: member records may be version 4 (state.c), which builds of format 1 cannot read.
+ * This build reads both; a writable open marks a format 1 ledger as format 2 before it writes
+ * anything, so that an older build refuses it by its format number instead of failing on a
+ * record. */
+#define LEDGER_FORMAT 2u
+#define LEDGER_FORMAT_MIN 1u
 #define LEDGER_MAP_BYTES_DEFAULT ((size_t)64 << 30)
 #define LEDGER_DBS_MAX 8
 #define LEDGER_PATH_MAX 4096
@@ -256,14 +261,28 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     uint8_t fmt[4] = {0, 0, 0, LEDGER_FORMAT};
     if (rc == 0) {
         rc = mdb_get(txn, l->meta, &k, &v);
+        uint32_t have = 0;
+        if (rc == 0 && v.mv_size == 4) {
+            const uint8_t *b = v.mv_data;
+            have = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+        }
         if (rc == MDB_NOTFOUND && !l->read_only) {
             v = (MDB_val){sizeof(fmt), fmt};
             rc = mdb_put(txn, l->meta, &k, &v, 0);
-        } else if (rc == 0 && (v.mv_size != 4 || memcmp(v.mv_data, fmt, 4) != 0)) {
-            fmt_err(err, err_len, "%s: unknown ledger format (this build reads format %u)", dir,
-                    LEDGER_FORMAT);
+        } else if (rc == 0 && (have < LEDGER_FORMAT_MIN || have > LEDGER_FORMAT)) {
+            if (v.mv_size == 4)
+                fmt_err(err, err_len,
+                        "%s: unknown ledger format %u (this build reads formats %u to %u)", dir,
+                        have, LEDGER_FORMAT_MIN, LEDGER_FORMAT);
+            else
+                fmt_err(err, err_len,
+                        "%s: unknown ledger format (this build reads formats %u to %u)", dir,
+                        LEDGER_FORMAT_MIN, LEDGER_FORMAT);
             mdb_txn_abort(txn);
             return LEDGER_ERR_CORRUPT;
+        } else if (rc == 0 && have < LEDGER_FORMAT && !l->read_only) {
+            v = (MDB_val){sizeof(fmt), fmt}; /* upgraded in place: nothing else changes */
+            rc = mdb_put(txn, l->meta, &k, &v, 0);
         } else if (rc == MDB_NOTFOUND) {
             rc = 0; /* read-only beside a writer that has not committed its first txn */
         }

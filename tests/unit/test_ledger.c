@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "ledger.h"
 
@@ -415,6 +416,70 @@ static void test_ledger_map_full(void **st)
     ledger_close(&l);
 }
 
+/* The format number as stored (u32 big-endian under meta "format"), read with LMDB directly as
+ * another build would find it, after writing `set` there unless it is negative. 0: none. */
+static uint32_t stored_format(const char *dir, int set)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_val k = {6, (void *)"format"}, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    if (set >= 0) {
+        uint8_t b[4] = {0, 0, 0, (uint8_t)set};
+        v = (MDB_val){4, b};
+        assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    }
+    uint32_t fmt = 0;
+    if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 4) {
+        const uint8_t *b = v.mv_data;
+        fmt = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return fmt;
+}
+
+/* Format 2 (member records version 4): a new ledger is format 2; a format 1 ledger is read
+ * as it is by a reader and marked format 2 by the first writable open (so that an older build
+ * refuses it by number); a format this build does not know is refused with its number. */
+static void test_ledger_format_upgrade_and_unknown(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    assert_int_equal(append(l, 1, 3, 1, 0), 0);
+    ledger_close(&l);
+    assert_int_equal(stored_format(f->dir, -1), 2);
+
+    assert_int_equal(stored_format(f->dir, 1), 1); /* as a format 1 build left it */
+    l = open_dir(f->dir, true, false);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_last_seq(l, &seq), 0);
+    assert_int_equal(seq, 3);
+    ledger_close(&l);
+    assert_int_equal(stored_format(f->dir, -1), 1); /* a reader changes nothing */
+    l = open_dir(f->dir, false, false);
+    ledger_close(&l);
+    assert_int_equal(stored_format(f->dir, -1), 2);
+
+    ledger_opts o = {.dir = f->dir, .map_bytes = 64 << 20};
+    char err[256] = "";
+    for (int bad = 0; bad <= 3; bad += 3) { /* 0 and 3: neither is a format this build reads */
+        assert_int_equal(stored_format(f->dir, bad), (uint32_t)bad);
+        ledger *l2 = NULL;
+        assert_int_equal(ledger_open(&l2, &o, err, sizeof(err)), LEDGER_ERR_CORRUPT);
+        assert_null(l2);
+        char want[64];
+        snprintf(want, sizeof want, "unknown ledger format %d (this build reads formats 1 to 2)",
+                 bad);
+        assert_non_null(strstr(err, want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +493,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ledger_read_only_beside_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_map_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_format_upgrade_and_unknown, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
