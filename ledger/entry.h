@@ -21,9 +21,11 @@ size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap);
  * store it). */
 int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
 
-/* entry_decode() for replay and recovery: everything state_apply() reads. The lines of an entry
- * other than a return (kind before the lines, as entry_encode() writes it) are skipped, their
- * framing checked but not their contents, and lines_n is 0; about twice as fast on sales. */
+/* entry_decode() for replay and recovery: everything state_apply() reads. Skipped, their
+ * framing checked but not their contents: the lines of an entry other than a return (kind
+ * before the lines, as entry_encode() writes it; lines_n is 0), and the strings state_apply()
+ * does not read (store_id, member_id, rules_version, reward_code, reason_code, operator_id,
+ * and each posting's tier_before), which stay empty. */
 int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* The same through protobuf-c's unpack (into a per-thread arena): the reference entry_decode()

@@ -118,6 +118,8 @@ static int rd_str(rd *r, char *dst, size_t cap)
 }
 
 #define STR(r, dst) rd_str((r), (dst), sizeof(dst))
+/* A string state_apply() does not read: skipped (its framing checked) when decoding for state */
+#define TEXT(r, dst) (state_only ? rd_skip((r), WT_LEN) : STR((r), (dst)))
 
 /* The next field's number and wire type; 0 at the end, -1 when malformed. */
 static int rd_tag(rd *r, uint32_t *field, unsigned *wt)
@@ -178,7 +180,7 @@ static int decode_id(rd *r, lt_event_id *id)
     return t;
 }
 
-static int decode_posting(rd *r, lt_posting *p)
+static int decode_posting(rd *r, lt_posting *p, bool state_only)
 {
     rd s;
     if (rd_len(r, &s) < 0)
@@ -209,7 +211,7 @@ static int decode_posting(rd *r, lt_posting *p)
             rc = wt == WT_LEN ? STR(&s, p->unlink_card) : -1;
             break;
         case 19:
-            rc = wt == WT_LEN ? STR(&s, p->tier_before) : -1;
+            rc = wt == WT_LEN ? TEXT(&s, p->tier_before) : -1;
             break;
         case 20:
             rc = wt == WT_LEN ? STR(&s, p->merge_from) : -1;
@@ -356,7 +358,7 @@ static int decode_line(rd *r, uint32_t index, lt_line_result *l)
     return t < 0 || got_index != index ? -1 : 0;
 }
 
-static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool all_lines)
+static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
 {
     /* everything but the postings and lines arrays: a posting is cleared when it is read,
      * and most entries have one or two of 8 postings and a handful of 200 lines */
@@ -379,33 +381,33 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool all_lines)
             rc = wt == WT_LEN ? decode_id(&r, &e->original) : -1;
             break;
         case 6:
-            rc = wt == WT_LEN ? STR(&r, e->store_id) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->store_id) : -1;
             break;
         case 7:
-            rc = wt == WT_LEN ? STR(&r, e->member_id) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->member_id) : -1;
             break;
         case 8:
-            rc = wt == WT_LEN ? STR(&r, e->rules_version) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->rules_version) : -1;
             break;
         case 16:
-            rc = wt == WT_LEN ? STR(&r, e->reward_code) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->reward_code) : -1;
             break;
         case 17:
-            rc = wt == WT_LEN ? STR(&r, e->reason_code) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->reason_code) : -1;
             break;
         case 18:
-            rc = wt == WT_LEN ? STR(&r, e->operator_id) : -1;
+            rc = wt == WT_LEN ? TEXT(&r, e->operator_id) : -1;
             break;
         case 9:
             if (wt != WT_LEN || e->postings_n >= LT_POSTINGS_MAX)
                 return -1;
             memset(&e->postings[e->postings_n], 0, sizeof e->postings[0]);
-            rc = decode_posting(&r, &e->postings[e->postings_n++]);
+            rc = decode_posting(&r, &e->postings[e->postings_n++], state_only);
             break;
         case 10:
             if (wt != WT_LEN || e->lines_n >= LT_SALE_LINES_MAX)
                 return -1;
-            if (!all_lines && kind != 0 && kind != LT_ENTRY_RETURN) {
+            if (state_only && kind != 0 && kind != LT_ENTRY_RETURN) {
                 rd skipped;
                 rc = rd_len(&r, &skipped);
                 break;
@@ -490,10 +492,10 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool all_lines)
 
 int entry_decode(const uint8_t *buf, size_t len, lt_entry *e)
 {
-    return decode(buf, len, e, true);
+    return decode(buf, len, e, false);
 }
 
 int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *e)
 {
-    return decode(buf, len, e, false);
+    return decode(buf, len, e, true);
 }

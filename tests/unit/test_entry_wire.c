@@ -177,7 +177,8 @@ static void valid_entries_decode_the_same(void **st)
     free(b);
 }
 
-/* entry_decode_state(): the same entry without the lines, except in a return (R18). */
+/* entry_decode_state(): the same entry without the lines, except in a return (R18), and
+ * without the strings state_apply() does not read. */
 static void state_decode_skips_only_sale_lines(void **st)
 {
     (void)st;
@@ -200,6 +201,14 @@ static void state_decode_skips_only_sale_lines(void **st)
             a->lines_n = 0;
             memset(a->lines, 0, sizeof a->lines);
         }
+        memset(a->store_id, 0, sizeof a->store_id);
+        memset(a->member_id, 0, sizeof a->member_id);
+        memset(a->rules_version, 0, sizeof a->rules_version);
+        memset(a->reward_code, 0, sizeof a->reward_code);
+        memset(a->reason_code, 0, sizeof a->reason_code);
+        memset(a->operator_id, 0, sizeof a->operator_id);
+        for (uint32_t i = 0; i < a->postings_n; i++)
+            memset(a->postings[i].tier_before, 0, sizeof a->postings[i].tier_before);
         assert_memory_equal(a, b, sizeof *a);
         /* cut inside the lines: still malformed, skipped or not */
         if (e->lines_n > 0) {
