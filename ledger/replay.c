@@ -53,6 +53,22 @@ static void pause_briefly(unsigned *spins)
     }
 }
 
+/* Starts the cache misses of the members that the next three entries will touch (their index
+ * slots, records and lots, one stage each: state_prefetch()). Without it, finding members is
+ * a third of the applier's time. */
+static void prefetch_ahead(const replay_ctx *a, uint64_t t, uint64_t h)
+{
+    static const state_prefetch_stage stage[] = {STATE_PREFETCH_LOTS, STATE_PREFETCH_MEMBER,
+                                                 STATE_PREFETCH_SLOT};
+    for (uint64_t k = 1; k <= 3 && t + k < h; k++) {
+        const lt_entry *e = &a->ring[(t + k) % RING];
+        for (uint32_t i = 0; i < e->postings_n; i++) {
+            const char *id = e->postings[i].member_id;
+            state_prefetch(a->s, id, strnlen(id, LT_ID_MAX), stage[k - 1]);
+        }
+    }
+}
+
 static void *applier_main(void *arg)
 {
     replay_ctx *a = arg;
@@ -67,6 +83,7 @@ static void *applier_main(void *arg)
             pause_briefly(&spins);
         }
         for (; t < h; t++) {
+            prefetch_ahead(a, t, h);
             const lt_entry *e = &a->ring[t % RING];
             if (state_apply(a->s, e, why, sizeof why) < 0) {
                 snprintf(a->apply_err, sizeof a->apply_err, "entry %" PRIu64 " does not apply: %s",
