@@ -18,28 +18,10 @@
 
 #include "bench.h"
 #include "loyalty.pb-c.h"
+#include "port.h"
 
 #define STATUS_POLL_MS 100
 #define LOG_TAIL_BYTES 2048
-
-/* Asks the kernel for a free loopback port. Another process could take it before the daemon
- * binds; the daemon then fails to start and the error says so. Returns the port or -1. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
 
 int bench_status(const char *query_endpoint, int timeout_ms, uint64_t *seq, uint64_t *members)
 {
@@ -101,9 +83,9 @@ static void print_log_tail(const bench_daemon *d)
 
 static int write_config(bench_daemon *d, char *path, size_t cap)
 {
-    int p1 = free_port(), p2 = free_port(), p3 = free_port();
-    if (p1 < 0 || p2 < 0 || p3 < 0 || p1 == p2 || p2 == p3 || p1 == p3) {
-        fprintf(stderr, "lt-bench: cannot find free loopback ports\n");
+    int p1 = lt_free_port(), p2 = lt_free_port(), p3 = lt_free_port();
+    if (p1 < 0 || p2 < 0 || p3 < 0) { /* never the same twice (common/port.h) */
+        fprintf(stderr, "lt-bench: cannot find free loopback ports below the ephemeral range\n");
         return -1;
     }
     snprintf(d->ingest, sizeof d->ingest, "tcp://127.0.0.1:%d", p1);

@@ -16,6 +16,7 @@
 #include <zmq.h>
 
 #include "harness.h"
+#include "port.h"
 
 static void die(const char *fmt, ...)
 {
@@ -28,16 +29,13 @@ static void die(const char *fmt, ...)
     abort();
 }
 
+/* Ports below the ephemeral range (common/port.h): a till's connect attempts to a daemon still
+ * starting cannot take one of its ports first. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        die("cannot find a free port: %s", strerror(errno));
-    int port = ntohs(a.sin_port);
-    close(fd);
+    int port = lt_free_port();
+    if (port < 0)
+        die("cannot find a free loopback port below the ephemeral range");
     return port;
 }
 

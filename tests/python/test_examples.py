@@ -43,10 +43,32 @@ TEMPLATES = os.path.join(SRC, "examples", "sms_templates.json")
 WAIT_S = 90
 
 
+def _ports():
+    """Loopback ports below the kernel's ephemeral range, as common/port.c picks them: an
+    outgoing connection (a client's connect attempts while a daemon starts) never takes one."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            high = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    low = 10000
+    start = (os.getpid() * 7919 + time.monotonic_ns()) % (high - low)
+    for i in range(high - low):
+        port = low + (start + i) % (high - low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        yield port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+_PORTS = _ports()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return next(_PORTS)
 
 
 def endpoint():
