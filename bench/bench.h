@@ -15,7 +15,7 @@
 #define BENCH_ENDPOINT_MAX 64
 #define BENCH_PATH_MAX 512
 #define BENCH_TILLS_MAX 64
-#define BENCH_WINDOW_MAX 64
+#define BENCH_WINDOW_MAX 512 /* messages in flight per till (a slot: 40 B + its batch's past) */
 
 /* ---- histogram (hist.c): log-linear, 32 sub-buckets per power of two (~3% resolution) ---- */
 
