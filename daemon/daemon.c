@@ -1246,11 +1246,9 @@ static void refuse_message(daemon_t *d, const req_t *r, int reason, const char *
  * needs the one before). A hint only: what is prefetched changes nothing. */
 static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t i)
 {
-    static const state_prefetch_stage stage[] = {STATE_PREFETCH_LOTS, STATE_PREFETCH_MEMBER,
-                                                 STATE_PREFETCH_SLOT};
-    for (size_t k = 1; k <= 3 && i + k < eb->events_n; k++) {
+    for (unsigned k = 1; k <= STATE_PREFETCH_AHEAD && i + k < eb->events_n; k++) {
         const ingest_event_span *e = &eb->events[i + k];
-        state_prefetch(d->state, e->member_id, e->member_id_len, stage[k - 1]);
+        state_prefetch(d->state, e->member_id, e->member_id_len, k);
     }
 }
 

@@ -53,18 +53,15 @@ static void pause_briefly(unsigned *spins)
     }
 }
 
-/* Starts the cache misses of the members that the next three entries will touch (their index
- * slots, records and lots, one stage each: state_prefetch()). Without it, finding members is
- * a third of the applier's time. */
+/* Starts the cache misses of the members that the next entries will touch (state_prefetch()).
+ * Without it, finding members is a third of the applier's time. */
 static void prefetch_ahead(const replay_ctx *a, uint64_t t, uint64_t h)
 {
-    static const state_prefetch_stage stage[] = {STATE_PREFETCH_LOTS, STATE_PREFETCH_MEMBER,
-                                                 STATE_PREFETCH_SLOT};
-    for (uint64_t k = 1; k <= 3 && t + k < h; k++) {
+    for (unsigned k = 1; k <= STATE_PREFETCH_AHEAD && t + k < h; k++) {
         const lt_entry *e = &a->ring[(t + k) % RING];
         for (uint32_t i = 0; i < e->postings_n; i++) {
             const char *id = e->postings[i].member_id;
-            state_prefetch(a->s, id, strnlen(id, LT_ID_MAX), stage[k - 1]);
+            state_prefetch(a->s, id, strnlen(id, LT_ID_MAX), k);
         }
     }
 }

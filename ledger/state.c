@@ -245,13 +245,14 @@ static void prefetch_bytes(const void *p, size_t n)
     __builtin_prefetch(c + n - 1);
 }
 
-void state_prefetch(const state *s, const char *member_id, size_t len, state_prefetch_stage stage)
+void state_prefetch(const state *s, const char *member_id, size_t len, unsigned ahead)
 {
-    if (member_id == NULL || len == 0 || len >= LT_ID_MAX || s->mtab.n == 0)
-        return; /* absent, or too long: ingest refuses it */
+    if (member_id == NULL || len == 0 || len >= LT_ID_MAX || s->mtab.n == 0 || ahead < 1 ||
+        ahead > STATE_PREFETCH_AHEAD)
+        return; /* absent, too long (ingest refuses it), or no stage at that distance */
     const table *t = &s->mtab;
     uint32_t h = (uint32_t)XXH3_64bits(member_id, len);
-    if (stage == STATE_PREFETCH_SLOT) {
+    if (ahead == STATE_PREFETCH_AHEAD) { /* the farthest: its index slot */
         __builtin_prefetch(&t->slots[h & t->mask]);
         return;
     }
@@ -264,7 +265,7 @@ void state_prefetch(const state *s, const char *member_id, size_t len, state_pre
         if (sl->tag != h)
             continue;
         const mrec *r = member_at(s, sl->idx);
-        if (stage == STATE_PREFETCH_MEMBER)
+        if (ahead == 2) /* the one after next: its record */
             prefetch_bytes(r, sizeof *r);
         else if (r->m.lots_n > 0 && r->m.lots != NULL) /* the oldest lots: FIFO spends them */
             prefetch_bytes(r->m.lots, r->m.lots_n < 16 ? r->m.lots_n * sizeof *r->m.lots

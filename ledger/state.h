@@ -27,17 +27,13 @@ const lt_member *state_member(const state *s, const char *member_id);
 const char *state_card_owner(const state *s, const char *card);
 /* A hint, no effect on the state: starts loading what a lookup of member_id will touch, so
  * that the lookup finds it in the cache. With 1,000,000 members the index slot, the member
- * record and its lots are each a cache miss, one after the other. Each stage reads only what
- * the previous stage loaded, so callers run the stages for events ahead of the one they work
- * on: STATE_PREFETCH_SLOT for the event after next, then STATE_PREFETCH_MEMBER, then
- * STATE_PREFETCH_LOTS for the next one. member_id (len bytes, no NUL needed) may be NULL or
- * anything a till sent. */
-typedef enum {
-    STATE_PREFETCH_SLOT = 0,
-    STATE_PREFETCH_MEMBER = 1,
-    STATE_PREFETCH_LOTS = 2,
-} state_prefetch_stage;
-void state_prefetch(const state *s, const char *member_id, size_t len, state_prefetch_stage stage);
+ * record and its lots are each a cache miss, one after the other, and each stage reads only
+ * what the one before loaded. So a caller about to work on event i calls it for events i + 1
+ * to i + STATE_PREFETCH_AHEAD with `ahead` their distance: the index slot of the farthest, the
+ * member record of the one after next, the lots of the next one (other distances do nothing).
+ * member_id (len bytes, no NUL needed) may be NULL or anything a till sent. */
+#define STATE_PREFETCH_AHEAD 3
+void state_prefetch(const state *s, const char *member_id, size_t len, unsigned ahead);
 /* Fills a rules_view over this state. Its `sale` lookup (R18) is left NULL: the state does not
  * keep ledger entries; the daemon supplies one (daemon/lookup.h). */
 void state_view(state *s, rules_view *v);
