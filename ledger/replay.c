@@ -22,13 +22,13 @@
 #define RING 128 /* decoded entries in flight (an lt_entry is 30 KiB: 3.8 MiB) */
 #define SPINS 64
 #define ERR_MAX 512
+#define PROGRESS_EVERY 4096 /* entries between progress calls (a call may read the clock) */
 
 /* Each side writes its own cache line; what both only read sits on a third one. */
 typedef struct {
     /* read-only while the threads run */
     _Alignas(64) state *s;
     lt_entry *ring; /* RING entries */
-    state_replay_result *r;
     state_replay_progress progress;
     void *progress_ctx;
     /* the reader's */
@@ -38,6 +38,7 @@ typedef struct {
     char read_err[ERR_MAX];
     /* the applier's */
     _Alignas(64) uint64_t tail; /* slots applied */
+    uint64_t applied, last_seq; /* copied to the caller's result at the end */
     bool failed;                /* stopped on an entry that does not apply */
     char apply_err[ERR_MAX];
 } replay_ctx;
@@ -88,10 +89,9 @@ static void *applier_main(void *arg)
                 __atomic_store_n(&a->failed, true, __ATOMIC_RELEASE);
                 return NULL;
             }
-            a->r->applied++;
-            a->r->last_seq = e->seq;
-            if (a->progress != NULL)
-                a->progress(a->progress_ctx, a->r->applied);
+            a->last_seq = e->seq;
+            if (++a->applied % PROGRESS_EVERY == 0 && a->progress != NULL)
+                a->progress(a->progress_ctx, a->applied);
             __atomic_store_n(&a->tail, t + 1, __ATOMIC_RELEASE);
         }
     }
@@ -146,7 +146,6 @@ int state_replay(ledger *l, state *s, uint64_t from, uint64_t to, state_replay_p
     memset(a, 0, sizeof *a);
     a->s = s;
     a->ring = ring;
-    a->r = r;
     a->progress = progress;
     a->progress_ctx = progress_ctx;
     pthread_t th;
@@ -159,6 +158,8 @@ int state_replay(ledger *l, state *s, uint64_t from, uint64_t to, state_replay_p
     int rc = ledger_scan(l, from, to, decode_one, a);
     __atomic_store_n(&a->done, true, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
+    r->applied = a->applied;
+    r->last_seq = a->last_seq;
     if (a->failed)
         snprintf(err, err_len, "%s", a->apply_err);
     else if (a->read_err[0])

@@ -9,7 +9,8 @@
 #include "ledger.h"
 #include "state.h"
 
-/* Called by the applying thread after each entry (may be NULL). */
+/* Called by the applying thread every few thousand entries (may be NULL); the result has the
+ * final count. */
 typedef void (*state_replay_progress)(void *ctx, uint64_t applied);
 
 typedef struct {
