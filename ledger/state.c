@@ -1367,17 +1367,26 @@ static void member_v4(vwriter *w, const lt_member *m)
     }
 }
 
+/* The most member_v4() can write for m: its strings, and every number at 10 bytes (12 in the
+ * header, 3 per lot). */
+static size_t member_v4_bound(const lt_member *m)
+{
+    return 1 + 3 + strlen(m->id) + strlen(m->tier) + strlen(m->referrer) + 5 + 12 * 10 +
+           (size_t)m->lots_n * 3 * 10;
+}
+
 size_t state_member_encode(const lt_member *m, uint8_t *buf, size_t cap)
 {
-    vwriter w = {NULL, 0};
+    if (cap < member_v4_bound(m)) { /* maybe too small: count first (callers rarely need it) */
+        vwriter count = {NULL, 0};
+        member_v4(&count, m);
+        if (count.n > cap)
+            return 0;
+    }
+    vwriter w = {buf, 0};
     member_v4(&w, m);
-    if (w.n > cap)
-        return 0;
-    size_t need = w.n;
-    w = (vwriter){buf, 0};
-    member_v4(&w, m);
-    LT_ASSERT(w.n == need);
-    return need;
+    LT_ASSERT(w.n <= cap);
+    return w.n;
 }
 
 typedef struct {
