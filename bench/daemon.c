@@ -1,15 +1,12 @@
 /* daemon.c: lt-bench's daemon under test: a temp dir, a config on free loopback ports, the
  * loyaltyd process, its readiness (a status query) and its shutdown (SIGTERM). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>

@@ -266,10 +266,7 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
             const uint8_t *b = v.mv_data;
             have = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
         }
-        if (rc == MDB_NOTFOUND && !l->read_only) {
-            v = (MDB_val){sizeof(fmt), fmt};
-            rc = mdb_put(txn, l->meta, &k, &v, 0);
-        } else if (rc == 0 && (have < LEDGER_FORMAT_MIN || have > LEDGER_FORMAT)) {
+        if (rc == 0 && (have < LEDGER_FORMAT_MIN || have > LEDGER_FORMAT)) {
             if (v.mv_size == 4)
                 fmt_err(err, err_len,
                         "%s: unknown ledger format %u (this build reads formats %u to %u)", dir,
@@ -280,8 +277,9 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
                         LEDGER_FORMAT_MIN, LEDGER_FORMAT);
             mdb_txn_abort(txn);
             return LEDGER_ERR_CORRUPT;
-        } else if (rc == 0 && have < LEDGER_FORMAT && !l->read_only) {
-            v = (MDB_val){sizeof(fmt), fmt}; /* upgraded in place: nothing else changes */
+        } else if ((rc == MDB_NOTFOUND || (rc == 0 && have < LEDGER_FORMAT)) && !l->read_only) {
+            /* a new ledger, or an older format upgraded in place (nothing else changes) */
+            v = (MDB_val){sizeof(fmt), fmt};
             rc = mdb_put(txn, l->meta, &k, &v, 0);
         } else if (rc == MDB_NOTFOUND) {
             rc = 0; /* read-only beside a writer that has not committed its first txn */
