@@ -359,6 +359,26 @@ int h_run(const char *cmd, char *out, size_t out_len)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+int h_daemon_once(const char *yaml, int timeout_s, char *out, size_t out_len)
+{
+    const char *bin = getenv("LOYALTYD");
+    if (bin == NULL)
+        die("LOYALTYD is not set");
+    char cfg[] = "/tmp/lt-once-XXXXXX";
+    int fd = mkstemp(cfg);
+    if (fd < 0)
+        die("mkstemp: %s", strerror(errno));
+    size_t n = strlen(yaml);
+    if (write(fd, yaml, n) != (ssize_t)n)
+        die("cannot write %s: %s", cfg, strerror(errno));
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "timeout %d %s --config %s", timeout_s, bin, cfg);
+    int rc = h_run(cmd, out, out_len);
+    unlink(cfg);
+    return rc;
+}
+
 /* ---- event building: everything goes on one list freed by h_free_events() */
 
 typedef struct alloc_node {

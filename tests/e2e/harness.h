@@ -65,6 +65,11 @@ int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len);
  * status (-1 if it did not exit normally). */
 int h_run(const char *cmd, char *out, size_t out_len);
 
+/* Runs loyaltyd once, on a temporary config file holding `yaml`, stopped after timeout_s if it
+ * is still running; its output into out. Returns its exit status (124: it timed out). For
+ * daemons a test expects to refuse to start. */
+int h_daemon_once(const char *yaml, int timeout_s, char *out, size_t out_len);
+
 /* HTTP GET on the metrics endpoint. Returns the status code (-1 on failure); the body goes into
  * out (NUL-terminated, truncated at out_len). */
 int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len);

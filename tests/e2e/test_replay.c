@@ -156,16 +156,13 @@ static void daemon_recovers_every_entry(void **st)
 static void daemon_refuses_to_start(uint64_t bad_seq, uint64_t garbage_seq, const char *why)
 {
     write_ledger(bad_seq, garbage_seq);
-    char cfg[128], cmd[512], out[16384];
-    snprintf(cfg, sizeof cfg, "%s.yaml", g_dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fprintf(f, "data_dir: \"%s\"\nlog_level: \"info\"\n", g_dir);
-    fclose(f);
-    const char *daemon = getenv("LOYALTYD");
-    snprintf(cmd, sizeof cmd, "timeout 60 %s --config %s 2>&1", daemon ? daemon : "loyaltyd", cfg);
-    int rc = h_run(cmd, out, sizeof out);
-    unlink(cfg);
+    char yaml[512], out[16384];
+    snprintf(yaml, sizeof yaml,
+             "data_dir: \"%s\"\nlog_level: \"info\"\ningest_endpoint: tcp://127.0.0.1:0\n"
+             "publish_endpoint: tcp://127.0.0.1:0\nquery_endpoint: tcp://127.0.0.1:0\n"
+             "metrics_listen: \"\"\n",
+             g_dir);
+    int rc = h_daemon_once(yaml, 60, out, sizeof out);
     if (rc != 1 || strstr(out, "ledger replay failed") == NULL || strstr(out, why) == NULL)
         fail_msg("exit %d; expected 1 with \"%s\": %s", rc, why, out);
     remove_ledger();

@@ -197,14 +197,10 @@ static void test_plain_bind_beyond_loopback_is_refused(void **state)
     /* a second daemon, no CURVE, ingest on every interface */
     char dir[] = "/tmp/lt-bind-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char cfg[256], cmd[1024], out[4096];
-    snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fprintf(f, "data_dir: %s/data\ningest_endpoint: tcp://0.0.0.0:0\nmetrics_listen: \"\"\n", dir);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "timeout 10 %s --config %s", getenv("LOYALTYD"), cfg);
-    assert_int_equal(h_run(cmd, out, sizeof out), 1);
+    char yaml[256], cmd[1024], out[4096];
+    snprintf(yaml, sizeof yaml,
+             "data_dir: %s/data\ningest_endpoint: tcp://0.0.0.0:0\nmetrics_listen: \"\"\n", dir);
+    assert_int_equal(h_daemon_once(yaml, 10, out, sizeof out), 1);
     assert_non_null(strstr(out, "refusing a non-loopback endpoint without CURVE"));
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

@@ -127,17 +127,12 @@ static void test_second_daemon_on_same_data_refused(void **state)
 {
     (void)state;
     h_start(&g_d, NULL);
-    char cfg[512], cmd[1024], out[4096];
-    snprintf(cfg, sizeof cfg, "%s/second.yaml", g_d.dir);
-    FILE *f = fopen(cfg, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "data_dir: %s\ningest_endpoint: tcp://127.0.0.1:0\npublish_endpoint: "
-            "tcp://127.0.0.1:0\nquery_endpoint: tcp://127.0.0.1:0\nmetrics_listen: \"\"\n",
-            g_d.data);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "timeout 10 %s --config %s", getenv("LOYALTYD"), cfg);
-    assert_int_equal(h_run(cmd, out, sizeof out), 1);
+    char yaml[512], out[4096];
+    snprintf(yaml, sizeof yaml,
+             "data_dir: %s\ningest_endpoint: tcp://127.0.0.1:0\npublish_endpoint: "
+             "tcp://127.0.0.1:0\nquery_endpoint: tcp://127.0.0.1:0\nmetrics_listen: \"\"\n",
+             g_d.data);
+    assert_int_equal(h_daemon_once(yaml, 10, out, sizeof out), 1);
     if (strstr(out, "held by another loyaltyd") == NULL)
         fail_msg("no clear refusal: %s", out);
     Loyalty__Event *e = h_sale(1, 1, "still", h_now(), 0);
