@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "ingest.h"
+#include "test_rng.h"
 
 #define BUF_BYTES (LT_BATCH_EVENTS_MAX * 512 + 4096)
 
@@ -165,14 +166,6 @@ static void test_refusals(void **state)
     check_same(true, 5, NULL, 0, LT_R_STORAGE_UNAVAILABLE, "");
 }
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void test_random_full_batches(void **state)
 {
     (void)state;
@@ -180,28 +173,29 @@ static void test_random_full_batches(void **state)
     static char msgs[LT_BATCH_EVENTS_MAX][200];
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (int round = 0; round < 20; round++) {
-        size_t n = round == 0 ? LT_BATCH_EVENTS_MAX : 1 + rnd(&s) % LT_BATCH_EVENTS_MAX;
+        size_t n = round == 0 ? LT_BATCH_EVENTS_MAX : 1 + test_rng_next(&s) % LT_BATCH_EVENTS_MAX;
         for (size_t i = 0; i < n; i++) {
-            uint64_t k = rnd(&s);
+            uint64_t k = test_rng_next(&s);
             /* values of every varint length */
-            uint64_t big = rnd(&s) >> (rnd(&s) % 64);
+            uint64_t big = test_rng_next(&s) >> (test_rng_next(&s) % 64);
             if (k % 4 == 0) {
-                size_t len = rnd(&s) % sizeof msgs[i];
+                size_t len = test_rng_next(&s) % sizeof msgs[i];
                 memset(msgs[i], 'a' + (int)(i % 26), len);
                 msgs[i][len] = '\0';
-                acks[i] = rejected(k % 7, big, 1 + (int)(rnd(&s) % (LT_R__COUNT - 1)),
+                acks[i] = rejected(k % 7, big, 1 + (int)(test_rng_next(&s) % (LT_R__COUNT - 1)),
                                    k % 16 == 0 ? NULL : msgs[i]);
             } else if (k % 4 == 1) {
                 acks[i] = (ingest_ack){.node_id = k % 5,
                                        .event_id = big,
                                        .status = LOYALTY__STATUS__DUPLICATE,
-                                       .seq = rnd(&s) >> 20};
+                                       .seq = test_rng_next(&s) >> 20};
             } else {
-                acks[i] = accepted(k % 3 + 1, big, rnd(&s) >> 30, (int64_t)(rnd(&s) >> 40),
-                                   (int64_t)(rnd(&s) >> 50), (int64_t)rnd(&s));
+                acks[i] = accepted(k % 3 + 1, big, test_rng_next(&s) >> 30,
+                                   (int64_t)(test_rng_next(&s) >> 40),
+                                   (int64_t)(test_rng_next(&s) >> 50), (int64_t)test_rng_next(&s));
             }
         }
-        check_same(round % 2 == 0, rnd(&s), acks, n, LT_R_NONE, NULL);
+        check_same(round % 2 == 0, test_rng_next(&s), acks, n, LT_R_NONE, NULL);
     }
 }
 

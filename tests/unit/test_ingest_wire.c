@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ingest.h"
+#include "test_rng.h"
 
 #define NOW 1767225600LL /* 2026-01-01T00:00:00Z */
 
@@ -331,13 +332,10 @@ static void too_many_events_are_counted(void **st)
     assert_int_equal(g_batch.events_n, LT_BATCH_EVENTS_MAX + 5);
 }
 
-static uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
+static uint64_t g_rng = TEST_RNG_SEED;
 static uint32_t rnd(void)
 {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng >> 11);
+    return (uint32_t)(test_rng_next(&g_rng) >> 11);
 }
 
 /* 300,000 mutations of the sample: byte changes, cuts, insertions, repeated slices. */

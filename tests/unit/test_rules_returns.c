@@ -4,6 +4,7 @@
  * (R25), and the exact-total invariant over random sales and random partial returns.
  */
 #define RULES_TEST_DEFAULT_FIXTURE
+#include "test_rng.h"
 #include "test_rules_fake.h"
 
 #define SALE_SEQ 5
@@ -619,14 +620,12 @@ static void test_R18_referral_bonus_not_reversed(void **state)
 
 /* ------------------------------------------------------------------ invariants */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng_state = TEST_RNG_SEED;
 
 static uint64_t rng(uint64_t n)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return n ? rng_state % n : 0;
+    uint64_t v = test_rng_next(&rng_state);
+    return n ? v % n : 0;
 }
 
 /* R18 multi-line rounding, R30: random sales (promotions, sku points, exclusions, redemption)

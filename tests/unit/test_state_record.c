@@ -13,18 +13,16 @@
 #include <cmocka.h>
 
 #include "state.h"
+#include "test_rng.h"
 
 #define REC_MAX 8192
 #define LOTS_MAX 64
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rng = TEST_RNG_SEED;
 
 static uint64_t next(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_rng_next(&rng);
 }
 
 /* A value of one of the shapes that matter to a varint: 0, small of either sign, a timestamp,
