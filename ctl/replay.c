@@ -40,7 +40,7 @@ int ctl_ledger_open(const char *dir, ledger **out)
     return 0;
 }
 
-/* The applier's progress line (state_replay calls it after each entry). */
+/* The applier's progress line (state_replay calls it every few thousand entries). */
 static void on_progress(void *ctx, uint64_t applied)
 {
     ctl_progress_update(ctx, applied);
