@@ -10,7 +10,8 @@
  * valgrind: "cannot bind tcp://127.0.0.1:50509: Address already in use"). Ports below the range
  * are never given to outgoing connections. The search starts at a place drawn from the
  * process id and the clock, moves on by one per call (never the same port twice in one
- * process), and skips ports it cannot bind. Returns the port, or -1 if none is free. */
+ * process; callers take turns: it keeps no lock), and skips ports it cannot bind. Returns the
+ * port, or -1 if none is free. */
 int lt_free_port(void);
 
 #endif
