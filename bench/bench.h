@@ -134,6 +134,18 @@ typedef struct {
 /* Sends msg (len bytes) DEALER -> ROUTER over tcp loopback for `seconds`. Returns 0 or -1. */
 int bench_zmq_run(const void *msg, size_t len, double seconds, zmq_raw_result *r);
 
+/* ---- fresh memory (fresh.c) ---- */
+
+typedef struct {
+    size_t bytes;    /* 0: not measured */
+    double first_us; /* per 4 KiB page, the first write to a fresh mapping */
+    double again_us; /* the same at once after unmapping it */
+} fresh_result;
+
+/* Writes a byte into each page of a fresh anonymous mapping of `bytes`, twice. Returns 0 or
+ * -1 (message printed). */
+int bench_fresh_run(size_t bytes, fresh_result *r);
+
 /* ---- RAM per member (mem.c) ---- */
 
 typedef struct {

@@ -1,7 +1,8 @@
 /* main.c: lt-bench: the benchmark behind `make bench`.
  *
  * One run, in this order (docs/performance.md explains each number):
- *   1. ceilings: ZeroMQ tcp loopback (the run's batch message and a one-event message) and
+ *   1. what fresh memory costs on this machine (bench/fresh.c: 2 GiB, 128 MiB with --quick);
+ *      ceilings: ZeroMQ tcp loopback (the run's batch message and a one-event message) and
  *      LMDB sequential append with the daemon's commit size;
  *   2. RAM per member: a member state of --mem-members members built through state_apply();
  *   3. loyaltyd, started on a temp data dir and free loopback ports: the population enrolled
@@ -40,12 +41,13 @@
 static const char usage[] =
     "usage: lt-bench [OPTIONS]\n"
     "\n"
-    "The loyaltyd benchmark (`make bench`): raw ceilings (ZeroMQ loopback, LMDB append), RAM\n"
-    "per member, loyaltyd closed-loop maximum (batched and one event per message), open-loop\n"
-    "latency at half the maximum, ledger replay, and PostgreSQL on the same workload. Prints a\n"
-    "table with each target, writes OUT/bench-result.json, OUT/timeline.dat and (with gnuplot)\n"
-    "OUT/timeline.png. Exit status: 0 the runs completed without losing an acknowledgement (a\n"
-    "missed target is reported, not an error), 1 a run failed, 2 usage.\n"
+    "The loyaltyd benchmark (`make bench`): what fresh memory costs, raw ceilings (ZeroMQ\n"
+    "loopback, LMDB append), RAM per member, loyaltyd closed-loop maximum (batched and one\n"
+    "event per message), open-loop latency at half the maximum, ledger replay, and\n"
+    "PostgreSQL on the same workload. Prints a table with each target, writes\n"
+    "OUT/bench-result.json, OUT/timeline.dat and (with gnuplot) OUT/timeline.png. Exit status:\n"
+    "0 the runs completed without losing an acknowledgement (a missed target is reported, not\n"
+    "an error), 1 a run failed, 2 usage.\n"
     "\n"
     "options:\n"
     "  --seconds S        closed-loop batched run (default 60)\n"
@@ -181,6 +183,7 @@ static int parse_args(int argc, char **argv, bench_cfg *b)
             b->seconds = b->batch1_seconds = b->open_seconds = b->pg_seconds = 3;
             b->members = 100000;
             b->mem_members = 1000000;
+            b->fresh_mib = 128;
             break;
         case O_HELP:
         case 'h':
@@ -222,6 +225,10 @@ static void sibling_path(char *out, size_t cap, const char *argv0, const char *e
 
 static int run_ceilings(const bench_cfg *b, bench_results *res)
 {
+    fprintf(stderr, "lt-bench: fresh memory, first write to %zu MiB ...\n", b->fresh_mib);
+    if (bench_fresh_run(b->fresh_mib << 20, &res->fresh) < 0)
+        return -1;
+
     /* one message of the run's batch size, and one of a single event, from the workload */
     wl_model m;
     wl_event *ev = calloc((size_t)b->batch, sizeof *ev);
@@ -409,6 +416,7 @@ int main(int argc, char **argv)
     b.batch = 100;
     b.members = 1000000;
     b.mem_members = 10000000;
+    b.fresh_mib = 2048;
     b.replay = true;
     b.seed = (uint64_t)time(NULL);
     snprintf(b.out, sizeof b.out, "bench-out");

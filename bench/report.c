@@ -200,6 +200,13 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
             "  LMDB append, %zu-byte records, 1000/commit  %11.0f records/s        loyaltyd "
             "%5.1f%%\n",
             r->lmdb.record_bytes, lm, 100 * ratio(closed, lm));
+    if (r->fresh.bytes > 0)
+        fprintf(f,
+                "  fresh memory, first write to %zu MiB     %8.2f us per 4 KiB page (at once "
+                "again: %.2f us)\n",
+                r->fresh.bytes >> 20, r->fresh.first_us, r->fresh.again_us);
+    else
+        fprintf(f, "  fresh memory: not measured\n");
     if (r->pg_rc == 0)
         fprintf(f,
                 "  PostgreSQL %s, same workload: %.0f events/s; loyaltyd = %.1fx (%" PRIu64
@@ -304,9 +311,12 @@ static int write_json(const bench_cfg *b, const bench_results *r)
     fprintf(f,
             "  \"ceilings\": {\"zmq_batch_msg_per_s\": %.0f, \"zmq_batch_msg_bytes\": %zu, "
             "\"zmq_single_msg_per_s\": %.0f, \"zmq_single_msg_bytes\": %zu, "
-            "\"lmdb_append_per_s\": %.0f, \"lmdb_record_bytes\": %zu},\n",
+            "\"lmdb_append_per_s\": %.0f, \"lmdb_record_bytes\": %zu, "
+            "\"fresh_memory_bytes\": %zu, \"fresh_page_first_us\": %.3f, "
+            "\"fresh_page_again_us\": %.3f},\n",
             zmq_rate(&r->zmq_batch), r->zmq_batch.message_bytes, zmq_rate(&r->zmq_one),
-            r->zmq_one.message_bytes, lmdb_rate(&r->lmdb), r->lmdb.record_bytes);
+            r->zmq_one.message_bytes, lmdb_rate(&r->lmdb), r->lmdb.record_bytes, r->fresh.bytes,
+            r->fresh.first_us, r->fresh.again_us);
     fprintf(f,
             "  \"ratios\": {\"of_zmq_ceiling\": %.4f, \"of_lmdb_ceiling\": %.4f, "
             "\"over_postgresql\": %.2f},\n",

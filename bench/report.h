@@ -14,6 +14,7 @@ typedef struct {
     double seconds, batch1_seconds, open_seconds, open_rate, pg_seconds;
     int tills, window, batch1_window, batch;
     uint32_t members, mem_members;
+    size_t fresh_mib; /* the fresh-memory probe's mapping */
     bool replay, keep;
     uint64_t seed;
     char out[BENCH_PATH_MAX];
@@ -30,6 +31,7 @@ typedef struct {
 typedef struct {
     zmq_raw_result zmq_batch, zmq_one;
     raw_result lmdb;
+    fresh_result fresh;
     mem_result mem;
     load_result *population, *closed, *batch1, *open; /* heap: they hold histograms */
     double open_rate;
