@@ -32,6 +32,7 @@ int ctl_ledger_open(const char *dir, ledger **out)
     ledger_opts o = {0};
     o.dir = dir;
     o.read_only = true;
+    o.readahead = true; /* loyaltyctl's commands read the ledger through, not by lookups */
     int rc = ledger_open(out, &o, err, sizeof err);
     if (rc < 0) {
         ctl_errorf("cannot open the ledger in %s: %s", dir, err[0] ? err : ledger_strerror(rc));

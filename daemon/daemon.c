@@ -2022,7 +2022,7 @@ static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
     return idmap_put(&((daemon_t *)ctx)->nodes, node_id, 0, event_id_max, 0);
 }
 
-static int recover(daemon_t *d)
+static int recover_state(daemon_t *d)
 {
     uint64_t ckpt = 0, last = 0;
     uv_update_time(&d->loop);
@@ -2063,6 +2063,18 @@ static int recover(daemon_t *d)
            (unsigned long long)ckpt, (unsigned long long)last, (unsigned long long)rc.applied,
            state_members(d->state), (double)(uv_hrtime() - t0) / 1e6);
     return 0;
+}
+
+/* Recovery reads the checkpoint and the entries after it through: with the kernel's read-ahead
+ * on, not one page per fault (a cold page cache after a reboot: 1.1 M members loaded in 3.2 s
+ * without it, docs/performance.md); then back off for the lookups of normal running. */
+static int recover(daemon_t *d)
+{
+    bool ra = ledger_readahead(d->ledger, true) == 0;
+    int rc = recover_state(d);
+    if (ra && ledger_readahead(d->ledger, false) != 0)
+        lt_log(LT_WARN, "ledger read-ahead stays on after recovery", NULL);
+    return rc;
 }
 
 /* CURVE: only allowlisted keys connect. Without it, only endpoints on this machine may be

@@ -14,9 +14,11 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -308,8 +310,10 @@ static int open_env(ledger *l, const ledger_opts *o, char *err, size_t err_len)
         return map_err(rc);
     }
     /* MDB_NOTLS: read transactions are not tied to a thread (the cached one moves between
-     * callers). MDB_NORDAHEAD: lookups are random; read-ahead only evicts useful pages. */
-    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (o->read_only ? MDB_RDONLY : 0);
+     * callers). MDB_NORDAHEAD: lookups are random; read-ahead only evicts useful pages; but a
+     * scan wants it (ledger_readahead()). */
+    unsigned flags =
+        MDB_NOTLS | (o->readahead ? 0 : MDB_NORDAHEAD) | (o->read_only ? MDB_RDONLY : 0);
     rc = mdb_env_open(l->env, o->dir, flags, 0640);
     if (rc == ENOENT && o->read_only) {
         fmt_err(err, err_len, "%s: no ledger here", o->dir);
@@ -322,6 +326,42 @@ static int open_env(ledger *l, const ledger_opts *o, char *err, size_t err_len)
     int dead = 0;
     mdb_reader_check(l->env, &dead); /* free slots of readers that died */
     return 0;
+}
+
+/* Finds LMDB's map of data.mdb among this process's mappings (LMDB does not tell where it is
+ * unless the map is fixed): the one of the data file's inode, from offset 0, of the map size. */
+static int find_map(ledger *l, void **base, size_t *len)
+{
+    mdb_filehandle_t fd;
+    MDB_envinfo ei;
+    struct stat st;
+    if (mdb_env_get_fd(l->env, &fd) != 0 || fstat(fd, &st) != 0 || mdb_env_info(l->env, &ei) != 0)
+        return -1;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL)
+        return -1;
+    char line[LEDGER_PATH_MAX + 128];
+    int found = -1;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long start, end, off, ino;
+        if (sscanf(line, "%lx-%lx %*s %lx %*s %lu", &start, &end, &off, &ino) == 4 &&
+            ino == (unsigned long)st.st_ino && off == 0 && end - start == ei.me_mapsize) {
+            *base = (void *)start;
+            *len = end - start;
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+int ledger_readahead(ledger *l, bool on)
+{
+    void *base;
+    size_t len;
+    if (find_map(l, &base, &len) != 0)
+        return -1;
+    return madvise(base, len, on ? MADV_NORMAL : MADV_RANDOM) == 0 ? 0 : -1;
 }
 
 int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)

@@ -41,6 +41,8 @@ typedef struct {
     size_t map_bytes; /* LMDB map size; 0 = 64 GiB */
     bool read_only;   /* loyaltyctl: open for reading beside a running daemon */
     bool exclusive;   /* daemon: refuse if another daemon holds dir (LEDGER_ERR_LOCKED) */
+    bool readahead;   /* whole-ledger scans (loyaltyctl): let the kernel read ahead on page
+                       * faults; off (the default), each fault reads one page (see below) */
 } ledger_opts;
 
 /* Opens (creating if needed) the ledger. Returns 0 and *out (caller owns: ledger_close()), or a
@@ -49,6 +51,12 @@ typedef struct {
 int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len);
 /* Closes the environment and sets *l to NULL. Safe on NULL. */
 void ledger_close(ledger **l);
+/* Turns the kernel's read-ahead on the ledger's map on (scans) or off (random lookups: the
+ * daemon's dedup, returns and catch-up reads, where read-ahead evicts useful pages). From a
+ * cold page cache a scan with it off reads one 4 KiB page per fault: replay 120,000 against
+ * 1,000,000 entries/s (docs/performance.md). The daemon turns it on for its start-up recovery.
+ * Returns 0, or -1 if the map could not be found (Linux only): a hint, nothing else changes. */
+int ledger_readahead(ledger *l, bool on);
 
 const char *ledger_strerror(int code);
 /* What the last failed ledger_commit() tripped over, with LMDB's own message ("" after success).

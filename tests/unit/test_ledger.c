@@ -5,7 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <poll.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -480,6 +483,67 @@ static void test_ledger_format_upgrade_and_unknown(void **st)
     }
 }
 
+/* Whether this process's map of DIR/data.mdb is marked for random reads ("rr" in its VmFlags,
+ * MADV_RANDOM: no read-ahead): 1 or 0, or -1 if there is no such map. */
+static int map_random(const char *dir)
+{
+    char want[PATH_MAX + 16], line[1024];
+    char *real = realpath(dir, NULL);
+    assert_non_null(real);
+    snprintf(want, sizeof want, "%s/data.mdb", real);
+    free(real);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    int found = -1;
+    bool in = false;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        size_t n = strlen(line), w = strlen(want);
+        /* a mapping's header: "start-end perms offset dev inode path" (lower-case hex);
+         * its fields follow as "Name: value" lines */
+        const char *sp = strchr(line, ' '), *dash = strchr(line, '-');
+        bool header = sp && dash && dash < sp &&
+                      ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f'));
+        if (header)
+            in = n >= w && strcmp(line + n - w, want) == 0;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            found = strstr(line, " rr") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Read-ahead is off for the daemon's lookups, on for loyaltyctl's scans, and the daemon turns
+ * it on for its recovery and off again (ledger_readahead): from a cold page cache a scan
+ * without it reads one 4 KiB page per fault, 8-10x slower (docs/performance.md). */
+static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, true);
+    assert_int_equal(append(l, 1, 10, 4, 0), 0);
+    assert_int_equal(map_random(f->dir), 1); /* the daemon's default */
+    assert_int_equal(ledger_readahead(l, true), 0);
+    assert_int_equal(map_random(f->dir), 0);
+    assert_int_equal(ledger_readahead(l, false), 0);
+    assert_int_equal(map_random(f->dir), 1);
+    ledger_close(&l);
+    assert_int_equal(map_random(f->dir), -1);
+
+    ledger_opts o = {.dir = f->dir, .read_only = true, .readahead = true};
+    assert_int_equal(ledger_open(&l, &o, NULL, 0), 0);
+    assert_int_equal(map_random(f->dir), 0); /* loyaltyctl */
+    uint64_t seq = 0;
+    assert_int_equal(ledger_last_seq(l, &seq), 0);
+    assert_int_equal(seq, 10);
+    ledger_close(&l);
+    o.readahead = false;
+    assert_int_equal(ledger_open(&l, &o, NULL, 0), 0);
+    assert_int_equal(map_random(f->dir), 1);
+    ledger_close(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +558,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_format_upgrade_and_unknown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_readahead_on_for_scans_off_for_lookups, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
