@@ -328,28 +328,41 @@ static int open_env(ledger *l, const ledger_opts *o, char *err, size_t err_len)
     return 0;
 }
 
-/* Finds LMDB's map of data.mdb among this process's mappings (LMDB does not tell where it is
- * unless the map is fixed): the one of the data file's inode, from offset 0, of the map size. */
+/* Finds LMDB's map among this process's mappings (LMDB does not say where it is unless the map
+ * is fixed): the mapping that holds a key LMDB returns from its main database, which always
+ * lists the named ones. By address, not by inode or size: an overlay file system may show
+ * another inode, and the kernel rounds the map's length up to whole pages. */
 static int find_map(ledger *l, void **base, size_t *len)
 {
-    mdb_filehandle_t fd;
-    MDB_envinfo ei;
-    struct stat st;
-    if (mdb_env_get_fd(l->env, &fd) != 0 || fstat(fd, &st) != 0 || mdb_env_info(l->env, &ei) != 0)
+    MDB_txn *txn;
+    MDB_dbi main_db;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    if (txn_begin_ro(l, &txn) != 0)
         return -1;
+    int rc = mdb_dbi_open(txn, NULL, 0, &main_db);
+    if (rc == 0 && (rc = mdb_cursor_open(txn, main_db, &cur)) == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn); /* k.mv_data stays an address in the map: only compared below */
+    if (rc != 0)
+        return -1;
+    uintptr_t at = (uintptr_t)k.mv_data;
     FILE *f = fopen("/proc/self/maps", "r");
     if (f == NULL)
         return -1;
     char line[LEDGER_PATH_MAX + 128];
     int found = -1;
+    bool line_start = true;
     while (found < 0 && fgets(line, sizeof line, f)) {
-        unsigned long start, end, off, ino;
-        if (sscanf(line, "%lx-%lx %*s %lx %*s %lu", &start, &end, &off, &ino) == 4 &&
-            ino == (unsigned long)st.st_ino && off == 0 && end - start == ei.me_mapsize) {
+        unsigned long start, end;
+        if (line_start && sscanf(line, "%lx-%lx", &start, &end) == 2 && start <= at && at < end) {
             *base = (void *)start;
             *len = end - start;
             found = 0;
         }
+        line_start = strchr(line, '\n') != NULL; /* the rest of a long line is not a line */
     }
     fclose(f);
     return found;

@@ -55,7 +55,8 @@ void ledger_close(ledger **l);
  * daemon's dedup, returns and catch-up reads, where read-ahead evicts useful pages). From a
  * cold page cache a scan with it off reads one 4 KiB page per fault: replay 120,000 against
  * 1,000,000 entries/s (docs/performance.md). The daemon turns it on for its start-up recovery.
- * Returns 0, or -1 if the map could not be found (Linux only): a hint, nothing else changes. */
+ * Returns 0, or -1 if the map could not be found (Linux only): a hint, nothing else changes.
+ * Not while another thread may resize the map; LMDB's own advice comes back if it remaps. */
 int ledger_readahead(ledger *l, bool on);
 
 const char *ledger_strerror(int code);

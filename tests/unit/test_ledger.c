@@ -542,6 +542,15 @@ static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
     assert_int_equal(ledger_open(&l, &o, NULL, 0), 0);
     assert_int_equal(map_random(f->dir), 1);
     ledger_close(&l);
+
+    /* a map size that is not whole pages: the kernel's mapping is longer than LMDB's size */
+    ledger_opts w = {.dir = f->dir, .map_bytes = (64 << 20) + 100, .exclusive = true};
+    assert_int_equal(ledger_open(&l, &w, NULL, 0), 0);
+    assert_int_equal(ledger_readahead(l, true), 0);
+    assert_int_equal(map_random(f->dir), 0);
+    assert_int_equal(ledger_readahead(l, false), 0);
+    assert_int_equal(map_random(f->dir), 1);
+    ledger_close(&l);
 }
 
 int main(void)
