@@ -145,6 +145,8 @@ typedef struct {
 /* Writes a byte into each page of a fresh anonymous mapping of `bytes`, twice. Returns 0 or
  * -1 (message printed). */
 int bench_fresh_run(size_t bytes, fresh_result *r);
+/* MemAvailable from /proc/meminfo in MiB, or 0 if unknown. */
+size_t bench_mem_available_mib(void);
 
 /* ---- RAM per member (mem.c) ---- */
 

@@ -37,6 +37,19 @@ static int touch_fresh(size_t bytes, double *us_per_page)
     return 0;
 }
 
+size_t bench_mem_available_mib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    unsigned long kib = 0;
+    while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %lu kB", &kib) != 1)
+        ;
+    fclose(f);
+    return kib / 1024;
+}
+
 int bench_fresh_run(size_t bytes, fresh_result *r)
 {
     memset(r, 0, sizeof *r);
