@@ -172,13 +172,14 @@ typedef struct {
     batch *ck_hold; /* its cards and returns records (a batch never queued), pointers set */
     ck_ord *ck_ord; /* its members, sorted by id before they are written */
     size_t ck_ord_n, ck_ord_cap;
-    batch *ck_capd;    /* members captured before a change (state_ckpt_begin), as snaps */
-    idmap ck_capmap;   /* member number -> its snap in ck_capd */
-    size_t ck_next;    /* next member (ck_ord) to hand to a commit */
-    uint64_t ck_seq;   /* the sequence it covers */
-    int ck_phase;      /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
-    uv_work_t ck_sort; /* sorts ck_hold's records by key in libuv's thread pool */
-    bool ck_sort_busy; /* until its after-work callback: ck_hold is the pool's */
+    batch *ck_capd;      /* members captured before a change (state_ckpt_begin), as snaps */
+    idmap ck_capmap;     /* member number -> its snap in ck_capd */
+    size_t ck_next;      /* next member (ck_ord) to hand to a commit */
+    size_t ck_hold_next; /* next record of ck_hold to hand to a commit */
+    uint64_t ck_seq;     /* the sequence it covers */
+    int ck_phase;        /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
+    uv_work_t ck_sort;   /* sorts ck_hold's records by key in libuv's thread pool */
+    bool ck_sort_busy;   /* until its after-work callback: ck_hold is the pool's */
     uint64_t ck_start_ns;
     uint32_t ck_commits;
 
@@ -504,6 +505,7 @@ static int ckpt_start(daemon_t *d)
     snaps_fix(d->ck_hold);
     d->ck_seq = d->next_seq - 1;
     d->ck_next = 0;
+    d->ck_hold_next = 0;
     d->ck_phase = CK_SORTING;
     d->ck_start_ns = uv_hrtime();
     d->ck_commits = 0;
@@ -517,19 +519,33 @@ static int ckpt_start(daemon_t *d)
     return 0;
 }
 
-/* Puts the checkpoint's next records, up to max members, into b's snaps (the cards and returns
- * with the first chunk). Returns 0, or -1 out of memory (b's snaps are then incomplete: the
- * caller stops; nothing of them was written). */
+/* Whether no record of the staged checkpoint has gone to a commit yet. */
+static bool ckpt_unstarted(const daemon_t *d)
+{
+    return d->ck_next == 0 && d->ck_hold_next == 0;
+}
+
+/* Whether every record of the staged checkpoint has gone to a commit. */
+static bool ckpt_filled(const daemon_t *d)
+{
+    return d->ck_hold_next == d->ck_hold->snaps_n && d->ck_next == d->ck_ord_n;
+}
+
+/* Puts the checkpoint's next records, up to max, into b's snaps: the changed cards and returns
+ * first, then the members, each counted against max. (The cards and returns all went with the
+ * first chunk before: 20,000-50,000 records in one commit at each checkpoint's start.)
+ * Returns 0, or -1 out of memory (b's snaps are then incomplete: the caller stops; nothing of
+ * them was written). */
 static int ckpt_fill(daemon_t *d, batch *b, size_t max)
 {
-    if (d->ck_next == 0) {
-        const batch *h = d->ck_hold;
-        for (size_t i = 0; i < h->snaps_n; i++)
-            if (snap_add(b, h->snaps[i].kind, h->snaps[i].key, h->snaps[i].value, h->snaps[i].len,
-                         h->snaps[i].value == NULL) != 0)
-                return -1;
+    const batch *h = d->ck_hold;
+    size_t k = 0;
+    for (; k < max && d->ck_hold_next < h->snaps_n; k++, d->ck_hold_next++) {
+        const ledger_snap *sn = &h->snaps[d->ck_hold_next];
+        if (snap_add(b, sn->kind, sn->key, sn->value, sn->len, sn->value == NULL) != 0)
+            return -1;
     }
-    for (size_t k = 0; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
+    for (; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
         const ck_ord *o = &d->ck_ord[d->ck_next];
         const idmap_slot *c = idmap_get(&d->ck_capmap, o->idx, 0);
         int rc;
@@ -553,12 +569,12 @@ static void ckpt_attach(daemon_t *d, batch *b)
 {
     size_t chunk = ckpt_chunk((size_t)d->cfg->checkpoint_chunk, b->n);
     if (d->ck_phase == CK_WRITING) {
-        b->ck.stage_begin = d->ck_next == 0;
+        b->ck.stage_begin = ckpt_unstarted(d);
         if (ckpt_fill(d, b, chunk) != 0) {
             fatal(d, 71, "out of memory writing a checkpoint");
             return;
         }
-        if (d->ck_next == d->ck_ord_n) {
+        if (ckpt_filled(d)) {
             b->ck.stage_complete_seq = d->ck_seq;
             b->ck.merge_max = chunk;
             d->ck_phase = CK_MERGING;
@@ -1900,7 +1916,7 @@ static void final_checkpoint_and_stop(daemon_t *d)
         return;
     batch *b = open_batch(d);
     if (b != NULL && (d->ck_phase == CK_WRITING || d->ck_phase == CK_SORTING)) {
-        ledger_ckpt ck = {.stage_begin = d->ck_next == 0, .stage_complete_seq = d->ck_seq};
+        ledger_ckpt ck = {.stage_begin = ckpt_unstarted(d), .stage_complete_seq = d->ck_seq};
         int rc = ckpt_fill(d, b, SIZE_MAX) == 0 ? 0 : LEDGER_ERR_OTHER;
         if (rc == 0) {
             snaps_fix(b);
@@ -2055,6 +2071,7 @@ static int recover_state(daemon_t *d)
     d->ck_phase = CK_MERGING;
     d->ck_ord_n = 0;
     d->ck_next = 0;
+    d->ck_hold_next = 0;
     d->ck_start_ns = uv_hrtime();
     d->ck_commits = 0;
     d->pub_committed_seq = last;

@@ -184,11 +184,99 @@ static void test_R18_return_after_spending_goes_negative(void **state)
         fail_msg("verify: %s", out);
 }
 
+/* A metric's value from the daemon's /metrics, or -1. */
+static double metric(const char *name)
+{
+    static char body[1 << 20];
+    assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(body, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+#define SPREAD_MEMBERS 20
+#define SPREAD_RETURNED 10
+
+/* A checkpoint's changed cards and returned quantities go to the ledger a chunk per commit like
+ * its members (checkpoint_chunk: 3 here: 20 cards and 10 returns records take ten commits), and
+ * a restart from that checkpoint alone, with nothing to replay, still has every card (R5) and
+ * every returned quantity (R18). */
+static void test_R18_checkpoint_spreads_cards_and_returns_over_commits(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_start(&g_d, "checkpoint_chunk: 3\n");
+    static Loyalty__Enrol en[SPREAD_MEMBERS];
+    static char ids[SPREAD_MEMBERS][16], cards[SPREAD_MEMBERS][16];
+    Loyalty__Event *ev[SPREAD_MEMBERS];
+    for (int i = 0; i < SPREAD_MEMBERS; i++) {
+        snprintf(ids[i], sizeof ids[i], "sp%02d", i);
+        snprintf(cards[i], sizeof cards[i], "K%02d", i);
+        loyalty__enrol__init(&en[i]);
+        en[i].card = cards[i];
+        ev[i] = h_event(1, 1 + (uint64_t)i, ids[i], h_now());
+        ev[i]->body_case = LOYALTY__EVENT__BODY_ENROL;
+        ev[i]->enrol = &en[i];
+    }
+    Loyalty__AckBatch *r = send_n(SPREAD_MEMBERS, ev);
+    for (int i = 0; i < SPREAD_MEMBERS; i++)
+        assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    for (int i = 0; i < SPREAD_RETURNED; i++) { /* a sale of 2 units, then 1 of them back */
+        ev[0] = h_sale(1, 101 + (uint64_t)i, ids[i], h_now(), 0);
+        h_line(ev[0], "A", "groceries", 2, 5000, 5000, 0);
+        ev[1] = ret(201 + (uint64_t)i, ids[i], 101 + (uint64_t)i, 0, 1);
+        r = send_n(2, ev);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        assert_int_equal(r->acks[1]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    /* a checkpoint covers the last entry; then a kill, so that no final checkpoint is written */
+    double last = metric("loyaltyd_ledger_last_seq");
+    assert_true(last >= SPREAD_MEMBERS + 2 * SPREAD_RETURNED);
+    for (int i = 0; i < 200 && metric("loyaltyd_checkpoint_seq") < last; i++)
+        usleep(50 * 1000);
+    assert_true(metric("loyaltyd_checkpoint_seq") >= last);
+    assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
+    h_restart(&g_d);
+
+    /* every card still finds its member: a sale by card alone */
+    for (int i = 0; i < SPREAD_MEMBERS; i++) {
+        int64_t before = h_balance(&g_d, ids[i]);
+        ev[0] = h_sale(1, 301 + (uint64_t)i, "", h_now(), 0);
+        ev[0]->member_id = NULL;
+        ev[0]->card = cards[i];
+        h_line(ev[0], "A", "groceries", 1, 1000, 1000, 0);
+        r = send_n(1, ev);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        assert_true(h_balance(&g_d, ids[i]) > before);
+    }
+    /* every sale has exactly one unit left to return */
+    for (int i = 0; i < SPREAD_RETURNED; i++) {
+        ev[0] = ret(401 + (uint64_t)i, ids[i], 101 + (uint64_t)i, 0, 2);
+        r = send_n(1, ev);
+        assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__RETURN_EXCEEDS_SALE);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        ev[0] = ret(501 + (uint64_t)i, ids[i], 101 + (uint64_t)i, 0, 1);
+        r = send_n(1, ev);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    char out[8192];
+    int rc = h_ctl(&g_d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify: %s", out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_R18_partial_returns_reverse_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_unknown_sale_and_same_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R18_checkpoint_spreads_cards_and_returns_over_commits,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_return_after_spending_goes_negative, setup,
                                         teardown),
     };
