@@ -480,6 +480,14 @@ Loyalty__EventBatch *h_batch(size_t n, Loyalty__Event **events)
     return b;
 }
 
+double h_metric(const char *body, const char *name)
+{
+    char pat[256];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(body, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
 int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len)
 {
     int port = atoi(strchr(d->metrics, ':') + 1);

@@ -73,6 +73,9 @@ int h_daemon_once(const char *yaml, int timeout_s, char *out, size_t out_len);
 /* HTTP GET on the metrics endpoint. Returns the status code (-1 on failure); the body goes into
  * out (NUL-terminated, truncated at out_len). */
 int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len);
+/* The value of one metric line "name value" in a /metrics body (name with its labels), or -1
+ * if there is none. */
+double h_metric(const char *body, const char *name);
 
 /* ---- building events (all strings are copied into a static pool per test) ---- */
 int64_t h_now(void);

@@ -42,17 +42,6 @@ static Loyalty__AckBatch *sale(uint64_t eid, const char *member, int64_t qty)
     return r;
 }
 
-/* Value of one metric line "name{labels} value" (labels included in name), or -1. */
-static double metric(const char *body, const char *name)
-{
-    char pat[256];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *p = strstr(body, pat);
-    if (p == NULL)
-        return -1;
-    return strtod(p + strlen(pat), NULL);
-}
-
 static void test_metrics_scrape(void **state)
 {
     (void)state;
@@ -63,18 +52,18 @@ static void test_metrics_scrape(void **state)
     loyalty__ack_batch__free_unpacked(sale(3, "m1", 1), NULL); /* duplicate */
     loyalty__ack_batch__free_unpacked(sale(9, "m1", 0), NULL); /* INVALID_QUANTITY */
     assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
-    assert_true(metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"accepted\"}") == 5);
-    assert_true(metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"duplicate\"}") == 1);
-    assert_true(metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"rejected\"}") == 1);
-    assert_true(metric(body, "loyaltyd_rejects_total{reason=\"INVALID_QUANTITY\"}") == 1);
-    assert_true(metric(body, "loyaltyd_messages_total") == 7);
-    assert_true(metric(body, "loyaltyd_ledger_last_seq") == 5);
-    assert_true(metric(body, "loyaltyd_ledger_entries") == 5);
-    assert_true(metric(body, "loyaltyd_members") == 1);
-    assert_true(metric(body, "loyaltyd_commits_total") >= 1);
-    assert_true(metric(body, "loyaltyd_commit_entries_count") >= 1);
-    assert_true(metric(body, "loyaltyd_ack_seconds_count") == 7);
-    assert_true(metric(body, "loyaltyd_lmdb_used_bytes") > 0);
+    assert_true(h_metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"accepted\"}") == 5);
+    assert_true(h_metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"duplicate\"}") == 1);
+    assert_true(h_metric(body, "loyaltyd_events_total{type=\"sale\",outcome=\"rejected\"}") == 1);
+    assert_true(h_metric(body, "loyaltyd_rejects_total{reason=\"INVALID_QUANTITY\"}") == 1);
+    assert_true(h_metric(body, "loyaltyd_messages_total") == 7);
+    assert_true(h_metric(body, "loyaltyd_ledger_last_seq") == 5);
+    assert_true(h_metric(body, "loyaltyd_ledger_entries") == 5);
+    assert_true(h_metric(body, "loyaltyd_members") == 1);
+    assert_true(h_metric(body, "loyaltyd_commits_total") >= 1);
+    assert_true(h_metric(body, "loyaltyd_commit_entries_count") >= 1);
+    assert_true(h_metric(body, "loyaltyd_ack_seconds_count") == 7);
+    assert_true(h_metric(body, "loyaltyd_lmdb_used_bytes") > 0);
     assert_non_null(strstr(body, "loyaltyd_build_info{version=\"" LT_VERSION
                                  "\",rules_version=\"seed-2026.1\"} 1"));
     assert_int_equal(h_http_get(&g_d, "/nope", body, sizeof body), 404);
@@ -109,11 +98,11 @@ static void test_R31_sighup_reloads_rules_and_refuses_bad_file(void **state)
     static char body[1 << 20];
     for (int i = 0; i < 100; i++) {
         h_http_get(&g_d, "/metrics", body, sizeof body);
-        if (metric(body, "loyaltyd_rules_reloads_total") == 1)
+        if (h_metric(body, "loyaltyd_rules_reloads_total") == 1)
             break;
         usleep(20000);
     }
-    assert_true(metric(body, "loyaltyd_rules_reloads_total") == 1);
+    assert_true(h_metric(body, "loyaltyd_rules_reloads_total") == 1);
     r = sale(2, "r", 1);
     assert_int_equal(r->acks[0]->points_earned, 2);
     loyalty__ack_batch__free_unpacked(r, NULL);
@@ -123,11 +112,11 @@ static void test_R31_sighup_reloads_rules_and_refuses_bad_file(void **state)
     kill(g_d.pid, SIGHUP);
     for (int i = 0; i < 100; i++) {
         h_http_get(&g_d, "/metrics", body, sizeof body);
-        if (metric(body, "loyaltyd_rules_reload_failures_total") == 1)
+        if (h_metric(body, "loyaltyd_rules_reload_failures_total") == 1)
             break;
         usleep(20000);
     }
-    assert_true(metric(body, "loyaltyd_rules_reload_failures_total") == 1);
+    assert_true(h_metric(body, "loyaltyd_rules_reload_failures_total") == 1);
     assert_non_null(strstr(body, "rules_version=\"v2\""));
     r = sale(3, "r", 1);
     assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
