@@ -178,7 +178,7 @@ typedef struct {
     size_t ck_hold_next; /* next record of ck_hold to hand to a commit */
     uint64_t ck_seq;     /* the sequence it covers */
     int ck_phase;        /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
-    uv_work_t ck_sort;   /* sorts ck_hold's records by key in libuv's thread pool */
+    uv_work_t ck_sort;   /* sorts ck_ord (the members) by id in libuv's thread pool */
     bool ck_sort_busy;   /* until its after-work callback: ck_hold is the pool's */
     uint64_t ck_start_ns;
     uint32_t ck_commits;

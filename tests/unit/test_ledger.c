@@ -518,16 +518,22 @@ static int map_random(const char *dir)
 /* Read-ahead is off for the daemon's lookups, on for loyaltyctl's scans, and the daemon turns
  * it on for its recovery and off again (ledger_readahead): from a cold page cache a scan
  * without it reads one 4 KiB page per fault, 8-10x slower (docs/performance.md). */
+/* Turns read-ahead on, then off again, checking the map's flags after each. */
+static void toggle_readahead(ledger *l, const char *dir)
+{
+    assert_int_equal(ledger_readahead(l, true), 0);
+    assert_int_equal(map_random(dir), 0);
+    assert_int_equal(ledger_readahead(l, false), 0);
+    assert_int_equal(map_random(dir), 1);
+}
+
 static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
 {
     fixture *f = *st;
     ledger *l = open_dir(f->dir, false, true);
     assert_int_equal(append(l, 1, 10, 4, 0), 0);
     assert_int_equal(map_random(f->dir), 1); /* the daemon's default */
-    assert_int_equal(ledger_readahead(l, true), 0);
-    assert_int_equal(map_random(f->dir), 0);
-    assert_int_equal(ledger_readahead(l, false), 0);
-    assert_int_equal(map_random(f->dir), 1);
+    toggle_readahead(l, f->dir);
     ledger_close(&l);
     assert_int_equal(map_random(f->dir), -1);
 
@@ -546,10 +552,7 @@ static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
     /* a map size that is not whole pages: the kernel's mapping is longer than LMDB's size */
     ledger_opts w = {.dir = f->dir, .map_bytes = (64 << 20) + 100, .exclusive = true};
     assert_int_equal(ledger_open(&l, &w, NULL, 0), 0);
-    assert_int_equal(ledger_readahead(l, true), 0);
-    assert_int_equal(map_random(f->dir), 0);
-    assert_int_equal(ledger_readahead(l, false), 0);
-    assert_int_equal(map_random(f->dir), 1);
+    toggle_readahead(l, f->dir);
     ledger_close(&l);
 }
 
