@@ -350,6 +350,11 @@ static void body(const fld *f, ingest_raw_event *r)
     fld g;
     r->body = f->num;
     while (next_field(&b, &g) == 1) {
+        /* every body's known fields are numbered below 100; a higher one is unknown, and in
+         * the key below would stand for another body's field (gift 13, field 101 = 1401 =
+         * adjustment 14, field 1) */
+        if (g.num >= 100)
+            continue;
         switch (f->num * 100 + g.num) {
         case LOYALTY__EVENT__BODY_SALE * 100 + 1:
             if (r->lines_n < LT_SALE_LINES_MAX)

@@ -270,6 +270,12 @@ static void wire_format_edge_cases(void **st)
     static const uint8_t body2[] = {0x5a, 0x02, 0x08, 0x01};
     assert_true(try_extra(body2, sizeof body2));
     assert_int_equal(g_b.kind, LT_EV_ENROL); /* then rejected: birthday 1-0 */
+    /* a body's unknown field numbered 100 or more is skipped: a gift (13) with field 101 and
+     * no points, which the reader once took for an adjustment's points (14 * 100 + 1 is
+     * 13 * 100 + 101; a fuzz finding) */
+    static const uint8_t far[] = {0x6a, 0x03, 0xa8, 0x06, 0x05};
+    assert_true(try_extra(far, sizeof far));
+    assert_int_equal(g_b.kind, LT_EV_GIFT); /* then rejected: no points */
     /* a non-canonical two-byte tag for store_id (field 4): 0xa2 0x00 */
     static const uint8_t tag2[] = {0xa2, 0x00, 0x02, 'S', '1'};
     assert_true(try_extra(tag2, sizeof tag2));
