@@ -1,7 +1,8 @@
 /* test_entry_wire.c: entry_decode() (the direct wire reader) against entry_decode_pb() (the
  * protobuf-c reference): the same result on random valid entries of every kind, and the same
  * verdict (and result) on hundreds of thousands of mutated ones: flipped bytes, cut and grown
- * buffers, unknown and duplicated fields, wrong wire types. */
+ * buffers, unknown and duplicated fields, wrong wire types; and entries whose fields are
+ * shuffled, so that the fast path for entry_encode()'s order hands over at every field. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -294,6 +295,167 @@ static void mutated_entries_get_the_same_verdict(void **st)
     free(b);
 }
 
+/* ------------------------------------------------------------------ fields out of order
+ *
+ * entry_decode() has a fast path for entry_encode()'s field order that hands over to the generic
+ * loop at the first field it does not expect (entry_wire.c). Protobuf readers accept fields in
+ * any order, so an entry whose fields are shuffled (the postings and lines kept in their order,
+ * since those repeat) must decode to the same entry, whichever field the fast path stops at. */
+
+typedef struct {
+    size_t at, len;  /* the field's bytes, tag included */
+    size_t value_at; /* a length-delimited field's contents */
+    uint32_t field;
+    unsigned wt;
+} span;
+
+#define SPANS_MAX 600
+
+static uint64_t get_varint(const uint8_t *b, size_t *at)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0;; shift += 7) {
+        uint8_t c = b[(*at)++];
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (c < 0x80)
+            return v;
+    }
+}
+
+/* The fields of a valid message in b[0..len). Returns their number. */
+static size_t split(const uint8_t *b, size_t len, span *sp)
+{
+    size_t n = 0, at = 0;
+    while (at < len) {
+        assert_true(n < SPANS_MAX);
+        span *x = &sp[n++];
+        x->at = at;
+        uint64_t tag = get_varint(b, &at);
+        x->field = (uint32_t)(tag >> 3);
+        x->wt = (unsigned)(tag & 7);
+        if (x->wt == 0) {
+            (void)get_varint(b, &at);
+        } else if (x->wt == 1) {
+            at += 8;
+        } else {
+            assert_int_equal(x->wt, 2);
+            size_t l = get_varint(b, &at);
+            x->value_at = at;
+            at += l;
+        }
+        x->len = at - x->at;
+    }
+    assert_int_equal(at, len);
+    return n;
+}
+
+static void shuffle_message(uint8_t *b, size_t len, int depth);
+
+/* Writes the fields of b in a random order into out, repeated fields (postings, lines) kept in
+ * their order relative to each other; a submessage's own fields are shuffled too. Top-level tags
+ * are sometimes written in a longer (non-minimal) varint, which readers accept. Returns the new
+ * length. */
+static size_t shuffled(const uint8_t *b, size_t len, uint8_t *out, int depth)
+{
+    static span sp[2][SPANS_MAX];
+    span *x = sp[depth];
+    size_t n = split(b, len, x);
+    size_t perm[SPANS_MAX];
+    for (size_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = below(i), t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+    /* the k-th posting (line) in the new order is the k-th of the original */
+    size_t next[32] = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = x[perm[i]].field;
+        if (depth == 0 && (f == 9 || f == 10)) {
+            size_t k = next[f]++, seen = 0;
+            for (size_t j = 0; j < n; j++)
+                if (x[j].field == f && seen++ == k) {
+                    perm[i] = j;
+                    break;
+                }
+        }
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const span *y = &x[perm[i]];
+        uint8_t tmp[ENTRY_BYTES_MAX];
+        memcpy(tmp, b + y->at, y->len);
+        if (y->wt == 2 && depth == 0 &&
+            (y->field == 2 || y->field == 9 || y->field == 10 ||
+             y->field == 19)) /* the submessages */
+            shuffle_message(tmp + (y->value_at - y->at), y->len - (y->value_at - y->at), depth + 1);
+        size_t tag_bytes = 0;
+        while (b[y->at + tag_bytes] & 0x80)
+            tag_bytes++;
+        tag_bytes++;
+        if (depth == 0 && tag_bytes < 5 && below(8) == 0) { /* the tag one byte longer */
+            memcpy(out + o, tmp, tag_bytes);
+            out[o + tag_bytes - 1] |= 0x80;
+            out[o + tag_bytes] = 0x00;
+            o += tag_bytes + 1;
+            memcpy(out + o, tmp + tag_bytes, y->len - tag_bytes);
+            o += y->len - tag_bytes;
+        } else {
+            memcpy(out + o, tmp, y->len);
+            o += y->len;
+        }
+    }
+    return o;
+}
+
+/* Shuffles a submessage's fields in place (its length does not change: no longer tags here). */
+static void shuffle_message(uint8_t *b, size_t len, int depth)
+{
+    uint8_t *out = malloc(len + 1);
+    assert_non_null(out);
+    size_t n = shuffled(b, len, out, depth);
+    assert_int_equal(n, len);
+    memcpy(b, out, len);
+    free(out);
+}
+
+static void fields_in_any_order_decode_the_same(void **st)
+{
+    (void)st;
+    lt_entry *e = malloc(sizeof *e), *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    lt_entry *sa = malloc(sizeof *sa), *sb = malloc(sizeof *sb);
+    uint8_t *buf = malloc(ENTRY_BYTES_MAX), *mixed = malloc(2 * ENTRY_BYTES_MAX);
+    assert_true(e && a && b && sa && sb && buf && mixed);
+    for (int round = 0; round < ROUNDS; round++) {
+        random_entry(e);
+        size_t len = entry_encode(e, buf, ENTRY_BYTES_MAX);
+        assert_true(len > 0);
+        size_t mlen = shuffled(buf, len, mixed, 0);
+        assert_int_equal(same(mixed, mlen, a, b), 0);
+        assert_memory_equal(a, e, offsetof(lt_entry, lines));
+        assert_memory_equal(&a->lines[0], &e->lines[0], e->lines_n * sizeof e->lines[0]);
+        assert_memory_equal(a->reward_code, e->reward_code,
+                            sizeof *e - offsetof(lt_entry, reward_code));
+        /* and for state: the same as the entry in order (lines are skipped once the kind is
+         * known, so a shuffle that puts the kind after some lines keeps those) */
+        memset(sa, 0, sizeof *sa);
+        memset(sb, 0, sizeof *sb);
+        assert_int_equal(entry_decode_state(buf, len, sa), 0);
+        assert_int_equal(entry_decode_state(mixed, mlen, sb), 0);
+        assert_memory_equal(sa, sb, offsetof(lt_entry, lines_n));
+        assert_memory_equal(sa->reward_code, sb->reward_code,
+                            sizeof *sa - offsetof(lt_entry, reward_code));
+    }
+    free(buf);
+    free(mixed);
+    free(e);
+    free(a);
+    free(b);
+    free(sa);
+    free(sb);
+}
+
 static void empty_and_tiny_inputs(void **st)
 {
     (void)st;
@@ -319,6 +481,7 @@ int main(void)
         cmocka_unit_test(valid_entries_decode_the_same),
         cmocka_unit_test(state_decode_skips_only_sale_lines),
         cmocka_unit_test(mutated_entries_get_the_same_verdict),
+        cmocka_unit_test(fields_in_any_order_decode_the_same),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
