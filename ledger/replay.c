@@ -3,9 +3,9 @@
  * This thread reads the ledger and decodes entries into a ring; a second one applies them in
  * order. Decoding and LMDB take about as long as applying, so the two overlap on two cores
  * (8 M entries: 0.95-0.99 M -> 1.62-1.66 M entries/s, docs/performance.md). The ring is
- * single-producer single-consumer: the reader publishes a slot with a release store of `head`,
- * the applier frees it with a release store of `tail`; each waits for the other with a short
- * spin, then sched_yield().
+ * single-producer single-consumer: the reader publishes filled slots with a release store of
+ * `head`, the applier frees it with a release store of `tail`; each waits for the other with a
+ * short spin, then sched_yield().
  */
 #include "replay.h"
 
@@ -20,6 +20,10 @@
 #include "entry.h"
 
 #define RING 128 /* decoded entries in flight (an lt_entry is 30 KiB: 3.8 MiB) */
+/* The reader publishes `head` every PUBLISH_EVERY entries (and before it waits, and at the
+ * end), not per entry: each store moved head's cache line to the applier's core and back
+ * (replay +3-7%, docs/performance.md) */
+#define PUBLISH_EVERY 32
 #define SPINS 64
 #define ERR_MAX 512
 #define PROGRESS_EVERY 4096 /* entries between progress calls (a call may read the clock) */
@@ -32,7 +36,8 @@ typedef struct {
     state_replay_progress progress;
     void *progress_ctx;
     /* the reader's */
-    _Alignas(64) uint64_t head; /* slots filled */
+    _Alignas(64) uint64_t head; /* slots published to the applier */
+    uint64_t filled;            /* slots filled (published every PUBLISH_EVERY) */
     uint64_t tail_seen;         /* its last look at tail */
     bool done;                  /* finished: head is final */
     char read_err[ERR_MAX];
@@ -100,7 +105,7 @@ static void *applier_main(void *arg)
 static int decode_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
 {
     replay_ctx *a = ctx;
-    uint64_t h = a->head;
+    uint64_t h = a->filled;
     unsigned spins = 0;
     /* `tail` is read again only when the ring looks full: reading it for every entry moved its
      * cache line between the cores each time (half of this function's samples) */
@@ -110,6 +115,7 @@ static int decode_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
             break;
         if (__atomic_load_n(&a->failed, __ATOMIC_ACQUIRE))
             return -1;
+        __atomic_store_n(&a->head, h, __ATOMIC_RELEASE);
         pause_briefly(&spins);
     }
     /* a failed applier is noticed once the ring fills: reading `failed` here for every entry
@@ -125,7 +131,9 @@ static int decode_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
                  seq, e->seq);
         return -1;
     }
-    __atomic_store_n(&a->head, h + 1, __ATOMIC_RELEASE);
+    a->filled = h + 1;
+    if ((h + 1) % PUBLISH_EVERY == 0)
+        __atomic_store_n(&a->head, h + 1, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -156,6 +164,7 @@ int state_replay(ledger *l, state *s, uint64_t from, uint64_t to, state_replay_p
         return -1;
     }
     int rc = ledger_scan(l, from, to, decode_one, a);
+    __atomic_store_n(&a->head, a->filled, __ATOMIC_RELEASE);
     __atomic_store_n(&a->done, true, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     r->applied = a->applied;
