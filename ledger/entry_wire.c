@@ -459,6 +459,7 @@ typedef struct {
     lt_entry *e;
     bool state_only;
     int kind;
+    uint32_t postings_n, lines_n; /* e's, stored at the end (not read back from the entry) */
 } ectx;
 
 INLINE int entry_field(rd *r, uint32_t f, unsigned wt, ectx *c)
@@ -484,19 +485,19 @@ INLINE int entry_field(rd *r, uint32_t f, unsigned wt, ectx *c)
     case 18:
         return wt == WT_LEN ? TEXT(r, e->operator_id) : -1;
     case 9:
-        if (wt != WT_LEN || e->postings_n >= LT_POSTINGS_MAX)
+        if (wt != WT_LEN || c->postings_n >= LT_POSTINGS_MAX)
             return -1;
-        memset(&e->postings[e->postings_n], 0, sizeof e->postings[0]);
-        return decode_posting(r, &e->postings[e->postings_n++], state_only);
+        memset(&e->postings[c->postings_n], 0, sizeof e->postings[0]);
+        return decode_posting(r, &e->postings[c->postings_n++], state_only);
     case 10: {
-        if (wt != WT_LEN || e->lines_n >= LT_SALE_LINES_MAX)
+        if (wt != WT_LEN || c->lines_n >= LT_SALE_LINES_MAX)
             return -1;
         if (state_only && c->kind != 0 && c->kind != LT_ENTRY_RETURN) {
             rd skipped;
             return rd_len(r, &skipped);
         }
-        int rc = decode_line(r, e->lines_n, &e->lines[e->lines_n]);
-        e->lines_n++;
+        int rc = decode_line(r, c->lines_n, &e->lines[c->lines_n]);
+        c->lines_n++;
         return rc;
     }
     case 20:
@@ -575,7 +576,7 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
     memset((uint8_t *)e + offsetof(lt_entry, reward_code), 0,
            sizeof(*e) - offsetof(lt_entry, reward_code));
     rd r = {buf, buf + len};
-    ectx c = {e, state_only, 0};
+    ectx c = {e, state_only, 0, 0, 0};
     FAST(1, &r, 1, WT_VARINT, entry_field, &c);
     FAST(1, &r, 2, WT_LEN, entry_field, &c);
     FAST(1, &r, 3, WT_VARINT, entry_field, &c);
@@ -613,6 +614,8 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
     while ((t = rd_tag(&r, &f, &wt)) > 0)
         if (entry_field(&r, f, wt, &c) < 0)
             return -1;
+    e->postings_n = c.postings_n;
+    e->lines_n = c.lines_n;
     if (t < 0 || c.kind < LT_ENTRY_NONE || c.kind > LT_ENTRY_NOTICE)
         return -1;
     e->kind = (lt_entry_kind)c.kind;
