@@ -15,6 +15,7 @@
 
 #include <inttypes.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -128,14 +129,17 @@ size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap)
 typedef struct {
     uint8_t *base;
     size_t used, cap;
+    bool exhausted; /* an allocation did not fit */
 } arena;
 
 static void *arena_alloc(void *ctx, size_t size)
 {
     arena *a = ctx;
     size_t at = (a->used + 15) & ~(size_t)15;
-    if (size > a->cap || at > a->cap - size)
+    if (size > a->cap || at > a->cap - size) {
+        a->exhausted = true;
         return NULL;
+    }
     a->used = at + size;
     return a->base + at;
 }
@@ -262,7 +266,7 @@ static int decode_msg(const Loyalty__LedgerEntry *m, lt_entry *e)
 int entry_decode_pb(const uint8_t *buf, size_t len, lt_entry *out)
 {
     static _Thread_local alignas(16) uint8_t arena_buf[ENTRY_ARENA_BYTES];
-    arena a = {arena_buf, 0, sizeof(arena_buf)};
+    arena a = {arena_buf, 0, sizeof(arena_buf), false};
     ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
 
     /* Everything but the lines array is cleared; lines[lines_n..] are left as they were: the
@@ -272,7 +276,7 @@ int entry_decode_pb(const uint8_t *buf, size_t len, lt_entry *out)
            sizeof(*out) - offsetof(lt_entry, reward_code));
     Loyalty__LedgerEntry *m = loyalty__ledger_entry__unpack(&alloc, len, buf);
     if (m == NULL)
-        return -1;
+        return a.exhausted ? -2 : -1;
     return decode_msg(m, out);
 }
 

@@ -29,7 +29,9 @@ int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
 int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* The same through protobuf-c's unpack (into a per-thread arena): the reference entry_decode()
- * is tested against. Same contract, slower. */
+ * is tested against. Same contract, slower, and one more result: -2 when the bytes need more
+ * than the arena's 128 KiB of unpacked structs (thousands of fields, far beyond any entry
+ * entry_encode() writes), where it gives no verdict. */
 int entry_decode_pb(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* Writes the entry as one JSON object on one line (ledger tail/dump). Returns 0 or -1. */

@@ -44,15 +44,16 @@ static int rd_varint(rd *r, uint64_t *v)
     return -1; /* more than 10 bytes */
 }
 
-/* A tag or a length: a varint of at most 5 bytes, kept to 32 bits (as protobuf-c reads them). */
-static int rd_varint32(rd *r, uint32_t *v)
+/* A length prefix: a varint of at most 5 bytes, read into 64 bits as protobuf-c reads it (a
+ * value past 32 bits is longer than any buffer, not cut to its low bits). */
+static int rd_length(rd *r, uint64_t *v)
 {
-    uint32_t x = 0;
+    uint64_t x = 0;
     for (unsigned i = 0; i < 5; i++) {
         if (r->p == r->end)
             return -1;
         uint8_t b = *r->p++;
-        x |= (uint32_t)(b & 0x7f) << (7 * i);
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
         if (b < 0x80) {
             *v = x;
             return 0;
@@ -74,13 +75,10 @@ static int rd_skip(rd *r, unsigned wt)
     case WT_FIXED32:
         n = 4;
         break;
-    case WT_LEN: {
-        uint32_t n32;
-        if (rd_varint32(r, &n32) < 0)
+    case WT_LEN:
+        if (rd_length(r, &n) < 0)
             return -1;
-        n = n32;
         break;
-    }
     default:
         return -1;
     }
@@ -93,8 +91,8 @@ static int rd_skip(rd *r, unsigned wt)
 /* A length-delimited value: *sub spans it and r moves past it. */
 static int rd_len(rd *r, rd *sub)
 {
-    uint32_t n;
-    if (rd_varint32(r, &n) < 0 || (size_t)(r->end - r->p) < n)
+    uint64_t n;
+    if (rd_length(r, &n) < 0 || (uint64_t)(r->end - r->p) < n)
         return -1;
     sub->p = r->p;
     sub->end = r->p + n;
@@ -102,7 +100,11 @@ static int rd_len(rd *r, rd *sub)
     return 0;
 }
 
-static int rd_str(rd *r, char *dst, size_t cap)
+/* A string field into its C array, cut at its first NUL. A value too long for the array is an
+ * error only if no later value of the field replaces it (protobuf-c keeps a repeated field's
+ * last value): it sets the field's bit in *too_long, a value that fits clears it, and the
+ * message is refused at its end while a bit is set. */
+static int rd_str(rd *r, char *dst, size_t cap, uint32_t *too_long, uint32_t field)
 {
     rd s;
     if (rd_len(r, &s) < 0)
@@ -111,30 +113,49 @@ static int rd_str(rd *r, char *dst, size_t cap)
     const uint8_t *nul = memchr(s.p, 0, n);
     if (nul)
         n = (size_t)(nul - s.p);
-    if (n >= cap)
-        return -1;
-    memcpy(dst, s.p, n);
+    if (n >= cap) {
+        *too_long |= 1u << field;
+        n = 0;
+    } else {
+        *too_long &= ~(1u << field);
+        memcpy(dst, s.p, n);
+    }
     memset(dst + n, 0, cap - n); /* a repeated field leaves nothing of the longer one before */
     return 0;
 }
 
-#define STR(r, dst) rd_str((r), (dst), sizeof(dst))
+/* field: the string's field number (< 32), for its bit in the message's too_long */
+#define STR(r, dst, too_long, field) rd_str((r), (dst), sizeof(dst), (too_long), (field))
 /* A string state_apply() does not read: skipped (its framing checked) when decoding for state */
-#define TEXT(r, dst) (state_only ? rd_skip((r), WT_LEN) : STR((r), (dst)))
+#define TEXT(r, dst, too_long, field)                                                              \
+    (state_only ? rd_skip((r), WT_LEN) : STR((r), (dst), (too_long), (field)))
 
-/* The next field's number and wire type; 0 at the end, -1 when malformed. */
+/* The next field's number and wire type; 0 at the end, -1 when malformed. As protobuf-c's
+ * parse_tag_and_wiretype(): at most 5 bytes, the number's bits past 32 dropped (not the whole
+ * varint's, which would let a wide unknown number pass for a known one). */
 static int rd_tag(rd *r, uint32_t *field, unsigned *wt)
 {
     if (r->p == r->end)
         return 0;
-    if ((*r->p & 0xf8) == 0) /* field number 0 */
+    uint8_t b = *r->p;
+    if ((b & 0xf8) == 0) /* field number 0 */
         return -1;
-    uint32_t t;
-    if (rd_varint32(r, &t) < 0)
-        return -1;
-    *field = t >> 3;
-    *wt = t & 7;
-    return 1;
+    *wt = b & 7;
+    uint32_t f = (uint32_t)(b & 0x7f) >> 3;
+    r->p++;
+    if (b < 0x80) {
+        *field = f;
+        return 1;
+    }
+    for (unsigned i = 1, shift = 4; i < 5 && r->p < r->end; i++, shift += 7) {
+        b = *r->p++;
+        f |= (uint32_t)(b & 0x7f) << shift;
+        if (b < 0x80) {
+            *field = f;
+            return 1;
+        }
+    }
+    return -1;
 }
 
 /* A bool field's value. protobuf-c does not check a bool's wire type: it is true when any byte
@@ -181,6 +202,7 @@ INLINE int id_field(rd *r, uint32_t f, unsigned wt, lt_event_id *id)
 typedef struct {
     lt_posting *p;
     uint32_t month, day;
+    uint32_t too_long; /* string fields whose last value so far is too long (rd_str) */
     bool state_only;
 } pctx;
 
@@ -192,21 +214,21 @@ INLINE int posting_field(rd *r, uint32_t f, unsigned wt, pctx *c)
     int rc;
     switch (f) {
     case 1:
-        return wt == WT_LEN ? STR(r, p->member_id) : -1;
+        return wt == WT_LEN ? STR(r, p->member_id, &c->too_long, f) : -1;
     case 5:
-        return wt == WT_LEN ? STR(r, p->referrer) : -1;
+        return wt == WT_LEN ? STR(r, p->referrer, &c->too_long, f) : -1;
     case 12:
-        return wt == WT_LEN ? STR(r, p->tier_after) : -1;
+        return wt == WT_LEN ? STR(r, p->tier_after, &c->too_long, f) : -1;
     case 13:
-        return wt == WT_LEN ? STR(r, p->reason) : -1;
+        return wt == WT_LEN ? STR(r, p->reason, &c->too_long, f) : -1;
     case 16:
-        return wt == WT_LEN ? STR(r, p->card) : -1;
+        return wt == WT_LEN ? STR(r, p->card, &c->too_long, f) : -1;
     case 17:
-        return wt == WT_LEN ? STR(r, p->unlink_card) : -1;
+        return wt == WT_LEN ? STR(r, p->unlink_card, &c->too_long, f) : -1;
     case 19:
-        return wt == WT_LEN ? TEXT(r, p->tier_before) : -1;
+        return wt == WT_LEN ? TEXT(r, p->tier_before, &c->too_long, f) : -1;
     case 20:
-        return wt == WT_LEN ? STR(r, p->merge_from) : -1;
+        return wt == WT_LEN ? STR(r, p->merge_from, &c->too_long, f) : -1;
     case 2:
     case 6:
     case 15:
@@ -285,13 +307,14 @@ INLINE int posting_field(rd *r, uint32_t f, unsigned wt, pctx *c)
     return 0;
 }
 
-INLINE int line_field(rd *r, uint32_t f, unsigned wt, lt_line_result *l, uint32_t *index)
+INLINE int line_field(rd *r, uint32_t f, unsigned wt, lt_line_result *l, uint32_t *index,
+                      uint32_t *too_long)
 {
     uint64_t v = 0;
     if (f == 2)
-        return wt == WT_LEN ? STR(r, l->sku) : -1;
+        return wt == WT_LEN ? STR(r, l->sku, too_long, f) : -1;
     if (f == 3)
-        return wt == WT_LEN ? STR(r, l->category) : -1;
+        return wt == WT_LEN ? STR(r, l->category, too_long, f) : -1;
     if (f != 1 && (f < 4 || f > 12))
         return rd_skip(r, wt);
     if (want_varint(r, wt, &v) < 0)
@@ -388,7 +411,7 @@ static int decode_posting(rd *r, lt_posting *p, bool state_only)
     rd s;
     if (rd_len(r, &s) < 0)
         return -1;
-    pctx c = {p, 0, 0, state_only};
+    pctx c = {p, 0, 0, 0, state_only};
     /* entry_encode()'s order (w_posting): tier_before (19) is written after tier_after (12) */
     FAST(1, &s, 1, WT_LEN, posting_field, &c);
     FAST(1, &s, 2, WT_VARINT, posting_field, &c);
@@ -420,7 +443,7 @@ static int decode_posting(rd *r, lt_posting *p, bool state_only)
     while ((t = rd_tag(&s, &f, &wt)) > 0)
         if (posting_field(&s, f, wt, &c) < 0)
             return -1;
-    if (t < 0 || c.month > 12 || c.day > 31)
+    if (t < 0 || c.month > 12 || c.day > 31 || c.too_long != 0)
         return -1;
     p->birth_month = (uint8_t)c.month;
     p->birth_day = (uint8_t)c.day;
@@ -433,32 +456,33 @@ static int decode_line(rd *r, uint32_t index, lt_line_result *l)
     if (rd_len(r, &s) < 0)
         return -1;
     memset(l, 0, sizeof *l);
-    uint32_t got_index = index;
+    uint32_t got_index = index, too_long = 0;
     /* w_line(): the index (1) is not written */
-    FAST(1, &s, 2, WT_LEN, line_field, l, &got_index);
-    FAST(1, &s, 3, WT_LEN, line_field, l, &got_index);
-    FAST(1, &s, 4, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 5, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 6, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 7, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 8, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 9, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 10, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 11, WT_VARINT, line_field, l, &got_index);
-    FAST(1, &s, 12, WT_VARINT, line_field, l, &got_index);
+    FAST(1, &s, 2, WT_LEN, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 3, WT_LEN, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 4, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 5, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 6, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 7, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 8, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 9, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 10, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 11, WT_VARINT, line_field, l, &got_index, &too_long);
+    FAST(1, &s, 12, WT_VARINT, line_field, l, &got_index, &too_long);
     uint32_t f;
     unsigned wt;
     int t;
     while ((t = rd_tag(&s, &f, &wt)) > 0)
-        if (line_field(&s, f, wt, l, &got_index) < 0)
+        if (line_field(&s, f, wt, l, &got_index, &too_long) < 0)
             return -1;
-    return t < 0 || got_index != index ? -1 : 0;
+    return t < 0 || got_index != index || too_long != 0 ? -1 : 0;
 }
 
 typedef struct {
     lt_entry *e;
     bool state_only;
     int kind;
+    uint32_t too_long;            /* as pctx's */
     uint32_t postings_n, lines_n; /* e's, stored at the end (not read back from the entry) */
 } ectx;
 
@@ -473,17 +497,17 @@ INLINE int entry_field(rd *r, uint32_t f, unsigned wt, ectx *c)
     case 19:
         return wt == WT_LEN ? decode_id(r, &e->original) : -1;
     case 6:
-        return wt == WT_LEN ? TEXT(r, e->store_id) : -1;
+        return wt == WT_LEN ? TEXT(r, e->store_id, &c->too_long, f) : -1;
     case 7:
-        return wt == WT_LEN ? TEXT(r, e->member_id) : -1;
+        return wt == WT_LEN ? TEXT(r, e->member_id, &c->too_long, f) : -1;
     case 8:
-        return wt == WT_LEN ? TEXT(r, e->rules_version) : -1;
+        return wt == WT_LEN ? TEXT(r, e->rules_version, &c->too_long, f) : -1;
     case 16:
-        return wt == WT_LEN ? TEXT(r, e->reward_code) : -1;
+        return wt == WT_LEN ? TEXT(r, e->reward_code, &c->too_long, f) : -1;
     case 17:
-        return wt == WT_LEN ? TEXT(r, e->reason_code) : -1;
+        return wt == WT_LEN ? TEXT(r, e->reason_code, &c->too_long, f) : -1;
     case 18:
-        return wt == WT_LEN ? TEXT(r, e->operator_id) : -1;
+        return wt == WT_LEN ? TEXT(r, e->operator_id, &c->too_long, f) : -1;
     case 9:
         if (wt != WT_LEN || c->postings_n >= LT_POSTINGS_MAX)
             return -1;
@@ -576,7 +600,7 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
     memset((uint8_t *)e + offsetof(lt_entry, reward_code), 0,
            sizeof(*e) - offsetof(lt_entry, reward_code));
     rd r = {buf, buf + len};
-    ectx c = {e, state_only, 0, 0, 0};
+    ectx c = {e, state_only, 0, 0, 0, 0};
     FAST(1, &r, 1, WT_VARINT, entry_field, &c);
     FAST(1, &r, 2, WT_LEN, entry_field, &c);
     FAST(1, &r, 3, WT_VARINT, entry_field, &c);
@@ -616,7 +640,7 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
             return -1;
     e->postings_n = c.postings_n;
     e->lines_n = c.lines_n;
-    if (t < 0 || c.kind < LT_ENTRY_NONE || c.kind > LT_ENTRY_NOTICE)
+    if (t < 0 || c.too_long != 0 || c.kind < LT_ENTRY_NONE || c.kind > LT_ENTRY_NOTICE)
         return -1;
     e->kind = (lt_entry_kind)c.kind;
     e->event_kind = c.kind <= LT_ENTRY_MERGE ? (lt_event_kind)c.kind : LT_EV_NONE;

@@ -39,7 +39,7 @@ typedef struct {
 static fuzz_state g_state, g_pristine;
 static rules *g_rules;
 static lt_event g_ev;
-static lt_entry g_entry, g_back;
+static lt_entry g_entry, g_back, g_ref;
 static uint8_t g_buf[ENTRY_BYTES_MAX], g_buf2[ENTRY_BYTES_MAX];
 static bool g_verbose; /* FUZZ_INGEST_VERBOSE=1: one line per event (corpus upkeep) */
 
@@ -322,8 +322,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         loyalty__event_batch__free_unpacked(b, NULL);
     }
     /* the same bytes as a stored ledger entry: refused or decoded, and then stable. (An entry
-     * of kind 0 encodes to nothing, which entry_encode() cannot tell from "too small".) */
-    if (entry_decode(data, size, &g_back) == 0 && g_back.kind != LT_ENTRY_NONE) {
+     * of kind 0 encodes to nothing, which entry_encode() cannot tell from "too small".) The
+     * direct reader (with its fast path for entry_encode()'s field order) must agree with
+     * protobuf-c's unpack, its reference, on the verdict and on the entry (unless the input
+     * is too big for the reference's arena: -2, no verdict). */
+    int direct = entry_decode(data, size, &g_back);
+    memset(&g_ref, 0, sizeof g_ref);
+    int ref = entry_decode_pb(data, size, &g_ref);
+    LT_ASSERT(ref == -2 || ref == direct);
+    if (ref == 0) {
+        LT_ASSERT(memcmp(&g_ref, &g_back,
+                         offsetof(lt_entry, postings) +
+                             g_back.postings_n * sizeof g_back.postings[0]) == 0);
+        LT_ASSERT(memcmp(&g_ref.paid_fen, &g_back.paid_fen,
+                         offsetof(lt_entry, lines) - offsetof(lt_entry, paid_fen) +
+                             g_back.lines_n * sizeof g_back.lines[0]) == 0);
+        LT_ASSERT(memcmp(g_ref.reward_code, g_back.reward_code,
+                         sizeof g_back - offsetof(lt_entry, reward_code)) == 0);
+    }
+    if (direct == 0 && g_back.kind != LT_ENTRY_NONE) {
         g_entry = g_back;
         round_trip(&g_entry);
     }

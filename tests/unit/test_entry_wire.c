@@ -470,6 +470,35 @@ static void empty_and_tiny_inputs(void **st)
     assert_int_equal(same(group, sizeof group, a, b), -1);
     assert_int_equal(same(long_varint, sizeof long_varint, a, b), -1);
     assert_int_equal(same(wrong_type, sizeof wrong_type, a, b), -1);
+    /* fuzz findings: a 5-byte length prefix of 2^32 (protobuf-c reads it into 64 bits: too
+     * long, not 0), and a 5-byte tag whose field number needs more than 29 bits (1 + 2^29: an
+     * unknown field to protobuf-c, not seq) */
+    static const uint8_t len_2_32[] = {0x4a, 0x80, 0x80, 0x80, 0x80, 0x10, 0x08, 0x01};
+    static const uint8_t tag_wide[] = {0x88, 0x80, 0x80, 0x80, 0x10, 0x05, 0x18, 0x01};
+    assert_int_equal(same(len_2_32, sizeof len_2_32, a, b), -1);
+    assert_int_equal(same(tag_wide, sizeof tag_wide, a, b), 0);
+    assert_int_equal(a->seq, 0);
+    /* a string too long for its array, then repeated with one that fits: protobuf-c keeps the
+     * last, so the entry is valid (a fuzz finding: the direct reader refused the first one) */
+    uint8_t twice[2 * (2 + 40) + 2 + 2 * (2 + 2 + 40)], *p = twice;
+    *p++ = 0x18, *p++ = 0x01;                 /* kind: sale */
+    for (int round = 0; round < 2; round++) { /* store_id: 40 bytes, then 10 */
+        size_t n = round == 0 ? 40 : 10;
+        *p++ = 0x32, *p++ = (uint8_t)n;
+        memset(p, 's', n), p += n;
+    }
+    assert_int_equal(same(twice, (size_t)(p - twice), a, b), 0);
+    assert_string_equal(a->store_id, "ssssssssss");
+    /* ... in a posting too (member_id), and the other way round: the last too long */
+    p = twice;
+    *p++ = 0x4a, *p++ = 2 + 40 + 2 + 10;
+    *p++ = 0x0a, *p++ = 40, memset(p, 'm', 40), p += 40;
+    *p++ = 0x0a, *p++ = 10, memset(p, 'm', 10), p += 10;
+    assert_int_equal(same(twice, (size_t)(p - twice), a, b), 0);
+    assert_string_equal(a->postings[0].member_id, "mmmmmmmmmm");
+    twice[3] = 10, twice[14] = 0x0a, twice[15] = 40;
+    memset(twice + 4, 'm', 10), memset(twice + 16, 'm', 40);
+    assert_int_equal(same(twice, (size_t)(p - twice), a, b), -1);
     free(a);
     free(b);
 }
