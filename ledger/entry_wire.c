@@ -104,7 +104,8 @@ static int rd_len(rd *r, rd *sub)
  * error only if no later value of the field replaces it (protobuf-c keeps a repeated field's
  * last value): it sets the field's bit in *too_long, a value that fits clears it, and the
  * message is refused at its end while a bit is set. */
-static int rd_str(rd *r, char *dst, size_t cap, uint32_t *too_long, uint32_t field)
+static inline __attribute__((always_inline)) int rd_str(rd *r, char *dst, size_t cap,
+                                                        uint32_t *too_long, uint32_t field)
 {
     rd s;
     if (rd_len(r, &s) < 0)
