@@ -4,8 +4,8 @@
  * intermediate message). Zero numbers and empty strings are left out to keep entries small;
  * decoding treats an absent field as zero or "". entry_decode() (entry_wire.c) reads the wire
  * format directly; entry_decode_pb() here, the reference it is tested against, uses protobuf-c's
- * unpack into a fixed per-thread arena, so it does not call malloc either, and an entry too big
- * for the arena (far beyond any valid one) fails as malformed.
+ * unpack into a fixed per-thread arena, so it does not call malloc either; bytes too big for the
+ * arena (far beyond any valid entry) return -2, no verdict.
  *
  * LedgerEntry has no event-kind field: lt_entry.event_kind is derived from the entry kind, whose
  * numbers 1..7 equal the event kinds; system entries (expire, tier period, notice) get LT_EV_NONE.

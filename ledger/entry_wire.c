@@ -132,8 +132,9 @@ static inline __attribute__((always_inline)) int rd_str(rd *r, char *dst, size_t
     (state_only ? rd_skip((r), WT_LEN) : STR((r), (dst), (too_long), (field)))
 
 /* The next field's number and wire type; 0 at the end, -1 when malformed. As protobuf-c's
- * parse_tag_and_wiretype(): at most 5 bytes, the number's bits past 32 dropped (not the whole
- * varint's, which would let a wide unknown number pass for a known one). */
+ * parse_tag_and_wiretype(): at most 5 bytes, which carry 32 bits of field number. (Reading the
+ * whole varint into 32 bits before taking off the wire type lost the number's top 3 bits and
+ * let a wide unknown number pass for a known one.) */
 static int rd_tag(rd *r, uint32_t *field, unsigned *wt)
 {
     if (r->p == r->end)

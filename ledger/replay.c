@@ -115,7 +115,8 @@ static int decode_one(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
             break;
         if (__atomic_load_n(&a->failed, __ATOMIC_ACQUIRE))
             return -1;
-        __atomic_store_n(&a->head, h, __ATOMIC_RELEASE);
+        if (spins == 0) /* the applier has everything before it waits */
+            __atomic_store_n(&a->head, h, __ATOMIC_RELEASE);
         pause_briefly(&spins);
     }
     /* a failed applier is noticed once the ring fills: reading `failed` here for every entry
