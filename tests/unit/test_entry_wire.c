@@ -162,6 +162,15 @@ static int same(const uint8_t *bytes, size_t len, lt_entry *a, lt_entry *b)
     return ra;
 }
 
+/* A decoded entry is the entry that was encoded (the lines past lines_n aside). */
+static void is_entry(const lt_entry *got, const lt_entry *want)
+{
+    assert_memory_equal(got, want, offsetof(lt_entry, lines));
+    assert_memory_equal(&got->lines[0], &want->lines[0], want->lines_n * sizeof want->lines[0]);
+    assert_memory_equal(got->reward_code, want->reward_code,
+                        sizeof *want - offsetof(lt_entry, reward_code));
+}
+
 static void valid_entries_decode_the_same(void **st)
 {
     (void)st;
@@ -174,10 +183,7 @@ static void valid_entries_decode_the_same(void **st)
         assert_true(len > 0);
         assert_int_equal(same(buf, len, a, b), 0);
         /* and it is the entry that was encoded */
-        assert_memory_equal(a, e, offsetof(lt_entry, lines));
-        assert_memory_equal(&a->lines[0], &e->lines[0], e->lines_n * sizeof e->lines[0]);
-        assert_memory_equal(a->reward_code, e->reward_code,
-                            sizeof *e - offsetof(lt_entry, reward_code));
+        is_entry(a, e);
     }
     free(buf);
     free(e);
@@ -441,10 +447,7 @@ static void fields_in_any_order_decode_the_same(void **st)
         assert_true(len > 0);
         size_t mlen = shuffled(buf, len, mixed, 0);
         assert_int_equal(same(mixed, mlen, a, b), 0);
-        assert_memory_equal(a, e, offsetof(lt_entry, lines));
-        assert_memory_equal(&a->lines[0], &e->lines[0], e->lines_n * sizeof e->lines[0]);
-        assert_memory_equal(a->reward_code, e->reward_code,
-                            sizeof *e - offsetof(lt_entry, reward_code));
+        is_entry(a, e);
         /* and for state: the same as the entry in order (lines are skipped once the kind is
          * known, so a shuffle that puts the kind after some lines keeps those) */
         memset(sa, 0, sizeof *sa);
