@@ -1,6 +1,8 @@
 /* harness.c: see harness.h. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <setjmp.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cmocka.h>
 #include <zmq.h>
 
 #include "harness.h"
@@ -529,4 +532,12 @@ int64_t h_balance(lt_daemon *d, const char *member_id)
     int64_t b = q->member->balance;
     loyalty__query_reply__free_unpacked(q, NULL);
     return b;
+}
+
+void h_verify(lt_daemon *d, const char *when)
+{
+    char out[8192];
+    int rc = h_ctl(d, "verify", out, sizeof out);
+    if (rc != 0)
+        fail_msg("verify %s failed (%d): %s", when, rc, out);
 }

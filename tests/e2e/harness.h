@@ -76,6 +76,9 @@ int h_http_get(lt_daemon *d, const char *path, char *out, size_t out_len);
 /* The value of one metric line "name value" in a /metrics body (name with its labels), or -1
  * if there is none. */
 double h_metric(const char *body, const char *name);
+/* `loyaltyctl verify` (the daemon's state equals a replay of its ledger, R30): fails the test,
+ * with `when` and loyaltyctl's output, if it does not pass. */
+void h_verify(lt_daemon *d, const char *when);
 
 /* ---- building events (all strings are copied into a static pool per test) ---- */
 int64_t h_now(void);

@@ -134,14 +134,6 @@ static void check_merged(void)
     loyalty__query_reply__free_unpacked(q, NULL);
 }
 
-static void verify(void)
-{
-    char out[8192];
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify: %s", out);
-}
-
 static void test_R7_merge_through_the_daemon(void **state)
 {
     (void)state;
@@ -181,7 +173,7 @@ static void test_R7_merge_through_the_daemon(void **state)
     h_restart(&g_d);
     check_merged();
     assert_int_equal(send1(sale(12, "S1", 1000), NULL), LOYALTY__REASON__MEMBER_BLOCKED);
-    verify();
+    h_verify(&g_d, "at the end");
 }
 
 static void test_R26_referrer_levels_through_the_daemon(void **state)
@@ -222,7 +214,7 @@ static void test_R26_referrer_levels_through_the_daemon(void **state)
     q = show("R2");
     assert_int_equal(q->member->balance, 16);
     loyalty__query_reply__free_unpacked(q, NULL);
-    verify();
+    h_verify(&g_d, "at the end");
 }
 
 int main(void)

@@ -424,10 +424,7 @@ static void test_sigkill_loses_nothing_acknowledged(void **state)
     assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
     h_restart(&g_d);
     assert_int_equal(h_balance(&g_d, "crash"), acked_balance);
-    char out[8192];
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify after SIGKILL failed (%d): %s", rc, out);
+    h_verify(&g_d, "after SIGKILL");
 }
 
 /* A member record over 64 KiB (thousands of lots) once made the checkpoint fail half-way,

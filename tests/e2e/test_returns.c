@@ -71,15 +71,6 @@ static Loyalty__Event *ret(uint64_t eid, const char *member, uint64_t orig_eid, 
     return e;
 }
 
-/* `loyaltyctl verify`: the daemon's state equals a replay of its ledger (R30). */
-static void verify(void)
-{
-    char out[8192];
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify: %s", out);
-}
-
 static Loyalty__AckBatch *send_n(size_t n, Loyalty__Event **ev)
 {
     Loyalty__AckBatch *r = h_send(&g_d, h_batch(n, ev), 10000);
@@ -128,7 +119,7 @@ static void test_R18_partial_returns_reverse_exactly(void **state)
     r = send_n(1, &e);
     assert_int_equal(r->acks[0]->reason, LOYALTY__REASON__RETURN_EXCEEDS_SALE);
     loyalty__ack_batch__free_unpacked(r, NULL);
-    verify();
+    h_verify(&g_d, "at the end");
 }
 
 static void test_R18_unknown_sale_and_same_message(void **state)
@@ -184,7 +175,7 @@ static void test_R18_return_after_spending_goes_negative(void **state)
     assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
     assert_int_equal(r->acks[0]->balance, 150);
     loyalty__ack_batch__free_unpacked(r, NULL);
-    verify();
+    h_verify(&g_d, "at the end");
 }
 
 /* A metric's value from the daemon's /metrics now, or -1. */
@@ -264,7 +255,7 @@ static void test_R18_checkpoint_spreads_cards_and_returns_over_commits(void **st
         assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
         loyalty__ack_batch__free_unpacked(r, NULL);
     }
-    verify();
+    h_verify(&g_d, "at the end");
 }
 
 int main(void)

@@ -82,10 +82,7 @@ static void test_map_full_refuses_serves_and_recovers(void **state)
         assert_int_equal(q->member->balance, acked[i]); /* exactly what was acknowledged */
         loyalty__query_reply__free_unpacked(q, NULL);
     }
-    char out[8192];
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify after map full (%d): %s", rc, out);
+    h_verify(&g_d, "after map full");
 
     /* new events are refused with the reason while the map stays full */
     Loyalty__Event *e = h_sale(2, 1, "late", h_now(), 0);
@@ -117,9 +114,7 @@ static void test_map_full_refuses_serves_and_recovers(void **state)
         assert_int_equal(q->member->balance, acked[i]);
         loyalty__query_reply__free_unpacked(q, NULL);
     }
-    rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify after recovery (%d): %s", rc, out);
+    h_verify(&g_d, "after recovery");
 }
 
 /* A second daemon on the same data directory is refused, and the first goes on serving. */
@@ -215,9 +210,7 @@ static void test_disk_full_refuses_then_recovers_without_restart(void **state)
             usleep(100 * 1000);
     }
     assert_true(ok);
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify after the disk filled (%d): %s", rc, out);
+    h_verify(&g_d, "after the disk filled");
 }
 
 int main(void)

@@ -149,10 +149,7 @@ static void test_R19_R20_calendar_expiry_worked_example_5(void **state)
     set_clock(cst(2027, 12, 3, 9, 0));
     assert_int_equal(sweep(), 0); /* the marker came back from the ledger */
     assert_int_equal(h_balance(&g_d, "x"), 50);
-    char out[8192];
-    int rc = h_ctl(&g_d, "verify", out, sizeof out);
-    if (rc != 0)
-        fail_msg("verify: %s", out);
+    h_verify(&g_d, "after the sweeps");
 }
 
 static void test_R20_expiry_is_written_before_the_event_that_sees_it(void **state)
