@@ -608,6 +608,59 @@ static void ckpt_committed(daemon_t *d, const batch *b)
     }
 }
 
+/* Test hook (tests/e2e/test_ckpt_kill.c): LOYALTYD_TEST_KILL_AFTER="PHASE:N" makes the commit
+ * thread SIGKILL the daemon right after the Nth durable commit that carries that step of a
+ * staged checkpoint: `stage` (a chunk, the checkpoint not complete yet), `complete` (the commit
+ * that makes it the checkpoint), `merge` (records moved into place, more left). A crash at a
+ * chosen step, where a kill from outside lands at random. Unset (production): no effect. */
+typedef enum { KILL_NONE, KILL_STAGE, KILL_COMPLETE, KILL_MERGE } kill_step;
+static kill_step g_kill_step; /* set before the commit thread starts, then its own */
+static unsigned long g_kill_n;
+
+static void test_kill_parse(void)
+{
+    static const char *const names[] = {"", "stage", "complete", "merge"};
+    const char *v = getenv("LOYALTYD_TEST_KILL_AFTER");
+    g_kill_step = KILL_NONE;
+    if (v == NULL)
+        return;
+    for (int k = KILL_STAGE; k <= KILL_MERGE; k++) {
+        size_t n = strlen(names[k]);
+        if (strncmp(v, names[k], n) == 0 && v[n] == ':' &&
+            (g_kill_n = strtoul(v + n + 1, NULL, 10)) > 0) {
+            g_kill_step = (kill_step)k;
+            lt_log(LT_WARN, "test hook armed: SIGKILL after a checkpoint commit", "step=%s n=%lu",
+                   names[k], g_kill_n);
+            return;
+        }
+    }
+    lt_log(LT_WARN, "LOYALTYD_TEST_KILL_AFTER ignored (PHASE:N, PHASE stage, complete or merge)",
+           "value=\"%s\"", v);
+}
+
+static void test_kill_check(const batch *b)
+{
+    bool hit = false;
+    switch (g_kill_step) {
+    case KILL_NONE:
+        return;
+    case KILL_STAGE:
+        hit = b->ck.stage_n > 0 && b->ck.stage_complete_seq == 0;
+        break;
+    case KILL_COMPLETE:
+        hit = b->ck.stage_complete_seq > 0;
+        break;
+    case KILL_MERGE:
+        hit = b->ck.merge_max > 0 && b->ck_out.merging;
+        break;
+    }
+    if (hit && --g_kill_n == 0) {
+        lt_log(LT_WARN, "test hook: SIGKILL after a checkpoint commit", "seq_last=%llu",
+               (unsigned long long)(b->n > 0 ? b->recs[b->n - 1].seq : 0));
+        raise(SIGKILL);
+    }
+}
+
 /* ------------------------------------------------------------------ commit and publisher threads
  */
 
@@ -646,6 +699,8 @@ static void commit_main(void *arg)
                                     (uint64_t)d->cfg->rejects_max, &b->ck_out);
             metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
             metrics_observe(&d->m.commit_batch, b->n);
+            if (rc == 0)
+                test_kill_check(b);
             if (rc != 0) {
                 metrics_inc(&d->m.commit_failures, 1);
                 lt_log(LT_ERROR, "commit failed", "error=\"%s\" detail=\"%s\"", ledger_strerror(rc),
@@ -2185,6 +2240,7 @@ static int load_rules(daemon_t *d)
 
 static int start(daemon_t *d)
 {
+    test_kill_parse();
     char err[512];
     if (load_rules(d) != 0)
         return -1;
