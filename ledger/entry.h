@@ -17,9 +17,8 @@ size_t entry_encode(const lt_entry *e, uint8_t *buf, size_t cap);
 /* Decodes bytes into *out (fully overwritten, except postings[postings_n..] and
  * lines[lines_n..], which are left as they were to save clearing 30 KiB per entry). Returns 0, or
  * -1 if the bytes are not a valid entry or a field does not fit its C array (*out is then
- * unspecified). Reads the wire format
- * directly (entry_wire.c), no allocation. event_kind is derived from kind (LedgerEntry does not
- * store it). */
+ * unspecified). Reads the wire format directly (entry_wire.c), no allocation. event_kind is
+ * derived from kind (LedgerEntry does not store it). */
 int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
 
 /* entry_decode() for replay and recovery: everything state_apply() reads. Skipped, their

@@ -413,7 +413,7 @@ static int decode_posting(rd *r, lt_posting *p, bool state_only)
     rd s;
     if (rd_len(r, &s) < 0)
         return -1;
-    pctx c = {p, 0, 0, 0, state_only};
+    pctx c = {.p = p, .state_only = state_only};
     /* entry_encode()'s order (w_posting): tier_before (19) is written after tier_after (12) */
     FAST(1, &s, 1, WT_LEN, posting_field, &c);
     FAST(1, &s, 2, WT_VARINT, posting_field, &c);
@@ -602,7 +602,7 @@ static int decode(const uint8_t *buf, size_t len, lt_entry *e, bool state_only)
     memset((uint8_t *)e + offsetof(lt_entry, reward_code), 0,
            sizeof(*e) - offsetof(lt_entry, reward_code));
     rd r = {buf, buf + len};
-    ectx c = {e, state_only, 0, 0, 0, 0};
+    ectx c = {.e = e, .state_only = state_only};
     FAST(1, &r, 1, WT_VARINT, entry_field, &c);
     FAST(1, &r, 2, WT_LEN, entry_field, &c);
     FAST(1, &r, 3, WT_VARINT, entry_field, &c);
