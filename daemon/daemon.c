@@ -179,7 +179,7 @@ typedef struct {
     uint64_t ck_seq;     /* the sequence it covers */
     int ck_phase;        /* CK_IDLE, CK_SORTING, CK_WRITING, CK_MERGING */
     uv_work_t ck_sort;   /* sorts ck_ord (the members) by id in libuv's thread pool */
-    bool ck_sort_busy;   /* until its after-work callback: ck_hold is the pool's */
+    bool ck_sort_busy;   /* until its after-work callback: ck_ord is the pool's */
     uint64_t ck_start_ns;
     uint32_t ck_commits;
 
@@ -608,7 +608,7 @@ static void ckpt_committed(daemon_t *d, const batch *b)
     }
 }
 
-/* Test hook (tests/e2e/test_ckpt_kill.c): LOYALTYD_TEST_KILL_AFTER="PHASE:N" makes the commit
+/* Test hook (tests/e2e/test_ckpt_kill.c): LOYALTYD_TEST_KILL_AFTER="STEP:N" makes the commit
  * thread SIGKILL the daemon right after the Nth durable commit that carries that step of a
  * staged checkpoint: `stage` (a chunk, the checkpoint not complete yet), `complete` (the commit
  * that makes it the checkpoint), `merge` (records moved into place, more left). A crash at a
@@ -634,7 +634,7 @@ static void test_kill_parse(void)
             return;
         }
     }
-    lt_log(LT_WARN, "LOYALTYD_TEST_KILL_AFTER ignored (PHASE:N, PHASE stage, complete or merge)",
+    lt_log(LT_WARN, "LOYALTYD_TEST_KILL_AFTER ignored (STEP:N, STEP stage, complete or merge)",
            "value=\"%s\"", v);
 }
 
@@ -699,9 +699,9 @@ static void commit_main(void *arg)
                                     (uint64_t)d->cfg->rejects_max, &b->ck_out);
             metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
             metrics_observe(&d->m.commit_batch, b->n);
-            if (rc == 0)
+            if (rc == 0) {
                 test_kill_check(b);
-            if (rc != 0) {
+            } else {
                 metrics_inc(&d->m.commit_failures, 1);
                 lt_log(LT_ERROR, "commit failed", "error=\"%s\" detail=\"%s\"", ledger_strerror(rc),
                        ledger_errmsg(d->ledger));
