@@ -1,12 +1,12 @@
 /* harness.c: see harness.h. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <setjmp.h>
-#include <stddef.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <setjmp.h> /* cmocka.h needs setjmp.h, stdarg.h and stddef.h first */
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -326,20 +326,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * direct reader (with its fast path for entry_encode()'s field order) must agree with
      * protobuf-c's unpack, its reference, on the verdict and on the entry (unless the input
      * is too big for the reference's arena: -2, no verdict). */
-    int direct = entry_decode(data, size, &g_back);
+    memset(&g_back, 0, sizeof g_back); /* both from zero: on success the same bytes */
     memset(&g_ref, 0, sizeof g_ref);
-    int ref = entry_decode_pb(data, size, &g_ref);
+    int direct = entry_decode(data, size, &g_back), ref = entry_decode_pb(data, size, &g_ref);
     LT_ASSERT(ref == -2 || ref == direct);
-    if (ref == 0) {
-        LT_ASSERT(memcmp(&g_ref, &g_back,
-                         offsetof(lt_entry, postings) +
-                             g_back.postings_n * sizeof g_back.postings[0]) == 0);
-        LT_ASSERT(memcmp(&g_ref.paid_fen, &g_back.paid_fen,
-                         offsetof(lt_entry, lines) - offsetof(lt_entry, paid_fen) +
-                             g_back.lines_n * sizeof g_back.lines[0]) == 0);
-        LT_ASSERT(memcmp(g_ref.reward_code, g_back.reward_code,
-                         sizeof g_back - offsetof(lt_entry, reward_code)) == 0);
-    }
+    LT_ASSERT(ref != 0 || memcmp(&g_ref, &g_back, sizeof g_back) == 0);
     if (direct == 0 && g_back.kind != LT_ENTRY_NONE) {
         g_entry = g_back;
         round_trip(&g_entry);

@@ -42,10 +42,13 @@ static int teardown(void **st)
     return rc == 0 ? 0 : -1;
 }
 
+/* The tests' map size (valgrind cannot reserve the default 64 GiB) */
+#define MAP_BYTES (64 << 20)
+
 static ledger *open_dir(const char *dir, bool read_only, bool exclusive)
 {
     ledger_opts o = {
-        .dir = dir, .map_bytes = 64 << 20, .read_only = read_only, .exclusive = exclusive};
+        .dir = dir, .map_bytes = MAP_BYTES, .read_only = read_only, .exclusive = exclusive};
     ledger *l = NULL;
     char err[256];
     int rc = ledger_open(&l, &o, err, sizeof(err));
@@ -130,7 +133,7 @@ static void test_ledger_commit_scan_get(void **st)
     assert_int_equal(ledger_stat(l, &stats), 0);
     assert_int_equal(stats.entries, 20);
     assert_int_equal(stats.events, 20);
-    assert_int_equal(stats.map_bytes, 64 << 20);
+    assert_int_equal(stats.map_bytes, MAP_BYTES);
     assert_true(stats.used_bytes > 0 && stats.page_bytes >= 4096);
     ledger_close(&l);
     assert_null(l);
@@ -297,8 +300,7 @@ static void test_ledger_exclusive_lock_refuses_second_daemon(void **st)
 {
     fixture *f = *st;
     ledger *l = open_dir(f->dir, false, true);
-    /* the map size of open_dir(): valgrind cannot reserve the default 64 GiB */
-    ledger_opts o = {.dir = f->dir, .map_bytes = 64 << 20, .exclusive = true};
+    ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES, .exclusive = true};
     ledger *l2 = NULL;
     char err[256] = "";
     assert_int_equal(ledger_open(&l2, &o, err, sizeof(err)), LEDGER_ERR_LOCKED);
@@ -470,7 +472,7 @@ static void test_ledger_format_upgrade_and_unknown(void **st)
     ledger_close(&l);
     assert_int_equal(stored_format(f->dir, -1), 2);
 
-    ledger_opts o = {.dir = f->dir, .map_bytes = 64 << 20};
+    ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
     char err[256] = "";
     for (int bad = 0; bad <= 3; bad += 3) { /* 0 and 3: neither is a format this build reads */
         assert_int_equal(stored_format(f->dir, bad), (uint32_t)bad);
@@ -516,9 +518,6 @@ static int map_random(const char *dir)
     return found;
 }
 
-/* Read-ahead is off for the daemon's lookups, on for loyaltyctl's scans, and the daemon turns
- * it on for its recovery and off again (ledger_readahead): from a cold page cache a scan
- * without it reads one 4 KiB page per fault, 8-10x slower (docs/performance.md). */
 /* Turns read-ahead on, then off again, checking the map's flags after each. */
 static void toggle_readahead(ledger *l, const char *dir)
 {
@@ -528,6 +527,9 @@ static void toggle_readahead(ledger *l, const char *dir)
     assert_int_equal(map_random(dir), 1);
 }
 
+/* Read-ahead is off for the daemon's lookups, on for loyaltyctl's scans, and the daemon turns
+ * it on for its recovery and off again (ledger_readahead): from a cold page cache a scan
+ * without it reads one 4 KiB page per fault, 8-10x slower (docs/performance.md). */
 static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
 {
     fixture *f = *st;
@@ -551,7 +553,7 @@ static void test_ledger_readahead_on_for_scans_off_for_lookups(void **st)
     ledger_close(&l);
 
     /* a map size that is not whole pages: the kernel's mapping is longer than LMDB's size */
-    ledger_opts w = {.dir = f->dir, .map_bytes = (64 << 20) + 100, .exclusive = true};
+    ledger_opts w = {.dir = f->dir, .map_bytes = MAP_BYTES + 100, .exclusive = true};
     assert_int_equal(ledger_open(&l, &w, NULL, 0), 0);
     toggle_readahead(l, f->dir);
     ledger_close(&l);
