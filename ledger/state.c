@@ -576,6 +576,33 @@ void state_clear_dirty(state *s)
     s->dirty_returns_n = 0;
 }
 
+int state_mark_all_dirty(state *s)
+{
+    void *dm = s->dirty_members, *dc = s->dirty_cards, *dr = s->dirty_returns;
+    if (grow(&dm, &s->dirty_members_cap, s->members_n + 1, sizeof(uint32_t), 256) != 0)
+        return -1;
+    s->dirty_members = dm;
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + s->crecs_n + 1, LT_ID_MAX, 64) != 0)
+        return -1;
+    s->dirty_cards = dc;
+    if (grow(&dr, &s->dirty_returns_cap, s->rrecs_n + 1, sizeof(uint32_t), 64) != 0)
+        return -1;
+    s->dirty_returns = dr;
+    for (uint32_t i = 0; i < s->members_n; i++)
+        mark_member(s, i);
+    for (uint32_t i = 0; i < s->crecs_n; i++) {
+        if (s->crecs[i].member != NIL)
+            mark_card(s, s->crecs[i].card);
+    }
+    for (uint32_t i = 0; i < s->rrecs_n; i++) {
+        if (!s->rrecs[i].dirty) {
+            s->rrecs[i].dirty = 1;
+            s->dirty_returns[s->dirty_returns_n++] = i;
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ members and cards */
 
 /* Makes room for one more member (chunk and index). Returns 0 or -1. */
@@ -1579,6 +1606,12 @@ int state_load_card(state *s, const char *card, const char *member_id)
     size_t n = strlen(card);
     if (n == 0 || n >= LT_ID_MAX)
         return -1;
+    if (member_id == NULL) { /* unlinked since an earlier record (ckstore.h) */
+        const crec *c = find_card(s, card);
+        if (c != NULL && c->member != NIL)
+            card_unlink(s, card);
+        return 0;
+    }
     uint32_t midx = find_member_idx(s, member_id);
     if (midx == NIL)
         return -1;

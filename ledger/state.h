@@ -87,6 +87,11 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
                         void *ctx);
 void state_clear_dirty(state *s);
 
+/* Marks every member, active card link and returned-quantity record changed, so that the next
+ * checkpoint holds all of them (a full one, into a fresh log: ckstore.h). Returns 0, or -1 out of
+ * memory (then some may be marked, none lost). */
+int state_mark_all_dirty(state *s);
+
 /* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: the members
  * changed since the last checkpoint (the dirty members) are handed over as a list of member
  * numbers (*members, n; valid until the next state_ckpt_begin) and marked; the dirty list
@@ -117,7 +122,8 @@ size_t state_member_encode_v3(const lt_member *m, uint8_t *buf, size_t cap);
 /* Loads one serialised member into the state (replacing any with the same id). Returns 0, or
  * -1 if the record is malformed. Does not mark it dirty. */
 int state_load_member(state *s, const uint8_t *buf, size_t len);
-/* Loads one card link. Returns 0 or -1. Does not mark it dirty. */
+/* Loads one card link (member_id NULL: the card is unlinked, if it was linked). Returns 0 or
+ * -1. Does not mark it dirty. */
 int state_load_card(state *s, const char *card, const char *member_id);
 
 /* ---- R18: cumulative returned quantities per original sale ----

@@ -157,11 +157,84 @@ static void merge_captures_both_members_and_next_begin_ends_the_last(void **st)
     state_destroy(&s);
 }
 
+static int count_card(void *ctx, const char *card, const char *member_id)
+{
+    assert_string_equal(card, "CARD1");
+    assert_string_equal(member_id, "B");
+    ++*(int *)ctx;
+    return 0;
+}
+
+static int count_returns(void *ctx, uint64_t sale_seq, const int64_t *qty, uint32_t n)
+{
+    assert_int_equal(sale_seq, 7);
+    assert_int_equal(n, 2);
+    assert_int_equal(qty[1], 3);
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* After a checkpoint failed to write, the next one must hold everything (R30): every member,
+ * active card link and returned-quantity record is marked changed, each once. */
+static void mark_all_dirty_marks_every_record_once(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "A");
+    enrol(s, "B");
+    enrol(s, "C");
+    assert_int_equal(state_load_card(s, "CARD1", "B"), 0);
+    int64_t qty[2] = {0, 3};
+    uint8_t rec[STATE_RETURNS_BYTES_MAX];
+    size_t len = state_returns_encode(qty, 2, rec, sizeof rec);
+    assert_true(len > 0);
+    assert_int_equal(state_load_returns(s, 7, rec, len), 0);
+    state_clear_dirty(s);
+    assert_int_equal(state_dirty_members(s), 0);
+    credit(s, "A", 5, 5); /* A is already on the list: not twice */
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(state_mark_all_dirty(s), 0);
+        assert_int_equal(state_dirty_members(s), 3);
+        int members = 0, cards = 0, returns = 0;
+        assert_int_equal(state_foreach_dirty(s, count_dirty, count_card, &members), 0);
+        assert_int_equal(members, 3 + 1); /* count_card counts into the same int */
+        assert_int_equal(state_foreach_dirty(s, NULL, count_card, &cards), 0);
+        assert_int_equal(cards, 1);
+        assert_int_equal(state_foreach_dirty_returns(s, count_returns, &returns), 0);
+        assert_int_equal(returns, 1);
+    }
+    state_clear_dirty(s);
+    assert_int_equal(state_dirty_members(s), 0);
+    state_destroy(&s);
+}
+
+/* A checkpoint log (ckstore.h) records an unlinked card as a link to nobody: loading it unlinks
+ * the card loaded before; an unknown card is no error. */
+static void loading_a_card_without_member_unlinks_it(void **st)
+{
+    (void)st;
+    state *s;
+    const char *cards[2];
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "B");
+    assert_int_equal(state_load_card(s, "CARD1", "B"), 0);
+    assert_int_equal(state_member_cards(s, "B", cards, 2), 1);
+    assert_int_equal(state_load_card(s, "CARD1", NULL), 0);
+    assert_int_equal(state_member_cards(s, "B", cards, 2), 0);
+    assert_int_equal(state_load_card(s, "NEVER", NULL), 0);
+    assert_int_equal(state_load_card(s, "CARD1", "B"), 0); /* linked again later in the log */
+    assert_int_equal(state_member_cards(s, "B", cards, 2), 1);
+    state_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(changes_before_encoding_are_captured_as_at_the_start),
         cmocka_unit_test(merge_captures_both_members_and_next_begin_ends_the_last),
+        cmocka_unit_test(mark_all_dirty_marks_every_record_once),
+        cmocka_unit_test(loading_a_card_without_member_unlinks_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
