@@ -221,7 +221,7 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
             r->daemon_members ? r->daemon_rss_anon_kib * 1024.0 / (double)r->daemon_members : 0);
     fprintf(f,
             "ledger: %.0f MiB in use for %" PRIu64 " entries = %.0f bytes per entry (with the "
-            "dedup index and checkpoints)\n",
+            "dedup index; checkpoints are in state/)\n",
             r->ledger_used_bytes / 1048576.0, r->ledger_entries,
             r->ledger_entries ? (double)r->ledger_used_bytes / (double)r->ledger_entries : 0);
     if (r->replay.entries)

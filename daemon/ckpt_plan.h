@@ -1,5 +1,5 @@
-/* ckpt_plan.h: the order of a staged checkpoint's members and how much of it one commit
- * carries (daemon.c: ckpt_start, ckpt_sort_work, ckpt_attach). */
+/* ckpt_plan.h: the order of a checkpoint's members and how much of it the loop thread encodes
+ * per sealed batch (daemon.c: ckpt_start, ckpt_sort_work, ckpt_pump). */
 #ifndef LT_CKPT_PLAN_H
 #define LT_CKPT_PLAN_H
 
@@ -41,13 +41,14 @@ static inline int ck_ord_cmp(const void *a, const void *b)
 
 #define CK_CHUNK_MIN 64
 
-/* Checkpoint records (staged, or moved into place) that a batch of n entries carries. A batch
- * with no entries (the daemon is idle) takes the whole checkpoint_chunk (max); one with entries
- * takes twice its entries, at least CK_CHUNK_MIN, never more than max. A commit's checkpoint
- * work then grows with the commit instead of adding a fixed 4096 records to a 100-event commit
- * (open loop at 80,000 events/s, 1 M members: ack p99 43 ms -> 12.5 ms, docs/performance.md),
- * and a checkpoint still keeps pace with the events: an event dirties one member (two for a
- * referral or a merge) and each dirty member costs two records (staged, then moved). */
+/* Checkpoint records the loop thread encodes for the checkpoint thread when it seals a batch of
+ * n entries (daemon.c, ckpt_pump()). n = 0 (the daemon is idle) takes the whole
+ * checkpoint_chunk (max); a batch with entries takes twice its entries, at least CK_CHUNK_MIN,
+ * never more than max. The encoding then grows with the events handled instead of pausing the
+ * loop for whole chunks (when checkpoints rode on ledger commits: open loop at 80,000
+ * events/s, 1 M members, ack p99 43 ms -> 12.5 ms, docs/performance.md), and a checkpoint
+ * still keeps pace with the events: an event changes one member (two for a referral or a
+ * merge), and each changed member costs one record. */
 static inline size_t ckpt_chunk(size_t max, uint32_t n)
 {
     if (n == 0)

@@ -149,7 +149,11 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
             "Till messages refused whole (undecodable, too large, ...).", rd(&m->messages_refused));
     counter(&o, "loyaltyd_commits_total", "Durable group commits.", rd(&m->commits));
     counter(&o, "loyaltyd_commit_failures_total", "Commits that failed.", rd(&m->commit_failures));
-    counter(&o, "loyaltyd_checkpoints_total", "State checkpoints written.", rd(&m->checkpoints));
+    counter(&o, "loyaltyd_checkpoints_total", "State checkpoints written (DATA_DIR/state).",
+            rd(&m->checkpoints));
+    counter(&o, "loyaltyd_checkpoint_failures_total",
+            "Checkpoints that failed to write (the next one writes every member).",
+            rd(&m->checkpoint_failures));
     hist(&o, &m->commit_batch);
     hist(&o, &m->commit_seconds);
     hist(&o, &m->ack_seconds);

@@ -30,7 +30,7 @@ typedef struct metrics {
     _Atomic uint64_t events[METRICS_KINDS][METRIC_OUTCOMES];
     _Atomic uint64_t rejects[LT_R__COUNT];
     _Atomic uint64_t messages, messages_refused;
-    _Atomic uint64_t commits, commit_failures, checkpoints;
+    _Atomic uint64_t commits, commit_failures, checkpoints, checkpoint_failures;
     _Atomic uint64_t last_seq, checkpoint_seq, members, cards_unused;
     _Atomic uint64_t pub_messages, pub_dropped, subscribers;
     _Atomic uint64_t query_requests, rules_reloads, rules_reload_failures;

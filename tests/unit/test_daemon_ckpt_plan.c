@@ -1,5 +1,5 @@
-/* test_daemon_ckpt_plan.c: the order of a staged checkpoint's members and how much of it a
- * commit carries (ckpt_plan.h). */
+/* test_daemon_ckpt_plan.c: the order of a checkpoint's members and how much of it the loop
+ * thread encodes per sealed batch (ckpt_plan.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
