@@ -1,12 +1,21 @@
-/* backup.c: `loyaltyctl backup` and `loyaltyctl restore`: a consistent hot copy of the ledger
- * while loyaltyd runs, and putting such a copy into a data directory while it does not.
+/* backup.c: `loyaltyctl backup` and `loyaltyctl restore`: a consistent hot copy of a data
+ * directory while loyaltyd runs, and putting such a copy into a data directory while it does not.
  *
- * A backup is one file, DIR/data.mdb: ledger_copy() (mdb_env_copy2 with compaction) writes the
- * snapshot of one read transaction, so it is consistent whatever the daemon commits meanwhile,
- * and it holds the checkpoint (members, cards) of that snapshot, so a daemon started on a
- * restored copy recovers like after a clean stop. Restore copies that file into place under
- * DIR/daemon.lock, the lock every daemon takes at start, so no daemon can run on a directory
- * while it is being replaced.
+ * A backup is two files: DIR/state/data.mdb, the checkpoint of the member state (ckstore.h),
+ * and DIR/data.mdb, the ledger. Each is written by ckstore_copy() / ledger_copy()
+ * (mdb_env_copy2 with compaction): the snapshot of one read transaction, consistent whatever
+ * the daemon commits meanwhile. state/ is copied first, the ledger second. The daemon commits a
+ * checkpoint only once its sequence is durable in the ledger, so the ledger copied afterwards
+ * holds the checkpoint's entry, and the backup's checkpoint belongs to the backup's ledger
+ * (ckpt_load() checks that entry's digest): a daemon started on a restored copy loads it and
+ * replays only the entries after it. A data directory without state/ (an older loyaltyd wrote
+ * it) gives a backup without one; its ledger carries its own checkpoint tables, if any.
+ *
+ * Restore copies the files into place under DIR/daemon.lock, the lock every daemon takes at
+ * start, so no daemon can run on a directory while it is being replaced. A state/ and a ledger
+ * already there are moved aside first (state/ first), then the ledger goes in, then state/ last,
+ * each through a temporary name. A crash in between leaves a ledger without state/ (a start
+ * replays more), never a state/ beside a ledger it does not belong to.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +36,7 @@
 
 #include "ctl.h"
 #include "progress.h"
+#include "state.h"
 
 #define BACKUP_POLL_MS 100            /* how often the copy's size is sampled for progress */
 #define RESTORE_CHUNK_BYTES (1 << 20) /* read/write size of the restore copy */
@@ -35,11 +45,16 @@
 static const char backup_usage[] =
     "usage: loyaltyctl backup DIR [--data SRC] [--json]\n"
     "\n"
-    "Writes a consistent copy of the ledger in the data directory (--data) into DIR while\n"
-    "loyaltyd keeps running: the snapshot of one read transaction, compacted (free pages left\n"
-    "out), as DIR/data.mdb. DIR must be new or empty; it is created if missing (its parent must\n"
+    "Writes a consistent copy of the data directory (--data) into DIR while loyaltyd keeps\n"
+    "running: first the checkpoint store SRC/state/ as DIR/state/data.mdb, then the ledger as\n"
+    "DIR/data.mdb, each the snapshot of one read transaction, compacted (free pages left out).\n"
+    "In this order the backup's checkpoint is never past its ledger's last entry. A data\n"
+    "directory without state/ (written by an older loyaltyd) gives a backup without one\n"
+    "(a note says so). DIR must be new or empty; it is created if missing (its parent must\n"
     "exist). The copy is synced to disk, then opened to check that it reads, and the command\n"
-    "prints its last sequence, entries, members, size and the time taken.\n"
+    "prints its last sequence, the checkpoint a start would load (its sequence and where it\n"
+    "is: state, ledger or none), entries, members and cards in that checkpoint, sizes and the\n"
+    "time taken.\n"
     "\n"
     "Progress is shown on stderr for copies that take more than a second.\n"
     "\n"
@@ -54,14 +69,20 @@ static const char restore_usage[] =
     "DIR/daemon.lock as loyaltyd does, refuses if a daemon holds it, and holds it until it is\n"
     "done, so a daemon cannot start on a half-restored directory.\n"
     "\n"
-    "DIR must not already hold a ledger or other files. With --force an existing ledger is\n"
-    "moved aside, to DIR/data.mdb.replaced-YYYYMMDDTHHMMSS (delete it once the restored data is\n"
-    "verified), and other files are left alone.\n"
+    "The ledger goes in first, as DIR/data.mdb, then the backup's checkpoint store, if it has\n"
+    "one, as DIR/state/. A backup without state/ (of a data directory an older loyaltyd wrote)\n"
+    "restores too: the daemon then recovers from the ledger's own checkpoint or replays it all.\n"
     "\n"
-    "The copy is synced to disk, opened to check that it reads, and its last sequence is\n"
-    "printed. Then start loyaltyd; 'loyaltyctl verify --offline --data DIR' replays it in full.\n"
+    "DIR must not already hold a ledger, a checkpoint store (state/) or other files. With\n"
+    "--force an existing state/ and ledger are moved aside, to DIR/state.replaced-TIME and\n"
+    "DIR/data.mdb.replaced-TIME, TIME being YYYYMMDDTHHMMSSZ (delete them once the restored\n"
+    "data is verified), before anything is copied in; other files are left alone.\n"
     "\n"
-    "  --force     replace a ledger already in DIR\n"
+    "The copy is synced to disk, opened to check that it reads, and its last sequence and\n"
+    "checkpoint are printed. Then start loyaltyd; 'loyaltyctl verify --offline --data DIR'\n"
+    "replays it in full.\n"
+    "\n"
+    "  --force     replace a ledger and checkpoint store already in DIR\n"
     "  --data DIR  the target data directory (required)\n"
     "\n"
     "exit status: 0 ok, 1 refused or failed, 2 usage.\n"
@@ -170,44 +191,101 @@ static int sync_path(const char *cmd, const char *path)
 /* ------------------------------------------------------------------ inspecting a copy */
 
 typedef struct {
-    uint64_t last_seq, checkpoint_seq;
+    uint64_t last_seq;
+    uint64_t checkpoint_seq;    /* of the checkpoint a start would load (ckpt_load()) */
+    ckpt_source checkpoint_src; /* and where it is */
+    uint64_t members, cards;    /* records in that checkpoint */
+    bool has_state;             /* DIR/state/ is a checkpoint store */
+    char state_why[256];        /* why a start would not use state/ ("" if it would, or none) */
     ledger_stats st;
-    uint64_t file_bytes; /* size of data.mdb */
+    uint64_t file_bytes;  /* size of data.mdb */
+    uint64_t state_bytes; /* size of state/data.mdb (0 without) */
 } ledger_info;
 
-/* Opens the ledger in dir read-only and reads its sequence numbers and counts. A read-only
- * open creates dir/lock.mdb if it is missing; that file is removed again so that a backup stays
- * one file. Returns 0 or -1 (message printed). */
+/* The checkpoint is loaded into a state to be counted: a log (ckstore.h) may hold several
+ * versions of a member. */
+static int load_member(void *ctx, const uint8_t *rec, size_t len)
+{
+    return state_load_member(ctx, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+static int load_card(void *ctx, const char *card, const char *member_id)
+{
+    return state_load_card(ctx, card, member_id) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+static int load_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
+{
+    return state_load_returns(ctx, sale_seq, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+static int count_card(void *ctx, const char *card, const char *member_id)
+{
+    (void)card;
+    (void)member_id;
+    ++*(uint64_t *)ctx;
+    return 0;
+}
+
+/* Opens the ledger and checkpoint store in dir read-only and reads their sequence numbers and
+ * counts: the members and cards are those of the checkpoint a daemon started on dir would load
+ * (ckpt_load(), every record read: the copy of state/ is checked as well), not the ledger's
+ * own checkpoint tables, which are left as older versions wrote them. A read-only open
+ * creates lock.mdb (and state/lock.mdb) if missing; they are removed again so that a backup
+ * stays data files only. Returns 0 or -1 (message printed). */
 static int inspect(const char *cmd, const char *dir, ledger_info *out)
 {
-    char lock[BACKUP_PATH_MAX], data[BACKUP_PATH_MAX];
+    char lock[BACKUP_PATH_MAX], data[BACKUP_PATH_MAX], slock[BACKUP_PATH_MAX],
+        sdata[BACKUP_PATH_MAX];
     if (join_path(lock, sizeof lock, dir, "lock.mdb") < 0 ||
-        join_path(data, sizeof data, dir, "data.mdb") < 0)
+        join_path(data, sizeof data, dir, "data.mdb") < 0 ||
+        join_path(slock, sizeof slock, dir, CKSTORE_SUBDIR "/lock.mdb") < 0 ||
+        join_path(sdata, sizeof sdata, dir, CKSTORE_SUBDIR "/data.mdb") < 0)
         return -1;
     memset(out, 0, sizeof *out);
     struct stat st;
-    bool had_lock = access(lock, F_OK) == 0;
+    bool had_lock = access(lock, F_OK) == 0, had_slock = access(slock, F_OK) == 0;
     if (stat(data, &st) != 0) {
         ctl_errorf("%s: %s: %s", cmd, data,
                    errno == ENOENT ? "no such file (not a ledger or backup)" : strerror(errno));
         return -1;
     }
     out->file_bytes = (uint64_t)st.st_size;
-    ledger *l;
-    if (ctl_ledger_open(dir, &l) < 0)
-        return -1;
-    int rc = ledger_last_seq(l, &out->last_seq);
-    if (rc == 0)
-        rc = ledger_checkpoint_seq(l, &out->checkpoint_seq);
-    if (rc == 0)
-        rc = ledger_stat(l, &out->st);
+    if (stat(sdata, &st) == 0)
+        out->state_bytes = (uint64_t)st.st_size;
+    ledger *l = NULL;
+    ckstore *c = NULL;
+    int rc = ctl_ledger_open(dir, &l) < 0 || ctl_ckstore_open(cmd, dir, &c) < 0 ? -1 : 0;
+    if (rc == 0) {
+        out->has_state = c != NULL;
+        int lrc = ledger_last_seq(l, &out->last_seq);
+        if (lrc == 0)
+            lrc = ledger_stat(l, &out->st);
+        state *s = NULL;
+        if (lrc == 0 && state_new(&s) != 0)
+            lrc = LEDGER_ERR_OTHER;
+        ckpt_loader ld = {load_member, load_card, load_returns, s};
+        if (lrc == 0)
+            lrc = ckpt_load(l, c, &ld, &out->checkpoint_seq, &out->checkpoint_src, out->state_why,
+                            sizeof out->state_why);
+        if (lrc == 0) {
+            out->members = state_members(s);
+            state_foreach_card(s, count_card, &out->cards);
+        }
+        state_destroy(&s);
+        if (lrc != 0) {
+            ctl_errorf("%s: reading %s: %s", cmd, dir, ledger_strerror(lrc));
+            rc = -1;
+        }
+    }
+    ckstore_close(&c);
     ledger_close(&l);
     if (!had_lock)
         unlink(lock);
-    if (rc < 0) {
-        ctl_errorf("%s: reading %s: %s", cmd, dir, ledger_strerror(rc));
+    if (!had_slock)
+        unlink(slock);
+    if (rc < 0)
         return -1;
-    }
     if (out->st.entries != out->last_seq) {
         ctl_errorf("%s: %s: %" PRIu64 " entries but the last sequence is %" PRIu64
                    " (entries must be gap-free from 1)",
@@ -221,11 +299,13 @@ static void print_info(const ctl_globals *g, const char *what, const char *from,
                        const ledger_info *in, double elapsed_s)
 {
     if (g->json) {
-        json_t *o = json_pack(
-            "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "result", what, "source", from, "target",
-            to, "seq", (json_int_t)in->last_seq, "checkpoint_seq", (json_int_t)in->checkpoint_seq,
-            "entries", (json_int_t)in->st.entries, "members", (json_int_t)in->st.members, "cards",
-            (json_int_t)in->st.cards, "bytes", (json_int_t)in->file_bytes, "elapsed_s", elapsed_s);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f}", "result", what,
+                              "source", from, "target", to, "seq", (json_int_t)in->last_seq,
+                              "checkpoint_seq", (json_int_t)in->checkpoint_seq, "checkpoint_source",
+                              ctl_ckpt_source_name(in->checkpoint_src), "entries",
+                              (json_int_t)in->st.entries, "members", (json_int_t)in->members,
+                              "cards", (json_int_t)in->cards, "bytes", (json_int_t)in->file_bytes,
+                              "state_bytes", (json_int_t)in->state_bytes, "elapsed_s", elapsed_s);
         char *t = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (t != NULL)
             puts(t);
@@ -235,19 +315,36 @@ static void print_info(const ctl_globals *g, const char *what, const char *from,
     }
     printf("%-11s %s -> %s\n", what, from, to);
     printf("last seq    %" PRIu64 "\n", in->last_seq);
-    printf("checkpoint  %" PRIu64 "\n", in->checkpoint_seq);
+    printf("checkpoint  %" PRIu64 " (%s)\n", in->checkpoint_seq,
+           ctl_ckpt_source_name(in->checkpoint_src));
     printf("entries     %" PRIu64 "\n", in->st.entries);
-    printf("members     %" PRIu64 " (checkpointed)\n", in->st.members);
-    printf("cards       %" PRIu64 " (checkpointed)\n", in->st.cards);
+    printf("members     %" PRIu64 " (checkpointed)\n", in->members);
+    printf("cards       %" PRIu64 " (checkpointed)\n", in->cards);
     printf("bytes       %" PRIu64 " (%.1f MiB)\n", in->file_bytes,
            (double)in->file_bytes / (1024.0 * 1024.0));
+    if (in->has_state)
+        printf("state bytes %" PRIu64 " (%.1f MiB)\n", in->state_bytes,
+               (double)in->state_bytes / (1024.0 * 1024.0));
     printf("elapsed     %.3f s\n", elapsed_s);
 }
 
 /* ------------------------------------------------------------------ backup */
 
+typedef int (*copy_fn)(void *src, const char *dir, char *err, size_t err_len);
+
+static int copy_ledger(void *src, const char *dir, char *err, size_t err_len)
+{
+    return ledger_copy(src, dir, err, err_len);
+}
+
+static int copy_state(void *src, const char *dir, char *err, size_t err_len)
+{
+    return ckstore_copy(src, dir, err, err_len);
+}
+
 typedef struct {
-    ledger *l;
+    copy_fn fn;
+    void *src;
     const char *dir;
     char err[CTL_ERR_MAX];
     int rc;
@@ -257,20 +354,21 @@ typedef struct {
 static void *copy_thread(void *arg)
 {
     copy_job *j = arg;
-    j->rc = ledger_copy(j->l, j->dir, j->err, sizeof j->err);
+    j->rc = j->fn(j->src, j->dir, j->err, sizeof j->err);
     atomic_store(&j->done, true);
     return NULL;
 }
 
-/* Runs ledger_copy() on a thread and reports progress from the growing size of the copy
- * against the source's pages in use (an upper bound: compaction leaves free pages out).
- * Returns 0 or -1 (message printed). */
-static int copy_with_progress(ledger *l, const char *dir, uint64_t used_bytes)
+/* Runs fn (ledger_copy() or ckstore_copy() of src into dir) on a thread and reports progress,
+ * labelled label, from the growing size of dir/data.mdb against total_bytes (the source's
+ * size: an upper bound, compaction leaves free pages out). Returns 0 or -1 (message printed). */
+static int copy_with_progress(const char *label, copy_fn fn, void *src, const char *dir,
+                              uint64_t total_bytes)
 {
     char data[BACKUP_PATH_MAX];
     if (join_path(data, sizeof data, dir, "data.mdb") < 0)
         return -1;
-    copy_job j = {.l = l, .dir = dir};
+    copy_job j = {.fn = fn, .src = src, .dir = dir};
     atomic_init(&j.done, false);
     pthread_t t;
     if (pthread_create(&t, NULL, copy_thread, &j) != 0) {
@@ -278,7 +376,7 @@ static int copy_with_progress(ledger *l, const char *dir, uint64_t used_bytes)
         return -1;
     }
     ctl_progress p;
-    ctl_progress_start(&p, "backup", "bytes", used_bytes, false);
+    ctl_progress_start(&p, label, "bytes", total_bytes, false);
     struct stat st;
     while (!atomic_load(&j.done)) {
         struct timespec ts = {0, BACKUP_POLL_MS * 1000000L};
@@ -293,6 +391,50 @@ static int copy_with_progress(ledger *l, const char *dir, uint64_t used_bytes)
         return -1;
     }
     return 0;
+}
+
+/* Makes a copied data.mdb private (LMDB creates it 0666 & umask) and durable, with the
+ * directory holding it. Returns 0 or -1 (message printed). */
+static int finish_copy(const char *dir, const char *data)
+{
+    if (chmod(data, 0640) != 0) {
+        ctl_errorf("backup: chmod %s: %s", data, strerror(errno));
+        return -1;
+    }
+    return sync_path("backup", data) < 0 || sync_path("backup", dir) < 0 ? -1 : 0;
+}
+
+/* Copies the source's state/ into dir/state/. Returns 0 or -1 (message printed). */
+static int backup_state(ckstore *c, const char *src_dir, const char *dir)
+{
+    char src_data[BACKUP_PATH_MAX], sdir[BACKUP_PATH_MAX], sdata[BACKUP_PATH_MAX];
+    if (join_path(src_data, sizeof src_data, src_dir, CKSTORE_SUBDIR "/data.mdb") < 0 ||
+        join_path(sdir, sizeof sdir, dir, CKSTORE_SUBDIR) < 0 ||
+        join_path(sdata, sizeof sdata, sdir, "data.mdb") < 0)
+        return -1;
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) { /* ckstore_copy() makes only state/ */
+        ctl_errorf("backup: mkdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    uint64_t total = stat(src_data, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (copy_with_progress("backup state/", copy_state, c, sdir, total) < 0 ||
+        finish_copy(sdir, sdata) < 0)
+        return -1;
+    return sync_path("backup", dir);
+}
+
+/* Removes what a failed backup put into dir (which was new or empty). */
+static void remove_partial_backup(const char *dir)
+{
+    static const char *const files[] = {"data.mdb", "lock.mdb", CKSTORE_SUBDIR "/data.mdb",
+                                        CKSTORE_SUBDIR "/lock.mdb"};
+    char path[BACKUP_PATH_MAX];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (join_path(path, sizeof path, dir, files[i]) == 0)
+            unlink(path);
+    if (join_path(path, sizeof path, dir, CKSTORE_SUBDIR) == 0)
+        rmdir(path);
 }
 
 int ctl_cmd_backup(ctl_globals *g, int argc, char **argv)
@@ -316,32 +458,46 @@ int ctl_cmd_backup(ctl_globals *g, int argc, char **argv)
     ledger *l;
     if (ctl_ledger_open(g->data, &l) < 0)
         return CTL_EXIT_FAIL;
+    ckstore *c;
+    if (ctl_ckstore_open("backup", g->data, &c) < 0) {
+        ledger_close(&l);
+        return CTL_EXIT_FAIL;
+    }
     ledger_stats st;
     rc = ledger_stat(l, &st);
     if (rc < 0) {
         ctl_errorf("backup: reading %s: %s", g->data, ledger_strerror(rc));
+        ckstore_close(&c);
         ledger_close(&l);
         return CTL_EXIT_FAIL;
     }
-    rc = copy_with_progress(l, dir, st.used_bytes);
+    /* state/ first, then the ledger (top of the file): the checkpoint copied is one the
+     * daemon committed after its sequence was durable, so the ledger copied next holds it. */
+    if (c != NULL)
+        rc = backup_state(c, g->data, dir);
+    else
+        ctl_errorf("backup: note: %s has no %s/ (checkpoint store; an older loyaltyd wrote it): "
+                   "the backup has none, and a daemon started on it recovers from the ledger's own "
+                   "checkpoint, if any, or replays the whole ledger",
+                   g->data, CKSTORE_SUBDIR);
+    ckstore_close(&c);
+    if (rc == 0)
+        rc = copy_with_progress("backup", copy_ledger, l, dir, st.used_bytes);
     ledger_close(&l);
-    if (rc == 0 && chmod(data, 0640) != 0) { /* LMDB creates it 0666 & umask: keep it private */
-        ctl_errorf("backup: chmod %s: %s", data, strerror(errno));
-        rc = -1;
-    }
     if (rc == 0)
-        rc = sync_path("backup", data);
-    if (rc == 0)
-        rc = sync_path("backup", dir);
+        rc = finish_copy(dir, data);
     ledger_info in;
     if (rc == 0)
         rc = inspect("backup", dir, &in);
     if (rc < 0) {
         /* The directory was empty or new: what is in it now is our partial copy. */
-        unlink(data);
+        remove_partial_backup(dir);
         ctl_errorf("backup: failed; nothing usable was left in %s", dir);
         return CTL_EXIT_FAIL;
     }
+    if (in.state_why[0] != '\0')
+        ctl_errorf("backup: note: the backup's %s/ is not used by a start (%s)", CKSTORE_SUBDIR,
+                   in.state_why);
     print_info(g, "backup", g->data, dir, &in, mono_s() - t0);
     return CTL_EXIT_OK;
 }
@@ -376,20 +532,82 @@ static int lock_data_dir(const char *dir)
     return -1;
 }
 
-/* Moves an existing dir/data.mdb aside to data.mdb.replaced-<UTC time>. Returns 0 or -1. */
-static int move_aside(const char *dir, const char *data, char *aside, size_t aside_len)
+/* The UTC time for the names of what --force moves aside. */
+static void aside_stamp(char *stamp, size_t cap)
 {
-    char stamp[32];
     time_t now = time(NULL);
     struct tm tm;
-    if (gmtime_r(&now, &tm) == NULL || strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm) == 0)
-        snprintf(stamp, sizeof stamp, "%lld", (long long)now);
-    char name[64];
-    snprintf(name, sizeof name, "data.mdb.replaced-%s", stamp);
-    if (join_path(aside, aside_len, dir, name) < 0)
+    if (gmtime_r(&now, &tm) == NULL || strftime(stamp, cap, "%Y%m%dT%H%M%SZ", &tm) == 0)
+        snprintf(stamp, cap, "%lld", (long long)now);
+}
+
+/* Moves dir/name (a file or a directory) aside to dir/name.replaced-<stamp>, or
+ * name.replaced-<stamp>-N if that is taken (two restores in one second). Returns 0 with the
+ * new path in aside, or -1 (message printed). */
+static int move_aside(const char *dir, const char *name, const char *stamp, char *aside,
+                      size_t aside_len)
+{
+    char from[BACKUP_PATH_MAX], to[NAME_MAX + 1];
+    if (join_path(from, sizeof from, dir, name) < 0)
         return -1;
-    if (rename(data, aside) != 0) {
-        ctl_errorf("restore: moving %s aside to %s: %s", data, aside, strerror(errno));
+    struct stat st;
+    for (int n = 1;; n++) {
+        if (n == 1)
+            snprintf(to, sizeof to, "%s.replaced-%s", name, stamp);
+        else
+            snprintf(to, sizeof to, "%s.replaced-%s-%d", name, stamp, n);
+        if (join_path(aside, aside_len, dir, to) < 0)
+            return -1;
+        if (lstat(aside, &st) != 0 && errno == ENOENT)
+            break;
+        if (n == 100) {
+            ctl_errorf("restore: cannot find a free name to move %s aside to", from);
+            return -1;
+        }
+    }
+    if (rename(from, aside) != 0) {
+        ctl_errorf("restore: moving %s aside to %s: %s", from, aside, strerror(errno));
+        aside[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes path and, if it is a directory, the files in it (what an interrupted restore left of
+ * state.restoring: its data.mdb, perhaps a lock.mdb). Returns 0 (also if there was nothing) or
+ * -1 (message printed). */
+static int remove_leftover(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        ctl_errorf("restore: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d == NULL) {
+            ctl_errorf("restore: %s: %s", path, strerror(errno));
+            return -1;
+        }
+        struct dirent *e;
+        char f[BACKUP_PATH_MAX];
+        int rc = 0;
+        while (rc == 0 && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            if (join_path(f, sizeof f, path, e->d_name) < 0)
+                rc = -1;
+            else if (unlink(f) != 0)
+                rc = -1, ctl_errorf("restore: removing %s: %s", f, strerror(errno));
+        }
+        closedir(d);
+        if (rc < 0)
+            return -1;
+    }
+    if ((S_ISDIR(st.st_mode) ? rmdir(path) : unlink(path)) != 0) {
+        ctl_errorf("restore: removing %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -457,28 +675,50 @@ static int copy_file(const char *src, const char *dst, uint64_t bytes)
     return rc;
 }
 
-/* Refuses a target that holds anything but daemon.lock, unless force; with force, moves an
- * existing ledger aside. Returns 0 or -1 (message printed). */
-static int prepare_target(const char *dir, bool force, char *aside, size_t aside_len)
+/* Refuses a target that holds anything but daemon.lock, unless force. With force (or an empty
+ * target), moves an existing state/ aside, then an existing ledger (a crash in between leaves a
+ * ledger without state/), syncs the directory so that no stale state/ can reappear beside the
+ * restored ledger, and removes what an interrupted restore left. Returns 0, with the new names
+ * in aside and state_aside ("" if nothing was moved), or -1 (message printed). */
+static int prepare_target(const char *dir, bool force, char *aside, size_t aside_len,
+                          char *state_aside, size_t state_aside_len)
 {
-    char first[NAME_MAX + 1], data[BACKUP_PATH_MAX];
+    char first[NAME_MAX + 1], data[BACKUP_PATH_MAX], sdir[BACKUP_PATH_MAX], stmp[BACKUP_PATH_MAX];
     bool exists;
-    aside[0] = '\0';
+    aside[0] = state_aside[0] = '\0';
     if (dir_first_entry("restore", dir, "daemon.lock", &exists, first, sizeof first) < 0 ||
-        join_path(data, sizeof data, dir, "data.mdb") < 0)
+        join_path(data, sizeof data, dir, "data.mdb") < 0 ||
+        join_path(sdir, sizeof sdir, dir, CKSTORE_SUBDIR) < 0 ||
+        join_path(stmp, sizeof stmp, dir, CKSTORE_SUBDIR ".restoring") < 0)
         return -1;
+    struct stat st;
     bool has_ledger = access(data, F_OK) == 0;
-    if (first[0] == '\0' || force)
-        return has_ledger ? move_aside(dir, data, aside, aside_len) : 0;
-    if (has_ledger)
-        ctl_errorf("restore: %s already holds a ledger (data.mdb); use --force to replace it "
-                   "(the old one is kept as data.mdb.replaced-<time>)",
-                   dir);
-    else
-        ctl_errorf("restore: %s is not empty (it holds '%s'); restore into a new or empty "
-                   "directory, or use --force",
-                   dir, first);
-    return -1;
+    bool has_state = lstat(sdir, &st) == 0;
+    if (first[0] != '\0' && !force) {
+        if (has_ledger)
+            ctl_errorf("restore: %s already holds a ledger (data.mdb%s); use --force to replace "
+                       "it (the old one is kept as data.mdb.replaced-<time>%s)",
+                       dir, has_state ? " and state/" : "",
+                       has_state ? ", state/ as state.replaced-<time>" : "");
+        else if (has_state)
+            ctl_errorf("restore: %s already holds a checkpoint store (state/); use --force to "
+                       "replace it (the old one is kept as state.replaced-<time>)",
+                       dir);
+        else
+            ctl_errorf("restore: %s is not empty (it holds '%s'); restore into a new or empty "
+                       "directory, or use --force",
+                       dir, first);
+        return -1;
+    }
+    char stamp[32];
+    aside_stamp(stamp, sizeof stamp);
+    if (has_state && move_aside(dir, CKSTORE_SUBDIR, stamp, state_aside, state_aside_len) < 0)
+        return -1;
+    if (has_ledger && move_aside(dir, "data.mdb", stamp, aside, aside_len) < 0)
+        return -1;
+    if ((has_state || has_ledger) && sync_path("restore", dir) < 0)
+        return -1;
+    return remove_leftover(stmp); /* we hold the directory's lock */
 }
 
 /* Copies the backup's data.mdb into dir through a temporary name: the target never holds a
@@ -505,6 +745,34 @@ static int install_copy(const char *backup, const char *dir, uint64_t bytes)
     if (rename(tmp, dst) != 0) {
         ctl_errorf("restore: renaming %s to %s: %s", tmp, dst, strerror(errno));
         unlink(tmp);
+        return -1;
+    }
+    return sync_path("restore", dir);
+}
+
+/* Copies the backup's state/data.mdb into dir/state/ through a temporary directory,
+ * dir/state.restoring, renamed into place once synced: the target never holds a partial
+ * state/. Called after install_copy(): state/ goes in last. Returns 0 or -1 (message printed). */
+static int install_state(const char *backup, const char *dir, uint64_t bytes)
+{
+    char src[BACKUP_PATH_MAX], tmp[BACKUP_PATH_MAX], tmp_data[BACKUP_PATH_MAX],
+        dst[BACKUP_PATH_MAX];
+    if (join_path(src, sizeof src, backup, CKSTORE_SUBDIR "/data.mdb") < 0 ||
+        join_path(tmp, sizeof tmp, dir, CKSTORE_SUBDIR ".restoring") < 0 ||
+        join_path(tmp_data, sizeof tmp_data, tmp, "data.mdb") < 0 ||
+        join_path(dst, sizeof dst, dir, CKSTORE_SUBDIR) < 0)
+        return -1;
+    if (mkdir(tmp, 0750) != 0) {
+        ctl_errorf("restore: mkdir %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    if (copy_file(src, tmp_data, bytes) < 0 || sync_path("restore", tmp) < 0) {
+        remove_leftover(tmp);
+        return -1;
+    }
+    if (rename(tmp, dst) != 0) {
+        ctl_errorf("restore: renaming %s to %s: %s", tmp, dst, strerror(errno));
+        remove_leftover(tmp);
         return -1;
     }
     return sync_path("restore", dir);
@@ -558,6 +826,18 @@ int ctl_cmd_restore(ctl_globals *g, int argc, char **argv)
     ledger_info src, dst;
     if (check_source(backup, dir) < 0 || inspect("restore", backup, &src) < 0)
         return CTL_EXIT_FAIL;
+    /* state/ is installed only if a start would use it: one that does not belong to the
+     * backup's ledger would only be ignored and rewritten. */
+    bool with_state = src.checkpoint_src == CKPT_SRC_STATE;
+    if (src.has_state && !with_state)
+        ctl_errorf("restore: note: the backup's %s/ is not restored: a start would not use it (%s)",
+                   CKSTORE_SUBDIR, src.state_why[0] ? src.state_why : "it holds no checkpoint");
+    else if (!src.has_state)
+        ctl_errorf("restore: note: the backup has no %s/ (made from a data directory written "
+                   "before state/ existed): loyaltyd will recover from %s",
+                   CKSTORE_SUBDIR,
+                   src.checkpoint_src == CKPT_SRC_LEDGER ? "the ledger's own checkpoint"
+                                                         : "a replay of the whole ledger");
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
         ctl_errorf("restore: mkdir %s: %s", dir, strerror(errno));
         return CTL_EXIT_FAIL;
@@ -565,10 +845,13 @@ int ctl_cmd_restore(ctl_globals *g, int argc, char **argv)
     int lock_fd = lock_data_dir(dir);
     if (lock_fd < 0)
         return CTL_EXIT_FAIL;
-    char aside[BACKUP_PATH_MAX];
-    rc = prepare_target(dir, force, aside, sizeof aside);
+    char aside[BACKUP_PATH_MAX], state_aside[BACKUP_PATH_MAX];
+    rc = prepare_target(dir, force, aside, sizeof aside, state_aside, sizeof state_aside);
+    /* the ledger first, state/ last (top of the file) */
     if (rc == 0)
         rc = install_copy(backup, dir, src.file_bytes);
+    if (rc == 0 && with_state)
+        rc = install_state(backup, dir, src.state_bytes);
     if (rc == 0)
         rc = inspect("restore", dir, &dst);
     if (rc == 0 && dst.last_seq != src.last_seq) {
@@ -576,11 +859,22 @@ int ctl_cmd_restore(ctl_globals *g, int argc, char **argv)
                    dst.last_seq, src.last_seq);
         rc = -1;
     }
+    if (rc == 0 &&
+        (dst.checkpoint_seq != src.checkpoint_seq || dst.checkpoint_src != src.checkpoint_src)) {
+        ctl_errorf("restore: the restored checkpoint is at %" PRIu64 " (%s), the backup's at "
+                   "%" PRIu64 " (%s)",
+                   dst.checkpoint_seq, ctl_ckpt_source_name(dst.checkpoint_src), src.checkpoint_seq,
+                   ctl_ckpt_source_name(src.checkpoint_src));
+        rc = -1;
+    }
     close(lock_fd); /* releases the flock: a daemon may start now */
-    if (rc < 0)
-        return CTL_EXIT_FAIL;
+    if (state_aside[0] != '\0')
+        fprintf(stderr, "loyaltyctl: restore: the previous %s/ was kept as %s\n", CKSTORE_SUBDIR,
+                state_aside);
     if (aside[0] != '\0')
         fprintf(stderr, "loyaltyctl: restore: the previous ledger was kept as %s\n", aside);
+    if (rc < 0)
+        return CTL_EXIT_FAIL;
     print_info(g, "restore", backup, dir, &dst, mono_s() - t0);
     if (!g->json)
         printf("next        start loyaltyd on %s; 'loyaltyctl verify --offline --data %s' "

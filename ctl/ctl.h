@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ckstore.h"
 #include "ledger.h"
 #include "loyalty.pb-c.h"
 #include "state.h"
@@ -112,10 +113,20 @@ typedef struct {
 
 /* Opens the ledger in dir read-only. Returns 0 and *out, or -1 (message printed). */
 int ctl_ledger_open(const char *dir, ledger **out);
-/* Loads the latest checkpoint (members, cards, returned quantities) into a new state, retrying
- * if a checkpoint lands meanwhile. Returns 0 with *out (caller destroys) and *cp_seq, or -1
- * (message printed). */
-int ctl_load_checkpoint(ledger *l, state **out, uint64_t *cp_seq);
+/* Opens the checkpoint store dir/state/ read-only (beside a running daemon, or in a backup).
+ * Returns 0 with *out (ckstore_close()), or with *out NULL if dir has no state/ (data written
+ * before state/ existed, or a backup of it); -1 if it cannot be opened (message printed, prefixed
+ * with cmd). */
+int ctl_ckstore_open(const char *cmd, const char *dir, ckstore **out);
+/* Loads the checkpoint a daemon started on dir would recover from (ckpt_load(): dir/state/ if
+ * it belongs to the ledger l, else the ledger's own checkpoint tables, else none) into a new
+ * state, retrying if a checkpoint lands meanwhile. A state/ that is there but not used is
+ * reported on stderr as a note. Returns 0 with *out (caller destroys), *cp_seq and *src (may
+ * be NULL), or -1 (message printed). */
+int ctl_load_checkpoint(ledger *l, const char *dir, state **out, uint64_t *cp_seq,
+                        ckpt_source *src);
+/* "state", "ledger" or "none" (as in the daemon's "state recovered checkpoint=..." log line). */
+const char *ctl_ckpt_source_name(ckpt_source src);
 
 /* Applies entries from..to (to = 0: to the end) to s. Returns 0, or -1 with the failing
  * sequence and cause in err. */

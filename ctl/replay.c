@@ -207,8 +207,11 @@ static const char verify_usage[] =
     "state and compares hashes and member counts.\n"
     "\n"
     "Offline (--offline, or the daemon does not answer a status probe within 2 s): loads the\n"
-    "checkpointed state (members and cards) from the data directory, applies the entries after\n"
-    "the checkpoint, and compares it with a full replay from sequence 1.\n"
+    "checkpoint a daemon started on the data directory would recover from (DIR/state/ if it\n"
+    "belongs to the ledger, else the ledger's own checkpoint, which an older loyaltyd wrote,\n"
+    "else none; printed as 'checkpoint  at seq N (state|ledger|none)'), applies the entries\n"
+    "after it, and compares the result with a full replay from sequence 1. A state/ that is\n"
+    "there but not used is named in a note on stderr, with the reason.\n"
     "\n"
     "  --offline   do not contact the daemon\n"
     "  --online    fail (exit 1) instead of falling back when the daemon does not answer\n"
@@ -286,39 +289,90 @@ static int snap_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t
     return 0;
 }
 
-/* Loads the checkpoint into a fresh state; retried if a checkpoint lands meanwhile.
- * Returns 0 and *out, *cp_seq, or -1 (message printed). */
-int ctl_load_checkpoint(ledger *l, state **out, uint64_t *cp_seq)
+int ctl_ckstore_open(const char *cmd, const char *dir, ckstore **out)
 {
-    for (int attempt = 0; attempt < VERIFY_SNAPSHOT_TRIES_MAX; attempt++) {
-        uint64_t before = 0, after = 0;
+    char err[CTL_ERR_MAX] = "";
+    ckstore_opts o = {.dir = dir, .read_only = true};
+    int rc = ckstore_open(out, &o, err, sizeof err);
+    if (rc == LEDGER_ERR_NOT_FOUND) {
+        *out = NULL;
+        return 0;
+    }
+    if (rc < 0) {
+        ctl_errorf("%s: cannot open the checkpoint store: %s", cmd,
+                   err[0] ? err : ledger_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+const char *ctl_ckpt_source_name(ckpt_source src)
+{
+    switch (src) {
+    case CKPT_SRC_STATE:
+        return "state";
+    case CKPT_SRC_LEDGER:
+        return "ledger";
+    case CKPT_SRC_NONE:
+        break;
+    }
+    return "none";
+}
+
+/* ckpt_load()'s message when a checkpoint was committed to state/ between its check and its
+ * load (a daemon is running): the load is tried again. */
+#define CKPT_MOVED_WHY "the checkpoint moved while loading"
+
+int ctl_load_checkpoint(ledger *l, const char *dir, state **out, uint64_t *cp_seq,
+                        ckpt_source *src_out)
+{
+    ckstore *cks;
+    if (ctl_ckstore_open("checkpoint", dir, &cks) < 0)
+        return -1;
+    char why[256] = "";
+    int ret = -1;
+    for (int attempt = 0; attempt < VERIFY_SNAPSHOT_TRIES_MAX && ret < 0; attempt++) {
         snap_ctx c = {0};
-        int rc = ledger_checkpoint_seq(l, &before);
-        if (rc == 0 && state_new(&c.s) < 0)
-            rc = LEDGER_ERR_OTHER;
-        if (rc == 0)
-            rc = ledger_scan_snapshot(l, snap_member, snap_card, &c);
-        if (rc == 0)
-            rc = ledger_scan_returns(l, snap_returns, &c);
-        if (rc == 0 || rc == 1)
-            rc = ledger_checkpoint_seq(l, &after);
-        if (rc < 0 || c.bad) {
-            ctl_errorf("verify: reading the checkpoint: %s",
-                       c.bad ? "a checkpointed member or card record is malformed"
+        uint64_t seq = 0, after = 0;
+        ckpt_source src = CKPT_SRC_NONE;
+        if (state_new(&c.s) < 0) {
+            ctl_errorf("checkpoint: out of memory");
+            break;
+        }
+        ckpt_loader ld = {snap_member, snap_card, snap_returns, &c};
+        int rc = ckpt_load(l, cks, &ld, &seq, &src, why, sizeof why);
+        bool moved =
+            rc == LEDGER_ERR_OTHER && strncmp(why, CKPT_MOVED_WHY, strlen(CKPT_MOVED_WHY)) == 0;
+        /* The ledger's own tables are read in more than one transaction: an older loyaltyd
+         * writing a checkpoint meanwhile shows in their seq. */
+        if (rc == 0 && src == CKPT_SRC_LEDGER && (rc = ledger_checkpoint_seq(l, &after)) == 0)
+            moved = after != seq;
+        if (moved) {
+            state_destroy(&c.s);
+            if (attempt + 1 == VERIFY_SNAPSHOT_TRIES_MAX)
+                ctl_errorf("the checkpoint keeps moving (the daemon is writing); try again");
+            continue;
+        }
+        if (rc != 0 || c.bad) {
+            ctl_errorf("reading the checkpoint in %s: %s", dir,
+                       c.bad ? "a checkpointed member, card or returns record is malformed"
                              : ledger_strerror(rc));
             state_destroy(&c.s);
-            return -1;
+            break;
         }
-        if (before == after) {
-            state_set_seq(c.s, before);
-            *out = c.s;
-            *cp_seq = before;
-            return 0;
-        }
-        state_destroy(&c.s);
+        if (why[0] != '\0')
+            ctl_errorf("note: %s/%s/ is not used (%s); %s", dir, CKSTORE_SUBDIR, why,
+                       src == CKPT_SRC_LEDGER ? "using the ledger's own checkpoint instead"
+                                              : "replaying the ledger from sequence 1");
+        state_set_seq(c.s, seq);
+        *out = c.s;
+        *cp_seq = seq;
+        if (src_out != NULL)
+            *src_out = src;
+        ret = 0;
     }
-    ctl_errorf("verify: the checkpoint keeps moving (the daemon is writing); try again");
-    return -1;
+    ckstore_close(&cks);
+    return ret;
 }
 
 static int verify_offline(const ctl_globals *g, ledger *l)
@@ -326,7 +380,8 @@ static int verify_offline(const ctl_globals *g, ledger *l)
     char err[CTL_ERR_MAX];
     state *cs;
     uint64_t cp, last;
-    if (ctl_load_checkpoint(l, &cs, &cp) < 0)
+    ckpt_source src;
+    if (ctl_load_checkpoint(l, g->data, &cs, &cp, &src) < 0)
         return CTL_EXIT_FAIL;
     int rc = ledger_last_seq(l, &last);
     if (rc < 0 || last < cp) {
@@ -345,8 +400,8 @@ static int verify_offline(const ctl_globals *g, ledger *l)
     verify_side a = {"checkpoint", last, state_members(cs), state_hash(cs)};
     state_destroy(&cs);
     if (!g->json)
-        printf("checkpoint  at seq %" PRIu64 ", then %" PRIu64 " entries applied\n", cp,
-               tail.entries);
+        printf("checkpoint  at seq %" PRIu64 " (%s), then %" PRIu64 " entries applied\n", cp,
+               ctl_ckpt_source_name(src), tail.entries);
     if (replay_fresh(l, last, false, &full) < 0)
         return CTL_EXIT_FAIL;
     verify_side b = {"replay", last, full.members, full.hash};

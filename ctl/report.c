@@ -497,9 +497,10 @@ static void warn_rules_version(ledger *l, uint64_t seq, const rules *r)
     free(buf);
 }
 
-/* Member state at the ledger's end: the checkpoint (unless full) plus the entries after it.
+/* Member state at the ledger's end: the checkpoint in dir (unless full; ctl_load_checkpoint())
+ * plus the entries after it.
  * Returns 0, *out (caller destroys) and *seq, the last sequence applied; or -1 (printed). */
-static int load_state(ledger *l, bool full, state **out, uint64_t *seq)
+static int load_state(ledger *l, const char *dir, bool full, state **out, uint64_t *seq)
 {
     char err[CTL_ERR_MAX] = "";
     state *s = NULL;
@@ -508,7 +509,7 @@ static int load_state(ledger *l, bool full, state **out, uint64_t *seq)
         ctl_errorf("report: out of memory");
         return -1;
     }
-    if (!full && ctl_load_checkpoint(l, &s, &cp) < 0)
+    if (!full && ctl_load_checkpoint(l, dir, &s, &cp, NULL) < 0)
         return -1;
     ctl_replay_result r = {0};
     r.last_seq = cp;
@@ -533,7 +534,7 @@ static int open_all(const ctl_globals *g, const rep_opts *o, ledger **l, rules *
         rules_destroy(r);
         return -1;
     }
-    if (load_state(*l, o->replay, s, seq) < 0) {
+    if (load_state(*l, g->data, o->replay, s, seq) < 0) {
         ledger_close(l);
         rules_destroy(r);
         return -1;

@@ -1,7 +1,8 @@
 /* test_ops.c: end to end for operations: a hot backup taken while tills keep sending, restored
  * into a fresh directory and run by a second daemon whose state must equal the first one's at
- * the same sequence; the refusals of backup and restore; loyaltyd --check-config on good and
- * bad configuration and rules files (docs/operations.md). */
+ * the same sequence; the checkpoint store DATA_DIR/state/ in backups, restores (--force moves
+ * it aside) and verify, and backups without it; the refusals of backup and restore;
+ * loyaltyd --check-config on good and bad configuration and rules files (docs/operations.md). */
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -29,6 +30,7 @@
 #define LOAD_AFTER_BACKUP 10  /* and after it returns */
 #define WAIT_MS_MAX 30000
 #define OUT_MAX 16384
+#define STATE_YAML "checkpoint_interval_ms: 200\n" /* checkpoints into state/ soon after sales */
 
 static lt_daemon g_a, g_b;
 static int64_t g_t0; /* occurred_at base: events must be identical when resent */
@@ -313,6 +315,279 @@ static void test_backup_and_restore_refusals(void **state)
     assert_non_null(strstr(out, "--data DIR"));
 }
 
+/* ------------------------------------------------------------------ state/ */
+
+/* Sends batches k0..k1-1 of the load to d; every event must be ACCEPTED. */
+static void send_load(lt_daemon *d, unsigned k0, unsigned k1)
+{
+    for (unsigned k = k0; k < k1; k++) {
+        Loyalty__AckBatch *r = h_send(d, load_batch(k), 10000);
+        assert_non_null(r);
+        assert_int_equal(r->n_acks, LOAD_BATCH_EVENTS);
+        for (size_t i = 0; i < r->n_acks; i++)
+            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+}
+
+/* Waits (more than 0.5 s, then until the gauge says so) until d has committed a checkpoint
+ * into state/ at sequence seq. */
+static void wait_checkpoint(lt_daemon *d, uint64_t seq)
+{
+    static char body[1 << 20];
+    usleep(600 * 1000);
+    double have = -1;
+    for (int ms = 0; ms <= WAIT_MS_MAX; ms += 50) {
+        assert_int_equal(h_http_get(d, "/metrics", body, sizeof body), 200);
+        have = h_metric(body, "loyaltyd_checkpoint_seq");
+        if (have == (double)seq)
+            return;
+        usleep(50 * 1000);
+    }
+    fail_msg("no checkpoint at seq %" PRIu64 " (the gauge says %.0f)", seq, have);
+}
+
+/* The last "state recovered" line of d's daemon.log. */
+static void last_recovery(lt_daemon *d, char *out, size_t cap)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "grep 'state recovered' %s/daemon.log | tail -n 1", d->dir);
+    assert_int_equal(h_run(cmd, out, cap), 0);
+    if (strstr(out, "state recovered") == NULL)
+        fail_msg("no 'state recovered' line in %s/daemon.log", d->dir);
+}
+
+static void expect_recovery(lt_daemon *d, const char *needle)
+{
+    char line[2048];
+    last_recovery(d, line, sizeof line);
+    if (strstr(line, needle) == NULL)
+        fail_msg("the daemon's recovery lacks '%s':\n%s", needle, line);
+}
+
+static bool path_exists(const char *dir, const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* How many entries of dir match the shell glob pattern. */
+static int count_glob(const char *dir, const char *pattern)
+{
+    char cmd[800], out[64];
+    snprintf(cmd, sizeof cmd, "ls -d %s/%s 2>/dev/null | wc -l", dir, pattern);
+    assert_int_equal(h_run(cmd, out, sizeof out), 0);
+    return atoi(out);
+}
+
+static void shell(const char *cmd)
+{
+    char out[OUT_MAX];
+    if (h_run(cmd, out, sizeof out) != 0)
+        fail_msg("%s:\n%s", cmd, out);
+}
+
+/* The balances of the load's members on d. */
+static void balances(lt_daemon *d, int64_t *out)
+{
+    for (unsigned k = 0; k < LOAD_MEMBERS; k++) {
+        char m[16];
+        snprintf(m, sizeof m, "ops%02u", k);
+        out[k] = h_balance(d, m);
+    }
+}
+
+static void expect_balances(lt_daemon *d, const int64_t *want, const char *when)
+{
+    int64_t have[LOAD_MEMBERS];
+    balances(d, have);
+    for (unsigned k = 0; k < LOAD_MEMBERS; k++)
+        if (have[k] != want[k])
+            fail_msg("%s: member ops%02u has %lld points, %lld expected", when, k,
+                     (long long)have[k], (long long)want[k]);
+}
+
+/* A backup of a running daemon that has written a checkpoint holds state/ (data files only, no
+ * lock files); restored, it is what a new daemon recovers from (checkpoint=state at the
+ * backup's checkpoint), with the balances at the backup; verify --offline starts from it. */
+static void test_backup_holds_state_and_a_restore_recovers_from_it(void **state)
+{
+    (void)state;
+    char bk[400], rdir[400], args[1400], out[OUT_MAX];
+    h_start(&g_a, STATE_YAML);
+    snprintf(bk, sizeof bk, "%s/backup", g_a.dir);
+    snprintf(rdir, sizeof rdir, "%s/restored", g_a.dir);
+    send_load(&g_a, 0, 3);
+    wait_checkpoint(&g_a, 3 * LOAD_BATCH_EVENTS);
+    int64_t want[LOAD_MEMBERS];
+    balances(&g_a, want);
+
+    /* verify --offline on the live directory starts from state/ */
+    int rc = h_ctl(&g_a, "verify --offline", out, sizeof out);
+    if (rc != 0 || strstr(out, "PASS") == NULL || strstr(out, "(state)") == NULL ||
+        strstr(out, "note:") != NULL || field_u64(out, "checkpoint  at seq") == 0)
+        fail_msg("verify --offline on the live directory (%d):\n%s", rc, out);
+
+    snprintf(args, sizeof args, "backup %s", bk);
+    rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "checkpoint  60 (state)") == NULL ||
+        strstr(out, "members     40 (checkpointed)") == NULL || strstr(out, "note:") != NULL)
+        fail_msg("backup (%d):\n%s", rc, out);
+    assert_int_equal(field_u64(out, "last seq"), 3 * LOAD_BATCH_EVENTS);
+    assert_true(path_exists(bk, "state/data.mdb"));
+    assert_false(path_exists(bk, "state/lock.mdb"));
+    assert_false(path_exists(bk, "lock.mdb"));
+    struct stat st;
+    snprintf(out, sizeof out, "%s/state/data.mdb", bk);
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    send_load(&g_a, 3, 4); /* the source moves on; the backup does not */
+
+    snprintf(args, sizeof args, "restore %s --data %s --json", bk, rdir);
+    rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "\"checkpoint_seq\":60,\"checkpoint_source\":\"state\"") == NULL ||
+        strstr(out, "\"members\":40") == NULL)
+        fail_msg("restore (%d):\n%s", rc, out);
+    assert_true(path_exists(rdir, "state/data.mdb"));
+    assert_false(path_exists(rdir, "state.restoring"));
+    snprintf(args, sizeof args, "verify --offline --data %s", rdir);
+    expect_ctl(&g_a, args, 0, "checkpoint  at seq 60 (state), then 0 entries applied");
+
+    h_start_data(&g_b, rdir, NULL);
+    expect_recovery(&g_b, "checkpoint=state checkpoint_seq=60 last_seq=60 replayed=0");
+    expect_balances(&g_b, want, "restored from a backup with state/");
+    h_verify(&g_b, "restored from a backup with state/");
+}
+
+/* restore --force over a directory whose daemon checkpointed past the backup: its state/ and
+ * ledger are moved aside (state.replaced-*, data.mdb.replaced-*), and the daemon recovers
+ * from the backup's state/. Without --force the refusal names both; a target holding only a
+ * state/ is refused too. A state/ that does not belong to the backup's ledger is not restored,
+ * and verify says it is not used. */
+static void test_restore_force_moves_state_aside(void **state)
+{
+    (void)state;
+    char bk[400], bk2[400], rdir[400], other[400], r2[400], args[2400], out[OUT_MAX];
+    h_start(&g_a, STATE_YAML);
+    snprintf(bk, sizeof bk, "%s/backup", g_a.dir);
+    snprintf(bk2, sizeof bk2, "%s/backup2", g_a.dir);
+    snprintf(rdir, sizeof rdir, "%s/restored", g_a.dir);
+    snprintf(other, sizeof other, "%s/other", g_a.dir);
+    send_load(&g_a, 0, 2);
+    wait_checkpoint(&g_a, 2 * LOAD_BATCH_EVENTS);
+    int64_t want[LOAD_MEMBERS];
+    balances(&g_a, want);
+    snprintf(args, sizeof args, "backup %s", bk);
+    expect_ctl(&g_a, args, 0, "checkpoint  40 (state)");
+
+    /* a daemon on the restored copy goes on past the backup and checkpoints there */
+    snprintf(args, sizeof args, "restore %s --data %s", bk, rdir);
+    expect_ctl(&g_a, args, 0, "checkpoint  40 (state)");
+    h_start_data(&g_b, rdir, STATE_YAML);
+    expect_recovery(&g_b, "checkpoint=state checkpoint_seq=40");
+    send_load(&g_b, 2, 4);
+    wait_checkpoint(&g_b, 4 * LOAD_BATCH_EVENTS);
+    assert_int_equal(h_stop(&g_b, SIGTERM), 0);
+
+    snprintf(args, sizeof args, "restore %s --data %s", bk, rdir);
+    expect_ctl(&g_a, args, 1, "already holds a ledger (data.mdb and state/)");
+    assert_int_equal(mkdir(other, 0750), 0);
+    snprintf(out, sizeof out, "%s/state", other);
+    assert_int_equal(mkdir(out, 0750), 0);
+    snprintf(args, sizeof args, "restore %s --data %s", bk, other);
+    expect_ctl(&g_a, args, 1, "already holds a checkpoint store (state/)");
+
+    snprintf(args, sizeof args, "restore %s --data %s --force", bk, rdir);
+    int rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "the previous state/ was kept as") == NULL ||
+        strstr(out, "the previous ledger was kept as") == NULL ||
+        strstr(out, "checkpoint  40 (state)") == NULL)
+        fail_msg("restore --force (%d):\n%s", rc, out);
+    assert_int_equal(count_glob(rdir, "state.replaced-*"), 1);
+    assert_int_equal(count_glob(rdir, "state.replaced-*/data.mdb"), 1);
+    assert_int_equal(count_glob(rdir, "data.mdb.replaced-*"), 1);
+    assert_true(path_exists(rdir, "state/data.mdb"));
+
+    /* the moved-aside state/ (at seq 80, of the other ledger) beside the backup's ledger (ends
+     * at 40): not restored, and not used by verify */
+    snprintf(args, sizeof args,
+             "cp -a %s %s && rm -rf %s/state && cp -a %s/state.replaced-* %s/state", bk, bk2, bk2,
+             rdir, bk2);
+    shell(args);
+    snprintf(args, sizeof args, "verify --offline --data %s", bk2);
+    rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "state/ is not used") == NULL ||
+        strstr(out, "past the ledger's last entry") == NULL ||
+        strstr(out, "checkpoint  at seq 0 (none)") == NULL)
+        fail_msg("verify --offline beside a foreign state/ (%d):\n%s", rc, out);
+    snprintf(r2, sizeof r2, "%s/r2", g_a.dir);
+    snprintf(args, sizeof args, "restore %s --data %s", bk2, r2);
+    rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "is not restored") == NULL ||
+        strstr(out, "checkpoint  0 (none)") == NULL)
+        fail_msg("restore of a backup with a foreign state/ (%d):\n%s", rc, out);
+    assert_false(path_exists(r2, "state"));
+
+    h_restart(&g_b);
+    expect_recovery(&g_b, "checkpoint=state checkpoint_seq=40 last_seq=40 replayed=0");
+    expect_balances(&g_b, want, "after restore --force");
+    h_verify(&g_b, "after restore --force");
+    assert_int_equal(h_stop(&g_b, SIGTERM), 0);
+
+    /* twice within a second: nothing moved aside is overwritten */
+    snprintf(args, sizeof args, "restore %s --data %s --force", bk, rdir);
+    expect_ctl(&g_a, args, 0, "kept as");
+    expect_ctl(&g_a, args, 0, "kept as");
+    assert_int_equal(count_glob(rdir, "state.replaced-*"), 3);
+    assert_int_equal(count_glob(rdir, "data.mdb.replaced-*"), 3);
+}
+
+/* A backup without state/ (one made from a data directory written by an older loyaltyd) restores;
+ * the daemon recovers without a checkpoint in state/, with the right balances; a backup of that
+ * directory has no state/ either, and says so. */
+static void test_restore_backup_without_state(void **state)
+{
+    (void)state;
+    char bk[400], bk2[400], rdir[400], args[1400], out[OUT_MAX];
+    h_start(&g_a, STATE_YAML);
+    snprintf(bk, sizeof bk, "%s/backup", g_a.dir);
+    snprintf(bk2, sizeof bk2, "%s/backup2", g_a.dir);
+    snprintf(rdir, sizeof rdir, "%s/restored", g_a.dir);
+    send_load(&g_a, 0, 2);
+    wait_checkpoint(&g_a, 2 * LOAD_BATCH_EVENTS);
+    int64_t want[LOAD_MEMBERS];
+    balances(&g_a, want);
+    snprintf(args, sizeof args, "backup %s", bk);
+    expect_ctl(&g_a, args, 0, "checkpoint  40 (state)");
+    snprintf(args, sizeof args, "rm -rf %s/state", bk);
+    shell(args);
+
+    snprintf(args, sizeof args, "restore %s --data %s", bk, rdir);
+    int rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "the backup has no state/") == NULL ||
+        strstr(out, "last seq    40") == NULL)
+        fail_msg("restore without state/ (%d):\n%s", rc, out);
+    assert_false(path_exists(rdir, "state"));
+    snprintf(args, sizeof args, "backup %s --data %s", bk2, rdir);
+    rc = h_ctl(&g_a, args, out, sizeof out);
+    if (rc != 0 || strstr(out, "has no state/") == NULL || strstr(out, "last seq    40") == NULL)
+        fail_msg("backup of a directory without state/ (%d):\n%s", rc, out);
+    assert_false(path_exists(bk2, "state"));
+    snprintf(args, sizeof args, "verify --offline --data %s", rdir);
+    expect_ctl(&g_a, args, 0, "PASS");
+
+    h_start_data(&g_b, rdir, NULL);
+    char line[2048];
+    last_recovery(&g_b, line, sizeof line);
+    if ((strstr(line, "checkpoint=none") == NULL && strstr(line, "checkpoint=ledger") == NULL) ||
+        strstr(line, "last_seq=40") == NULL)
+        fail_msg("recovery of a restore without state/:\n%s", line);
+    expect_balances(&g_b, want, "restored from a backup without state/");
+    h_verify(&g_b, "restored from a backup without state/");
+}
+
 /* Writes text to dir/name; the path goes into path. */
 static void write_file(const char *dir, const char *name, const char *text, char *path,
                        size_t path_len)
@@ -385,6 +660,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_backup_under_load_restore_and_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_and_restore_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_holds_state_and_a_restore_recovers_from_it,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_force_moves_state_aside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_backup_without_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
