@@ -7,6 +7,7 @@
  * allows one writer per environment anyway.
  */
 #include "ckstore.h"
+#include "lmdb_util.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -48,62 +49,6 @@ struct ckstore {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
-/* Translates an LMDB or errno code into a LEDGER_ERR_* (as ledger.c does). */
-static int map_err(int rc)
-{
-    switch (rc) {
-    case 0:
-        return 0;
-    case MDB_MAP_FULL:
-        return LEDGER_ERR_MAP_FULL;
-    case MDB_NOTFOUND:
-        return LEDGER_ERR_NOT_FOUND;
-    case MDB_KEYEXIST:
-        return LEDGER_ERR_DUP;
-    case MDB_CORRUPTED:
-    case MDB_PAGE_NOTFOUND:
-    case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
-        return LEDGER_ERR_CORRUPT;
-    case MDB_PANIC: /* a failed write or sync earlier: the environment must be reopened */
-    case EIO:
-    case ENOSPC:
-    case EDQUOT:
-    case EROFS:
-    case EFBIG:
-        return LEDGER_ERR_IO;
-    default:
-        return LEDGER_ERR_OTHER;
-    }
-}
-
 /* Records what failed in c->errmsg and returns the LEDGER_ERR_* for rc, which may be an LMDB
  * code, an errno value or already a LEDGER_ERR_*. */
 static int fail(ckstore *c, int rc, const char *what)
@@ -111,7 +56,7 @@ static int fail(ckstore *c, int rc, const char *what)
     bool lmdb = rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE);
     snprintf(c->errmsg, sizeof(c->errmsg), "%s: %s", what,
              lmdb ? mdb_strerror(rc) : ledger_strerror(rc));
-    return lmdb ? map_err(rc) : rc;
+    return lmdb ? ldb_map_err(rc) : rc;
 }
 
 /* Begins a read-only transaction. A reader in another process than the writer may find that
@@ -148,8 +93,8 @@ static int open_dbs_txn(ckstore *c, MDB_txn *txn, bool *missing, char *err, size
         return 0;
     }
     if (rc != 0) {
-        fmt_err(err, err_len, "%s: open databases: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: open databases: %s", c->path, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
     MDB_val k = {6, (void *)"format"}, v;
     rc = mdb_get(txn, c->meta, &k, &v);
@@ -158,13 +103,14 @@ static int open_dbs_txn(ckstore *c, MDB_txn *txn, bool *missing, char *err, size
         if (have >= CKSTORE_FORMAT_MIN && have <= CKSTORE_FORMAT)
             return 0;
         if (v.mv_size == 4)
-            fmt_err(err, err_len,
-                    "%s: unknown checkpoint store format %u (this build reads formats %u to %u)",
-                    c->path, have, CKSTORE_FORMAT_MIN, CKSTORE_FORMAT);
+            ldb_fmt_err(
+                err, err_len,
+                "%s: unknown checkpoint store format %u (this build reads formats %u to %u)",
+                c->path, have, CKSTORE_FORMAT_MIN, CKSTORE_FORMAT);
         else
-            fmt_err(err, err_len,
-                    "%s: unknown checkpoint store format (this build reads formats %u to %u)",
-                    c->path, CKSTORE_FORMAT_MIN, CKSTORE_FORMAT);
+            ldb_fmt_err(err, err_len,
+                        "%s: unknown checkpoint store format (this build reads formats %u to %u)",
+                        c->path, CKSTORE_FORMAT_MIN, CKSTORE_FORMAT);
         return LEDGER_ERR_CORRUPT;
     }
     if (rc == MDB_NOTFOUND && !c->read_only) { /* a new store */
@@ -176,8 +122,8 @@ static int open_dbs_txn(ckstore *c, MDB_txn *txn, bool *missing, char *err, size
         rc = 0; /* read-only: the writer creates the databases and the format in one txn */
     }
     if (rc != 0) {
-        fmt_err(err, err_len, "%s: format: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: format: %s", c->path, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
     return 0;
 }
@@ -203,6 +149,27 @@ static int read_dbs(ckstore *c, MDB_txn *txn, bool *have, bool *dbs_locked)
     return rc;
 }
 
+static void read_end(ckstore *c, MDB_txn *txn, bool keep, bool dbs_locked);
+
+/* Begins a read: 0 with *txn, or 0 with *txn NULL if the databases do not exist yet (nothing
+ * to read), or a LEDGER_ERR_*. End it with read_end(c, *txn, true, *locked). */
+static int read_begin(ckstore *c, MDB_txn **txn, bool *locked)
+{
+    *locked = false;
+    int rc = txn_begin_ro(c, txn);
+    if (rc != 0) {
+        *txn = NULL;
+        return ldb_map_err(rc);
+    }
+    bool have;
+    rc = read_dbs(c, *txn, &have, locked);
+    if (rc != 0 || !have) {
+        read_end(c, *txn, false, *locked);
+        *txn = NULL;
+    }
+    return rc;
+}
+
 /* Ends a read transaction begun before read_dbs(). A transaction that opened the databases is
  * committed when keep is set, so that LMDB keeps their handles for the environment (aborting
  * it would close them). */
@@ -223,8 +190,8 @@ static int open_dbs(ckstore *c, char *err, size_t err_len)
     MDB_txn *txn;
     int rc = c->read_only ? txn_begin_ro(c, &txn) : mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc != 0) {
-        fmt_err(err, err_len, "%s: begin: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: begin: %s", c->path, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
     bool missing;
     if ((rc = open_dbs_txn(c, txn, &missing, err, err_len)) != 0 || missing) {
@@ -232,8 +199,8 @@ static int open_dbs(ckstore *c, char *err, size_t err_len)
         return rc;
     }
     if ((rc = mdb_txn_commit(txn)) != 0) {
-        fmt_err(err, err_len, "%s: commit: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: commit: %s", c->path, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
     c->has_dbs = true;
     return 0;
@@ -241,30 +208,12 @@ static int open_dbs(ckstore *c, char *err, size_t err_len)
 
 static int open_env(ckstore *c, const ckstore_opts *o, char *err, size_t err_len)
 {
-    int rc = mdb_env_create(&c->env);
-    if (rc == 0)
-        rc = mdb_env_set_maxdbs(c->env, CKSTORE_DBS_MAX);
-    if (rc == 0 && !o->read_only)
-        rc = mdb_env_set_mapsize(c->env, o->map_bytes ? o->map_bytes : CKSTORE_MAP_BYTES_DEFAULT);
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
-    }
     /* MDB_NOTLS: read transactions are not tied to a thread. MDB_NORDAHEAD: a load reads every
      * page once; the pages it needs are not worth what read-ahead evicts from the ledger's. */
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (o->read_only ? MDB_RDONLY : 0);
-    rc = mdb_env_open(c->env, c->path, flags, 0640);
-    if (rc == ENOENT && o->read_only) {
-        fmt_err(err, err_len, "%s: no checkpoint store here", c->path);
-        return LEDGER_ERR_NOT_FOUND;
-    }
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: %s", c->path, mdb_strerror(rc));
-        return map_err(rc);
-    }
-    int dead = 0;
-    mdb_reader_check(c->env, &dead); /* free slots of readers that died */
-    return 0;
+    return ldb_env_open(&c->env, c->path, CKSTORE_DBS_MAX,
+                        o->map_bytes ? o->map_bytes : CKSTORE_MAP_BYTES_DEFAULT, flags,
+                        "checkpoint store", err, err_len);
 }
 
 int ckstore_open(ckstore **out, const ckstore_opts *o, char *err, size_t err_len)
@@ -273,21 +222,21 @@ int ckstore_open(ckstore **out, const ckstore_opts *o, char *err, size_t err_len
     *out = NULL;
     char path[CKSTORE_PATH_MAX];
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", o->dir, CKSTORE_SUBDIR) >= sizeof(path)) {
-        fmt_err(err, err_len, "%s: path too long", o->dir);
+        ldb_fmt_err(err, err_len, "%s: path too long", o->dir);
         return LEDGER_ERR_OTHER;
     }
     if (!o->read_only) {
         const char *dirs[] = {o->dir, path};
         for (size_t i = 0; i < LT_ARRAY_LEN(dirs); i++) {
             if (mkdir(dirs[i], 0750) != 0 && errno != EEXIST) {
-                fmt_err(err, err_len, "%s: mkdir: %s", dirs[i], strerror(errno));
-                return map_err(errno);
+                ldb_fmt_err(err, err_len, "%s: mkdir: %s", dirs[i], strerror(errno));
+                return ldb_map_err(errno);
             }
         }
     }
     ckstore *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        fmt_err(err, err_len, "%s: out of memory", path);
+        ldb_fmt_err(err, err_len, "%s: out of memory", path);
         return LEDGER_ERR_OTHER;
     }
     memcpy(c->path, path, sizeof(path));
@@ -521,7 +470,7 @@ static int meta_get_u64(ckstore *c, MDB_txn *txn, const char *name, uint64_t *v)
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     if (d.mv_size != 8)
         return LEDGER_ERR_CORRUPT;
     *v = get_be64(d.mv_data);
@@ -538,14 +487,12 @@ int ckstore_log_records(ckstore *c, uint64_t *records)
 {
     *records = 0;
     MDB_txn *txn;
-    int rc = txn_begin_ro(c, &txn);
-    if (rc != 0)
-        return map_err(rc);
-    bool have, locked;
-    rc = read_dbs(c, txn, &have, &locked);
-    if (rc == 0 && have)
-        rc = meta_get_u64(c, txn, "records", records);
-    read_end(c, txn, have, locked);
+    bool locked;
+    int rc = read_begin(c, &txn, &locked);
+    if (rc != 0 || txn == NULL)
+        return rc;
+    rc = meta_get_u64(c, txn, "records", records);
+    read_end(c, txn, true, locked);
     return rc;
 }
 
@@ -553,15 +500,10 @@ int ckstore_meta(ckstore *c, uint64_t *seq, uint64_t *digest)
 {
     *seq = *digest = 0;
     MDB_txn *txn;
-    int rc = txn_begin_ro(c, &txn);
-    if (rc != 0)
-        return map_err(rc);
-    bool have, locked;
-    rc = read_dbs(c, txn, &have, &locked);
-    if (rc != 0 || !have) {
-        read_end(c, txn, false, locked);
+    bool locked;
+    int rc = read_begin(c, &txn, &locked);
+    if (rc != 0 || txn == NULL)
         return rc;
-    }
     rc = meta_txn(c, txn, seq, digest);
     read_end(c, txn, true, locked);
     return rc;
@@ -586,7 +528,7 @@ static int load_log(MDB_txn *txn, MDB_dbi dbi, uint64_t gen, const ckpt_loader *
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, dbi, &cur);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     char key[CKSTORE_KEY_MAX + 1], member[CKSTORE_CARD_VAL_MAX + 1];
     MDB_val k, v;
     int ret = 0;
@@ -624,7 +566,7 @@ static int load_log(MDB_txn *txn, MDB_dbi dbi, uint64_t gen, const ckpt_loader *
         }
     }
     mdb_cursor_close(cur);
-    return ret ? ret : rc == MDB_NOTFOUND || rc == 0 ? 0 : map_err(rc);
+    return ret ? ret : rc == MDB_NOTFOUND || rc == 0 ? 0 : ldb_map_err(rc);
 }
 
 int ckstore_load(ckstore *c, const ckpt_loader *ld, uint64_t *seq, uint64_t *digest)
@@ -632,15 +574,10 @@ int ckstore_load(ckstore *c, const ckpt_loader *ld, uint64_t *seq, uint64_t *dig
     LT_ASSERT(ld != NULL);
     *seq = *digest = 0;
     MDB_txn *txn;
-    int rc = txn_begin_ro(c, &txn);
-    if (rc != 0)
-        return map_err(rc);
-    bool have, locked;
-    rc = read_dbs(c, txn, &have, &locked);
-    if (rc != 0 || !have) {
-        read_end(c, txn, false, locked);
+    bool locked;
+    int rc = read_begin(c, &txn, &locked);
+    if (rc != 0 || txn == NULL)
         return rc;
-    }
     uint64_t active = 0, gen = 0;
     rc = meta_txn(c, txn, seq, digest);
     if (rc == 0)
@@ -657,19 +594,7 @@ int ckstore_load(ckstore *c, const ckpt_loader *ld, uint64_t *seq, uint64_t *dig
 
 int ckstore_copy(ckstore *c, const char *dir, char *err, size_t err_len)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        fmt_err(err, err_len, "%s: mkdir: %s", dir, strerror(errno));
-        return map_err(errno);
-    }
-    /* Compacting copy: a consistent snapshot of one read transaction (never a checkpoint half
-     * written), free pages left out. LMDB creates DIR/data.mdb exclusively, so an existing store
-     * there is never overwritten. */
-    int rc = mdb_env_copy2(c->env, dir, MDB_CP_COMPACT);
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: copy: %s", dir, mdb_strerror(rc));
-        return map_err(rc);
-    }
-    return 0;
+    return ldb_env_copy(c->env, dir, err, err_len); /* never a checkpoint half written */
 }
 
 /* ------------------------------------------------------------------ digests */
@@ -706,18 +631,6 @@ int ckstore_entry_digest(ledger *l, uint64_t seq, uint64_t *digest)
 
 /* ------------------------------------------------------------------ recovery */
 
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why == NULL || why_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Whether checkpoint (s, dg) belongs to the ledger: 0 and *ok, or an error. Says why not. */
 static int state_matches(ledger *l, uint64_t s, uint64_t dg, bool *ok, char *why, size_t why_len)
 {
@@ -727,19 +640,20 @@ static int state_matches(ledger *l, uint64_t s, uint64_t dg, bool *ok, char *why
     if (rc != 0)
         return rc;
     if (s > last) {
-        set_why(why, why_len,
-                "state/ checkpoint at seq %llu is past the ledger's last entry %llu (not this "
-                "ledger's, or ahead of it)",
-                (unsigned long long)s, (unsigned long long)last);
+        ldb_fmt_err(why, why_len,
+                    "state/ checkpoint at seq %llu is past the ledger's last entry %llu (not this "
+                    "ledger's, or ahead of it)",
+                    (unsigned long long)s, (unsigned long long)last);
         return 0;
     }
     if ((rc = ckstore_entry_digest(l, s, &have)) != 0)
         return rc;
     if (have != dg) {
-        set_why(why, why_len,
-                "state/ checkpoint at seq %llu does not match the ledger's entry there (another "
-                "ledger's)",
-                (unsigned long long)s);
+        ldb_fmt_err(
+            why, why_len,
+            "state/ checkpoint at seq %llu does not match the ledger's entry there (another "
+            "ledger's)",
+            (unsigned long long)s);
         return 0;
     }
     *ok = true;
@@ -752,7 +666,7 @@ int ckpt_load(ledger *l, ckstore *c, const ckpt_loader *ld, uint64_t *seq, ckpt_
     LT_ASSERT(l && ld && seq && src);
     *seq = 0;
     *src = CKPT_SRC_NONE;
-    set_why(why, why_len, "%s", "");
+    ldb_fmt_err(why, why_len, "%s", "");
     uint64_t s = 0, dg = 0;
     int rc = c ? ckstore_meta(c, &s, &dg) : 0;
     if (rc != 0)
@@ -773,7 +687,7 @@ int ckpt_load(ledger *l, ckstore *c, const ckpt_loader *ld, uint64_t *seq, ckpt_
             if ((rc = state_matches(l, s2, dg2, &ok, NULL, 0)) != 0)
                 return rc;
             if (!ok || (s2 == 0 && dg2 == 0)) {
-                set_why(why, why_len, "%s", "the checkpoint moved while loading; try again");
+                ldb_fmt_err(why, why_len, "%s", "the checkpoint moved while loading; try again");
                 return LEDGER_ERR_OTHER;
             }
         }

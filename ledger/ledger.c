@@ -7,6 +7,7 @@
  * mdb_txn_commit() returns, the transaction is on disk.
  */
 #include "ledger.h"
+#include "lmdb_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,23 +60,7 @@ struct ledger {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
+void ldb_fmt_err(char *err, size_t err_len, const char *fmt, ...)
 {
     if (err == NULL || err_len == 0)
         return;
@@ -85,8 +70,7 @@ static void fmt_err(char *err, size_t err_len, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Translates an LMDB or errno code into a LEDGER_ERR_*. */
-static int map_err(int rc)
+int ldb_map_err(int rc)
 {
     switch (rc) {
     case 0:
@@ -194,8 +178,8 @@ static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
     snprintf(path, sizeof(path), "%s/daemon.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
-        fmt_err(err, err_len, "%s: %s", path, strerror(errno));
-        return map_err(errno);
+        ldb_fmt_err(err, err_len, "%s: %s", path, strerror(errno));
+        return ldb_map_err(errno);
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
@@ -205,11 +189,11 @@ static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
         pid[strcspn(pid, "\n")] = '\0';
         close(fd);
         if (e == EWOULDBLOCK) {
-            fmt_err(err, err_len, "%s: held by another loyaltyd (pid %s): stop it first", path,
-                    pid[0] ? pid : "unknown");
+            ldb_fmt_err(err, err_len, "%s: held by another loyaltyd (pid %s): stop it first", path,
+                        pid[0] ? pid : "unknown");
             return LEDGER_ERR_LOCKED;
         }
-        fmt_err(err, err_len, "%s: flock: %s", path, strerror(e));
+        ldb_fmt_err(err, err_len, "%s: flock: %s", path, strerror(e));
         return LEDGER_ERR_OTHER;
     }
     char pid[32];
@@ -228,8 +212,8 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     unsigned flags = l->read_only ? 0 : MDB_CREATE;
     int rc = l->read_only ? txn_begin_ro(l, &txn) : mdb_txn_begin(l->env, NULL, 0, &txn);
     if (rc != 0) {
-        fmt_err(err, err_len, "%s: begin: %s", dir, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: begin: %s", dir, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
     const char *names[] = {"entries", "events", "members", "cards", "meta"};
     MDB_dbi *dbis[] = {&l->entries, &l->events, &l->members, &l->cards, &l->meta};
@@ -255,7 +239,7 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
             rc = rr;
     }
     if (rc == MDB_NOTFOUND) {
-        fmt_err(err, err_len, "%s: not a loyaltyd ledger (database missing)", dir);
+        ldb_fmt_err(err, err_len, "%s: not a loyaltyd ledger (database missing)", dir);
         mdb_txn_abort(txn);
         return LEDGER_ERR_CORRUPT;
     }
@@ -270,13 +254,13 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
         }
         if (rc == 0 && (have < LEDGER_FORMAT_MIN || have > LEDGER_FORMAT)) {
             if (v.mv_size == 4)
-                fmt_err(err, err_len,
-                        "%s: unknown ledger format %u (this build reads formats %u to %u)", dir,
-                        have, LEDGER_FORMAT_MIN, LEDGER_FORMAT);
+                ldb_fmt_err(err, err_len,
+                            "%s: unknown ledger format %u (this build reads formats %u to %u)", dir,
+                            have, LEDGER_FORMAT_MIN, LEDGER_FORMAT);
             else
-                fmt_err(err, err_len,
-                        "%s: unknown ledger format (this build reads formats %u to %u)", dir,
-                        LEDGER_FORMAT_MIN, LEDGER_FORMAT);
+                ldb_fmt_err(err, err_len,
+                            "%s: unknown ledger format (this build reads formats %u to %u)", dir,
+                            LEDGER_FORMAT_MIN, LEDGER_FORMAT);
             mdb_txn_abort(txn);
             return LEDGER_ERR_CORRUPT;
         } else if ((rc == MDB_NOTFOUND || (rc == 0 && have < LEDGER_FORMAT)) && !l->read_only) {
@@ -292,40 +276,45 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
     else
         mdb_txn_abort(txn);
     if (rc != 0) {
-        fmt_err(err, err_len, "%s: %s", dir, mdb_strerror(rc));
-        return map_err(rc);
+        ldb_fmt_err(err, err_len, "%s: %s", dir, mdb_strerror(rc));
+        return ldb_map_err(rc);
     }
+    return 0;
+}
+
+int ldb_env_open(MDB_env **env, const char *path, unsigned maxdbs, size_t map_bytes, unsigned flags,
+                 const char *what, char *err, size_t err_len)
+{
+    int rc = mdb_env_create(env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(*env, maxdbs);
+    if (rc == 0 && !(flags & MDB_RDONLY))
+        rc = mdb_env_set_mapsize(*env, map_bytes);
+    if (rc == 0)
+        rc = mdb_env_open(*env, path, flags, 0640);
+    if (rc == ENOENT && (flags & MDB_RDONLY)) {
+        ldb_fmt_err(err, err_len, "%s: no %s here", path, what);
+        return LEDGER_ERR_NOT_FOUND;
+    }
+    if (rc != 0) {
+        ldb_fmt_err(err, err_len, "%s: %s", path, mdb_strerror(rc));
+        return ldb_map_err(rc);
+    }
+    int dead = 0;
+    mdb_reader_check(*env, &dead); /* free slots of readers that died */
     return 0;
 }
 
 static int open_env(ledger *l, const ledger_opts *o, char *err, size_t err_len)
 {
-    int rc = mdb_env_create(&l->env);
-    if (rc == 0)
-        rc = mdb_env_set_maxdbs(l->env, LEDGER_DBS_MAX);
-    if (rc == 0 && !o->read_only)
-        rc = mdb_env_set_mapsize(l->env, o->map_bytes ? o->map_bytes : LEDGER_MAP_BYTES_DEFAULT);
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: %s", o->dir, mdb_strerror(rc));
-        return map_err(rc);
-    }
     /* MDB_NOTLS: read transactions are not tied to a thread (the cached one moves between
      * callers). MDB_NORDAHEAD: lookups are random; read-ahead only evicts useful pages; but a
      * scan wants it (ledger_readahead()). */
     unsigned flags =
         MDB_NOTLS | (o->readahead ? 0 : MDB_NORDAHEAD) | (o->read_only ? MDB_RDONLY : 0);
-    rc = mdb_env_open(l->env, o->dir, flags, 0640);
-    if (rc == ENOENT && o->read_only) {
-        fmt_err(err, err_len, "%s: no ledger here", o->dir);
-        return LEDGER_ERR_NOT_FOUND;
-    }
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: %s", o->dir, mdb_strerror(rc));
-        return map_err(rc);
-    }
-    int dead = 0;
-    mdb_reader_check(l->env, &dead); /* free slots of readers that died */
-    return 0;
+    return ldb_env_open(&l->env, o->dir, LEDGER_DBS_MAX,
+                        o->map_bytes ? o->map_bytes : LEDGER_MAP_BYTES_DEFAULT, flags, "ledger",
+                        err, err_len);
 }
 
 /* Finds LMDB's map among this process's mappings (LMDB does not say where it is unless the map
@@ -382,12 +371,12 @@ int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)
     LT_ASSERT(out && o && o->dir);
     *out = NULL;
     if (!o->read_only && mkdir(o->dir, 0750) != 0 && errno != EEXIST) {
-        fmt_err(err, err_len, "%s: mkdir: %s", o->dir, strerror(errno));
-        return map_err(errno);
+        ldb_fmt_err(err, err_len, "%s: mkdir: %s", o->dir, strerror(errno));
+        return ldb_map_err(errno);
     }
     ledger *l = calloc(1, sizeof(*l));
     if (l == NULL) {
-        fmt_err(err, err_len, "%s: out of memory", o->dir);
+        ldb_fmt_err(err, err_len, "%s: out of memory", o->dir);
         return LEDGER_ERR_OTHER;
     }
     l->lock_fd = -1;
@@ -430,7 +419,7 @@ static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq)
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, l->entries, &cur);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_val k, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
     mdb_cursor_close(cur);
@@ -438,7 +427,7 @@ static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq)
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     if (k.mv_size != 8)
         return LEDGER_ERR_CORRUPT;
     *seq = get_be64(k.mv_data);
@@ -451,7 +440,7 @@ int ledger_last_seq(ledger *l, uint64_t *seq)
     bool cached;
     int rc = rtxn_begin(l, &txn, &cached);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     rc = last_seq_txn(l, txn, seq);
     rtxn_end(l, txn, cached);
     return rc;
@@ -463,7 +452,7 @@ int ledger_checkpoint_seq(ledger *l, uint64_t *seq)
     bool cached;
     int rc = rtxn_begin(l, &txn, &cached);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_val k = {14, (void *)"checkpoint_seq"}, v;
     rc = mdb_get(txn, l->meta, &k, &v);
     *seq = 0;
@@ -474,7 +463,7 @@ int ledger_checkpoint_seq(ledger *l, uint64_t *seq)
     else if (rc == MDB_NOTFOUND)
         rc = 0;
     rtxn_end(l, txn, cached);
-    return map_err(rc);
+    return ldb_map_err(rc);
 }
 
 int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
@@ -486,7 +475,7 @@ int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
     bool cached;
     int rc = rtxn_begin(l, &txn, &cached);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_val k = {sizeof(key), key}, v;
     rc = mdb_get(txn, l->events, &k, &v);
     if (rc == 0 && v.mv_size != 8)
@@ -494,7 +483,7 @@ int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
     else if (rc == 0)
         *seq = get_be64(v.mv_data);
     rtxn_end(l, txn, cached);
-    return map_err(rc);
+    return ldb_map_err(rc);
 }
 
 int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
@@ -505,9 +494,9 @@ int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
     bool cached;
     int rc = rtxn_begin(l, &txn, &cached);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_val k = {sizeof(key), key}, v;
-    rc = map_err(mdb_get(txn, l->entries, &k, &v));
+    rc = ldb_map_err(mdb_get(txn, l->entries, &k, &v));
     if (rc == 0) {
         *len = v.mv_size;
         if (v.mv_size > cap)
@@ -538,7 +527,7 @@ static int fail(ledger *l, int rc, const char *what)
     bool lmdb = rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE);
     snprintf(l->errmsg, sizeof(l->errmsg), "%s: %s", what,
              lmdb ? mdb_strerror(rc) : ledger_strerror(rc));
-    return lmdb ? map_err(rc) : rc;
+    return lmdb ? ldb_map_err(rc) : rc;
 }
 
 /* Appends the entries (MDB_APPEND through one cursor) after checking each seq is last + 1. */
@@ -985,10 +974,10 @@ int ledger_scan(ledger *l, uint64_t from, uint64_t to,
     MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     if ((rc = mdb_cursor_open(txn, l->entries, &cur)) != 0) {
         mdb_txn_abort(txn);
-        return map_err(rc);
+        return ldb_map_err(rc);
     }
     uint8_t key[8];
     put_be64(key, from);
@@ -1007,7 +996,7 @@ int ledger_scan(ledger *l, uint64_t from, uint64_t to,
             break;
     }
     if (ret == 0 && rc != 0 && rc != MDB_NOTFOUND)
-        ret = map_err(rc);
+        ret = ldb_map_err(rc);
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return ret;
@@ -1054,13 +1043,13 @@ static int scan_overlay(ledger *l, MDB_txn *txn, MDB_dbi dbi, int kind,
     uint64_t stage_seq = 0;
     int rc = l->has_stage ? meta_get_u64(l, txn, stage_seq_key, &stage_seq) : 0;
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_cursor *mc = NULL, *sc = NULL;
     if ((rc = mdb_cursor_open(txn, dbi, &mc)) != 0 ||
         (stage_seq != 0 && (rc = mdb_cursor_open(txn, l->stage, &sc)) != 0)) {
         if (mc)
             mdb_cursor_close(mc);
-        return map_err(rc);
+        return ldb_map_err(rc);
     }
     MDB_val mk, mv, sk, sv;
     int mrc = mdb_cursor_get(mc, &mk, &mv, MDB_FIRST);
@@ -1085,8 +1074,8 @@ static int scan_overlay(ledger *l, MDB_txn *txn, MDB_dbi dbi, int kind,
     if (ret)
         return ret;
     if (mrc != 0 && mrc != MDB_NOTFOUND)
-        return map_err(mrc);
-    return src != 0 && src != MDB_NOTFOUND ? map_err(src) : 0;
+        return ldb_map_err(mrc);
+    return src != 0 && src != MDB_NOTFOUND ? ldb_map_err(src) : 0;
 }
 
 typedef struct {
@@ -1127,7 +1116,7 @@ int ledger_scan_snapshot(ledger *l, int (*member_fn)(void *ctx, const uint8_t *r
     MDB_txn *txn;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     /* Members first: a card can only be loaded once its member exists. */
     snap_scan sc = {member_fn, card_fn, NULL, ctx};
     rc = member_fn ? scan_overlay(l, txn, l->members, LEDGER_SNAP_MEMBER, on_member, &sc) : 0;
@@ -1147,10 +1136,10 @@ static int scan_u64_keys(ledger *l, MDB_dbi dbi, uint64_t from,
     MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     if ((rc = mdb_cursor_open(txn, dbi, &cur)) != 0) {
         mdb_txn_abort(txn);
-        return map_err(rc);
+        return ldb_map_err(rc);
     }
     uint8_t key[8];
     put_be64(key, from);
@@ -1162,7 +1151,7 @@ static int scan_u64_keys(ledger *l, MDB_dbi dbi, uint64_t from,
                              : fn(ctx, get_be64(k.mv_data), v.mv_data, v.mv_size);
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    return ret ? ret : rc == MDB_NOTFOUND ? 0 : map_err(rc);
+    return ret ? ret : rc == MDB_NOTFOUND ? 0 : ldb_map_err(rc);
 }
 
 int ledger_scan_returns(ledger *l,
@@ -1174,7 +1163,7 @@ int ledger_scan_returns(ledger *l,
     MDB_txn *txn;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     snap_scan sc = {NULL, NULL, fn, ctx};
     rc = scan_overlay(l, txn, l->returns, LEDGER_SNAP_RETURNS, on_returns, &sc);
     mdb_txn_abort(txn);
@@ -1197,7 +1186,7 @@ int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint6
     MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_stat st;
     if ((rc = mdb_stat(txn, l->rejects, &st)) == 0 &&
         (rc = mdb_cursor_open(txn, l->rejects, &cur)) == 0) {
@@ -1210,7 +1199,7 @@ int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint6
         mdb_cursor_close(cur);
     }
     mdb_txn_abort(txn);
-    return rc ? map_err(rc) : 0;
+    return rc ? ldb_map_err(rc) : 0;
 }
 
 /* For each node: seek past its last key, step back one. O(nodes * log n), not O(events). */
@@ -1234,14 +1223,14 @@ static int scan_nodes_cur(MDB_cursor *cur,
              : rc == 0                         ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
                                                : rc;
         if (rc != 0)
-            return map_err(rc);
+            return ldb_map_err(rc);
         LT_ASSERT(k.mv_size == 16 && get_be64(k.mv_data) == node);
         int ret = fn(ctx, node, get_be64((const uint8_t *)k.mv_data + 8));
         if (ret != 0)
             return ret;
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
-    return rc == MDB_NOTFOUND ? 0 : map_err(rc);
+    return rc == MDB_NOTFOUND ? 0 : ldb_map_err(rc);
 }
 
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
@@ -1251,10 +1240,10 @@ int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t
     MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     if ((rc = mdb_cursor_open(txn, l->events, &cur)) != 0) {
         mdb_txn_abort(txn);
-        return map_err(rc);
+        return ldb_map_err(rc);
     }
     rc = scan_nodes_cur(cur, fn, ctx);
     mdb_cursor_close(cur);
@@ -1270,7 +1259,7 @@ int ledger_stat(ledger *l, ledger_stats *st)
     MDB_txn *txn;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
-        return map_err(rc);
+        return ldb_map_err(rc);
     MDB_stat ms;
     MDB_dbi dbis[] = {l->entries, l->events, l->members, l->cards};
     uint64_t *outs[] = {&st->entries, &st->events, &st->members, &st->cards};
@@ -1288,21 +1277,24 @@ int ledger_stat(ledger *l, ledger_stats *st)
         st->used_bytes = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
     }
     mdb_txn_abort(txn);
-    return map_err(rc);
+    return ldb_map_err(rc);
+}
+
+int ldb_env_copy(MDB_env *env, const char *dir, char *err, size_t err_len)
+{
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        ldb_fmt_err(err, err_len, "%s: mkdir: %s", dir, strerror(errno));
+        return ldb_map_err(errno);
+    }
+    int rc = mdb_env_copy2(env, dir, MDB_CP_COMPACT);
+    if (rc != 0) {
+        ldb_fmt_err(err, err_len, "%s: copy: %s", dir, mdb_strerror(rc));
+        return ldb_map_err(rc);
+    }
+    return 0;
 }
 
 int ledger_copy(ledger *l, const char *dir, char *err, size_t err_len)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        fmt_err(err, err_len, "%s: mkdir: %s", dir, strerror(errno));
-        return map_err(errno);
-    }
-    /* Compacting copy: a consistent snapshot of one read transaction, free pages left out.
-     * LMDB creates DIR/data.mdb exclusively, so an existing ledger there is never overwritten. */
-    int rc = mdb_env_copy2(l->env, dir, MDB_CP_COMPACT);
-    if (rc != 0) {
-        fmt_err(err, err_len, "%s: copy: %s", dir, mdb_strerror(rc));
-        return map_err(rc);
-    }
-    return 0;
+    return ldb_env_copy(l->env, dir, err, err_len);
 }
