@@ -3,7 +3,8 @@
  * Threads and who owns what:
  *   loop thread  ZeroMQ ingest and query sockets, rules, state, the open batch, acks;
  *   commit       ledger_commit() of sealed batches, in order, one fsync each;
- *   publisher    the PUB socket: entries of committed batches, heartbeats.
+ *   publisher    the PUB socket: entries of committed batches, heartbeats;
+ *   checkpoint   DATA_DIR/state/ (ck_main): the chunks of a checkpoint the loop encodes.
  * A batch moves FREE -> OPEN (loop fills it) -> QUEUED (sealed) -> committed; it is FREE again
  * once the loop has sent its acks and the publisher has published it. All moves happen under
  * one mutex; the data inside a batch is written only by the loop thread while OPEN and only
@@ -11,8 +12,8 @@
  *
  * The state in memory runs ahead of the disk by the batches not yet committed. That is safe
  * because nothing is acknowledged before its batch is durable; if a commit fails, the daemon
- * answers INTERNAL_ERROR for every event not yet durable and exits, and the next start rebuilds
- * the state from the ledger alone (checkpoint + entries after it).
+ * answers STORAGE_UNAVAILABLE for every event not yet durable and rebuilds the state from the
+ * checkpoint and the ledger (storage_failure(), rebuild_state()).
  */
 #include <errno.h>
 #include <signal.h>
@@ -58,7 +59,7 @@ enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
  * appends it to state/'s log in a durable transaction of its own. Once every record is handed
  * over and the ledger holds the checkpoint's sequence durably, the thread completes it. */
 enum { CK_IDLE = 0, CK_SORTING, CK_WRITING, CK_COMMITTING };
-enum { CKJ_PUT, CKJ_COMMIT, CKJ_ABORT };
+enum { CKJ_PUT, CKJ_COMMIT };
 #define CK_BUFS 2           /* chunk buffers: one being filled while the thread writes the other */
 #define CK_QUEUE 16         /* jobs: at most CK_BUFS chunks, a commit and aborts are ever queued */
 #define CK_IDLE_NS 20000000 /* no batch sealed for this long: the loop is idle (20 ms) */
@@ -516,6 +517,8 @@ static void ckpt_sort_done(uv_work_t *w, int status)
     daemon_t *d = w->data;
     (void)status;
     d->ck_sort_busy = false;
+    if (d->failed)
+        return;
     lt_log(LT_DEBUG, "checkpoint sorted", "members=%zu ms=%.1f", d->ck_ord_n,
            (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
     if (d->ck_phase == CK_SORTING)
@@ -533,6 +536,8 @@ static void ckpt_sort_done(uv_work_t *w, int status)
 static void ckpt_capture(void *ctx, uint32_t idx, const lt_member *m)
 {
     daemon_t *d = ctx;
+    if (d->ck_phase == CK_IDLE)
+        return; /* a checkpoint that failed or was dropped: its members need no keeping */
     size_t i = d->ck_capd->snaps_n;
     if (snap_member(d->ck_capd, m) != 0 || idmap_put(&d->ck_capmap, idx, 0, i, 0) != 0)
         fatal(d, 71, "out of memory keeping a member for the checkpoint");
@@ -547,7 +552,7 @@ static int ckpt_start(daemon_t *d)
     if (d->ck_hold == NULL && (d->ck_hold = calloc(1, sizeof *d->ck_hold)) == NULL)
         return -1;
     uint64_t t0 = uv_hrtime();
-    uint64_t live = state_members(d->state) + state_returns_count(d->state);
+    uint64_t live = state_members(d->state) + state_cards(d->state) + state_returns_count(d->state);
     if (d->ck_log_records > CK_LOG_FACTOR * live + CK_LOG_SLACK)
         d->ck_full = true; /* the log is mostly old versions: start a fresh one */
     if (d->ck_full && state_mark_all_dirty(d->state) != 0)
@@ -748,8 +753,7 @@ static void ckpt_abandon(daemon_t *d)
         return;
     d->ck_fill_i = -1;
     d->ck_gen++;
-    d->ck_phase = CK_IDLE;
-    ck_push(d, (ckjob){.kind = CKJ_ABORT, .buf = -1, .gen = d->ck_gen});
+    d->ck_phase = CK_IDLE; /* what it wrote, the next checkpoint's first chunk clears */
 }
 
 static void on_ck_async(uv_async_t *h)
@@ -779,7 +783,7 @@ static void on_ck_async(uv_async_t *h)
                    (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
             if (j.gen == d->ck_gen && d->ck_phase == CK_COMMITTING)
                 d->ck_phase = CK_IDLE;
-        } else if (j.rc != 0 && j.gen == d->ck_gen && j.kind != CKJ_ABORT) {
+        } else if (j.rc != 0 && j.gen == d->ck_gen) {
             ckpt_failed(d, j.rc);
         }
     }
@@ -881,7 +885,7 @@ static void ck_main(void *arg)
                 rc = bad_rc;
                 tried = false;
             }
-        } else if (j.kind == CKJ_COMMIT) {
+        } else {
             uint64_t digest = 0;
             if (!open)
                 rc = bad_rc, tried = false;
@@ -890,10 +894,6 @@ static void ck_main(void *arg)
                 ckstore_abort(d->cks);
             else if ((rc = ckstore_commit(d->cks, j.seq, digest)) == 0)
                 (void)test_kill_check(KILL_COMPLETE, j.seq);
-            open = false;
-            bad_rc = LEDGER_ERR_OTHER;
-        } else {
-            ckstore_abort(d->cks);
             open = false;
             bad_rc = LEDGER_ERR_OTHER;
         }
@@ -1149,7 +1149,10 @@ static void seal(daemon_t *d)
     uv_mutex_unlock(&d->mu);
     if (b->n > 0)
         d->last_seal_ns = uv_hrtime();
-    ckpt_pump(d, ckpt_chunk((size_t)d->cfg->checkpoint_chunk, b->n)); /* after the hand-over */
+    /* after the hand-over; a batch without entries (duplicates, rejections) encodes nothing:
+     * ckpt_chunk()'s whole chunk for n = 0 is for an idle loop (ckpt_pump_idle()) */
+    if (b->n > 0)
+        ckpt_pump(d, ckpt_chunk((size_t)d->cfg->checkpoint_chunk, b->n));
 }
 
 /* Seals the open batch when the commit thread is idle (group commit: whatever arrived during the
@@ -2357,9 +2360,9 @@ static int recover_state(daemon_t *d)
     d->next_seq = last + 1;
     d->committed_seq = last;
     d->checkpoint_seq = ckpt;
-    /* state/ holds something else than this checkpoint (nothing, another ledger's, or records
-     * of one that was never committed are not there, but stale ones may be): the first
-     * checkpoint rewrites it whole */
+    /* not recovered from state/ (it has no checkpoint, or another ledger's, or the start fell
+     * back to the ledger's own tables): the first checkpoint writes everything into a fresh log.
+     * From state/, the members replayed since its checkpoint are the changed ones. */
     d->ck_full = src != CKPT_SRC_STATE;
     d->ck_log_records = 0;
     if (src == CKPT_SRC_STATE && ckstore_log_records(d->cks, &d->ck_log_records) != 0)

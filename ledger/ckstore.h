@@ -57,7 +57,8 @@ typedef struct {
  * LEDGER_ERR_* with a message in err naming the path; read_only on a directory without
  * state/ returns LEDGER_ERR_NOT_FOUND. An unknown format is LEDGER_ERR_CORRUPT. */
 int ckstore_open(ckstore **out, const ckstore_opts *o, char *err, size_t err_len);
-/* Aborts an open write transaction, closes the environment and sets *c to NULL. Safe on NULL. */
+/* Closes the environment (a checkpoint being written is abandoned) and sets *c to NULL. Safe on
+ * NULL. */
 void ckstore_close(ckstore **c);
 /* What the last failed call tripped over, with LMDB's message ("" after success); for the
  * writing thread. */

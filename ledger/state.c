@@ -326,6 +326,11 @@ size_t state_members(const state *s)
     return s->members_n;
 }
 
+size_t state_cards(const state *s)
+{
+    return s->ctab.n;
+}
+
 /* ------------------------------------------------------------------ new / destroy */
 
 int state_new(state **out)

@@ -61,6 +61,8 @@ uint64_t state_seq(const state *s);
 void state_set_seq(state *s, uint64_t seq);
 /* Number of members. */
 size_t state_members(const state *s);
+/* Number of linked cards. */
+size_t state_cards(const state *s);
 /* Order-independent 64-bit hash of every member, card link and returned-quantity record. */
 uint64_t state_hash(const state *s);
 
