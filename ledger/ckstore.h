@@ -85,7 +85,9 @@ bool ckstore_writing(const ckstore *c);
  * checkpoint would shrink it. */
 int ckstore_log_records(ckstore *c, uint64_t *records);
 
-/* ---- reading: any thread, each call in one read transaction of its own ---- */
+/* ---- reading: each call in one read transaction of its own; any thread of a writable handle.
+ * A read-only handle opened before the writer created the databases opens them at its first
+ * read that finds them: use it from one thread (loyaltyctl's are). ---- */
 
 typedef struct {
     int (*member)(void *ctx, const uint8_t *rec, size_t len);
