@@ -202,23 +202,6 @@ typedef struct {
     uint64_t state_bytes; /* size of state/data.mdb (0 without) */
 } ledger_info;
 
-/* The checkpoint is loaded into a state to be counted: a log (ckstore.h) may hold several
- * versions of a member. */
-static int load_member(void *ctx, const uint8_t *rec, size_t len)
-{
-    return state_load_member(ctx, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
-}
-
-static int load_card(void *ctx, const char *card, const char *member_id)
-{
-    return state_load_card(ctx, card, member_id) == 0 ? 0 : LEDGER_ERR_CORRUPT;
-}
-
-static int load_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
-{
-    return state_load_returns(ctx, sale_seq, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
-}
-
 static int count_card(void *ctx, const char *card, const char *member_id)
 {
     (void)card;
@@ -264,7 +247,8 @@ static int inspect(const char *cmd, const char *dir, ledger_info *out)
         state *s = NULL;
         if (lrc == 0 && state_new(&s) != 0)
             lrc = LEDGER_ERR_OTHER;
-        ckpt_loader ld = {load_member, load_card, load_returns, s};
+        /* into a state to be counted: a log (ckstore.h) may hold several versions of one */
+        ckpt_loader ld = ckpt_state_loader(s);
         if (lrc == 0)
             lrc = ckpt_load(l, c, &ld, &out->checkpoint_seq, &out->checkpoint_src, out->state_why,
                             sizeof out->state_why);
@@ -302,7 +286,7 @@ static void print_info(const ctl_globals *g, const char *what, const char *from,
         json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f}", "result", what,
                               "source", from, "target", to, "seq", (json_int_t)in->last_seq,
                               "checkpoint_seq", (json_int_t)in->checkpoint_seq, "checkpoint_source",
-                              ctl_ckpt_source_name(in->checkpoint_src), "entries",
+                              ckpt_source_name(in->checkpoint_src), "entries",
                               (json_int_t)in->st.entries, "members", (json_int_t)in->members,
                               "cards", (json_int_t)in->cards, "bytes", (json_int_t)in->file_bytes,
                               "state_bytes", (json_int_t)in->state_bytes, "elapsed_s", elapsed_s);
@@ -316,7 +300,7 @@ static void print_info(const ctl_globals *g, const char *what, const char *from,
     printf("%-11s %s -> %s\n", what, from, to);
     printf("last seq    %" PRIu64 "\n", in->last_seq);
     printf("checkpoint  %" PRIu64 " (%s)\n", in->checkpoint_seq,
-           ctl_ckpt_source_name(in->checkpoint_src));
+           ckpt_source_name(in->checkpoint_src));
     printf("entries     %" PRIu64 "\n", in->st.entries);
     printf("members     %" PRIu64 " (checkpointed)\n", in->members);
     printf("cards       %" PRIu64 " (checkpointed)\n", in->cards);
@@ -863,8 +847,8 @@ int ctl_cmd_restore(ctl_globals *g, int argc, char **argv)
         (dst.checkpoint_seq != src.checkpoint_seq || dst.checkpoint_src != src.checkpoint_src)) {
         ctl_errorf("restore: the restored checkpoint is at %" PRIu64 " (%s), the backup's at "
                    "%" PRIu64 " (%s)",
-                   dst.checkpoint_seq, ctl_ckpt_source_name(dst.checkpoint_src), src.checkpoint_seq,
-                   ctl_ckpt_source_name(src.checkpoint_src));
+                   dst.checkpoint_seq, ckpt_source_name(dst.checkpoint_src), src.checkpoint_seq,
+                   ckpt_source_name(src.checkpoint_src));
         rc = -1;
     }
     close(lock_fd); /* releases the flock: a daemon may start now */

@@ -125,8 +125,6 @@ int ctl_ckstore_open(const char *cmd, const char *dir, ckstore **out);
  * be NULL), or -1 (message printed). */
 int ctl_load_checkpoint(ledger *l, const char *dir, state **out, uint64_t *cp_seq,
                         ckpt_source *src);
-/* "state", "ledger" or "none" (as in the daemon's "state recovered checkpoint=..." log line). */
-const char *ctl_ckpt_source_name(ckpt_source src);
 
 /* Applies entries from..to (to = 0: to the end) to s. Returns 0, or -1 with the failing
  * sequence and cause in err. */

@@ -250,45 +250,6 @@ static int verify_report(const ctl_globals *g, const char *mode, const verify_si
     return pass ? CTL_EXIT_OK : CTL_EXIT_FAIL;
 }
 
-typedef struct {
-    state *s;
-    uint64_t members, cards;
-    int bad;
-} snap_ctx;
-
-static int snap_member(void *ctx, const uint8_t *rec, size_t len)
-{
-    snap_ctx *c = ctx;
-    if (state_load_member(c->s, rec, len) < 0) {
-        c->bad = 1;
-        return 1;
-    }
-    c->members++;
-    return 0;
-}
-
-static int snap_card(void *ctx, const char *card, const char *member_id)
-{
-    snap_ctx *c = ctx;
-    if (state_load_card(c->s, card, member_id) < 0) {
-        c->bad = 1;
-        return 1;
-    }
-    c->cards++;
-    return 0;
-}
-
-/* R18: quantities already returned per sale are part of the state too. */
-static int snap_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
-{
-    snap_ctx *c = ctx;
-    if (state_load_returns(c->s, sale_seq, rec, len) < 0) {
-        c->bad = 1;
-        return 1;
-    }
-    return 0;
-}
-
 int ctl_ckstore_open(const char *cmd, const char *dir, ckstore **out)
 {
     char err[CTL_ERR_MAX] = "";
@@ -306,19 +267,6 @@ int ctl_ckstore_open(const char *cmd, const char *dir, ckstore **out)
     return 0;
 }
 
-const char *ctl_ckpt_source_name(ckpt_source src)
-{
-    switch (src) {
-    case CKPT_SRC_STATE:
-        return "state";
-    case CKPT_SRC_LEDGER:
-        return "ledger";
-    case CKPT_SRC_NONE:
-        break;
-    }
-    return "none";
-}
-
 /* ckpt_load()'s message when a checkpoint was committed to state/ between its check and its
  * load (a daemon is running): the load is tried again. */
 #define CKPT_MOVED_WHY "the checkpoint moved while loading"
@@ -332,14 +280,14 @@ int ctl_load_checkpoint(ledger *l, const char *dir, state **out, uint64_t *cp_se
     char why[256] = "";
     int ret = -1;
     for (int attempt = 0; attempt < VERIFY_SNAPSHOT_TRIES_MAX && ret < 0; attempt++) {
-        snap_ctx c = {0};
+        state *s = NULL;
         uint64_t seq = 0, after = 0;
         ckpt_source src = CKPT_SRC_NONE;
-        if (state_new(&c.s) < 0) {
+        if (state_new(&s) < 0) {
             ctl_errorf("checkpoint: out of memory");
             break;
         }
-        ckpt_loader ld = {snap_member, snap_card, snap_returns, &c};
+        ckpt_loader ld = ckpt_state_loader(s);
         int rc = ckpt_load(l, cks, &ld, &seq, &src, why, sizeof why);
         bool moved =
             rc == LEDGER_ERR_OTHER && strncmp(why, CKPT_MOVED_WHY, strlen(CKPT_MOVED_WHY)) == 0;
@@ -348,24 +296,25 @@ int ctl_load_checkpoint(ledger *l, const char *dir, state **out, uint64_t *cp_se
         if (rc == 0 && src == CKPT_SRC_LEDGER && (rc = ledger_checkpoint_seq(l, &after)) == 0)
             moved = after != seq;
         if (moved) {
-            state_destroy(&c.s);
+            state_destroy(&s);
             if (attempt + 1 == VERIFY_SNAPSHOT_TRIES_MAX)
                 ctl_errorf("the checkpoint keeps moving (the daemon is writing); try again");
             continue;
         }
-        if (rc != 0 || c.bad) {
+        if (rc != 0) {
             ctl_errorf("reading the checkpoint in %s: %s", dir,
-                       c.bad ? "a checkpointed member, card or returns record is malformed"
-                             : ledger_strerror(rc));
-            state_destroy(&c.s);
+                       rc == LEDGER_ERR_CORRUPT
+                           ? "a checkpointed member, card or returns record is malformed"
+                           : ledger_strerror(rc));
+            state_destroy(&s);
             break;
         }
         if (why[0] != '\0')
             ctl_errorf("note: %s/%s/ is not used (%s); %s", dir, CKSTORE_SUBDIR, why,
                        src == CKPT_SRC_LEDGER ? "using the ledger's own checkpoint instead"
                                               : "replaying the ledger from sequence 1");
-        state_set_seq(c.s, seq);
-        *out = c.s;
+        state_set_seq(s, seq);
+        *out = s;
         *cp_seq = seq;
         if (src_out != NULL)
             *src_out = src;
@@ -401,7 +350,7 @@ static int verify_offline(const ctl_globals *g, ledger *l)
     state_destroy(&cs);
     if (!g->json)
         printf("checkpoint  at seq %" PRIu64 " (%s), then %" PRIu64 " entries applied\n", cp,
-               ctl_ckpt_source_name(src), tail.entries);
+               ckpt_source_name(src), tail.entries);
     if (replay_fresh(l, last, false, &full) < 0)
         return CTL_EXIT_FAIL;
     verify_side b = {"replay", last, full.members, full.hash};

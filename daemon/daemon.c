@@ -136,9 +136,8 @@ typedef struct {
     int kind;         /* CKJ_* */
     bool begin, full; /* PUT: the checkpoint's first chunk begins it (full: into a fresh log) */
     int buf;          /* PUT: which chunk buffer (ck_buf), else -1 */
-    batch *chunk;
-    uint64_t seq; /* the checkpoint's sequence */
-    uint64_t gen; /* which checkpoint (ck_gen) */
+    uint64_t seq;     /* the checkpoint's sequence */
+    uint64_t gen;     /* which checkpoint (ck_gen) */
     int rc;
 } ckjob;
 
@@ -203,14 +202,13 @@ typedef struct {
     bool ck_sort_busy;       /* until its after-work callback: ck_ord is the pool's */
     bool ck_full;            /* the next checkpoint writes everything, into a fresh log */
     bool ck_this_full;       /* the current one does */
-    bool ck_begun;           /* its first chunk went to the thread */
     bool ck_final_done;      /* stopping: the last checkpoint was started */
     uint64_t ck_log_records; /* records in state/'s log (ckstore_log_records()) */
     uint64_t ck_written;     /* records the current checkpoint handed to the thread */
     uint64_t last_seal_ns;   /* when a batch with events was last sealed */
     uint64_t ck_gen;         /* which checkpoint: answers for an earlier one are stale */
     uint64_t ck_start_ns;
-    uint32_t ck_chunks;
+    uint32_t ck_chunks;       /* chunks handed to the thread (the first begins the checkpoint) */
     batch *ck_buf[CK_BUFS];   /* chunk buffers */
     bool ck_buf_out[CK_BUFS]; /* with the thread */
     int ck_fill_i;            /* the buffer being filled, or -1 */
@@ -487,10 +485,11 @@ static void fatal(daemon_t *d, int code, const char *what);
  * take whole chunks, one after the other; otherwise each sealed batch encodes its share
  * (ckpt_chunk()). Back-to-back chunks whenever the pipeline was momentarily empty, between two
  * messages at 140,000 events/s, put the ack p99 at 57-184 ms during a checkpoint. */
+static bool quiet(daemon_t *d);
+
 static bool ckpt_loop_idle(daemon_t *d)
 {
-    return d->committed_seq + 1 == d->next_seq && (d->open == NULL || d->open->n == 0) &&
-           uv_hrtime() - d->last_seal_ns > CK_IDLE_NS;
+    return quiet(d) && uv_hrtime() - d->last_seal_ns > CK_IDLE_NS;
 }
 
 static void on_ck_timer(uv_timer_t *h);
@@ -588,7 +587,6 @@ static int ckpt_start(daemon_t *d)
     d->ck_this_full = d->ck_full;
     d->ck_full = false;
     d->ck_gen++;
-    d->ck_begun = false;
     d->ck_written = 0;
     d->ck_seq = d->next_seq - 1;
     d->ck_next = 0;
@@ -680,13 +678,11 @@ static void ckpt_send_fill(daemon_t *d)
     d->ck_buf_out[i] = true;
     d->ck_fill_i = -1;
     ck_push(d, (ckjob){.kind = CKJ_PUT,
-                       .begin = !d->ck_begun,
+                       .begin = d->ck_chunks == 0,
                        .full = d->ck_this_full,
                        .buf = i,
-                       .chunk = d->ck_buf[i],
                        .seq = d->ck_seq,
                        .gen = d->ck_gen});
-    d->ck_begun = true;
     d->ck_chunks++;
     d->ck_written += d->ck_buf[i]->snaps_n;
 }
@@ -717,12 +713,12 @@ static void ckpt_pump(daemon_t *d, size_t budget)
             ckpt_send_fill(d);
     }
     bool filled = ckpt_filled(d);
-    if (filled && !d->ck_begun)
+    if (filled && d->ck_chunks == 0)
         ckpt_fill_buf(d); /* nothing to write: an empty chunk opens the transaction */
     if (d->ck_fill_i >= 0 && (filled || d->ck_inflight == 0) &&
-        (d->ck_buf[d->ck_fill_i]->snaps_n > 0 || !d->ck_begun))
+        (d->ck_buf[d->ck_fill_i]->snaps_n > 0 || d->ck_chunks == 0))
         ckpt_send_fill(d);
-    if (filled && d->ck_fill_i < 0 && d->ck_begun && d->committed_seq >= d->ck_seq) {
+    if (filled && d->ck_fill_i < 0 && d->ck_chunks > 0 && d->committed_seq >= d->ck_seq) {
         ck_push(d, (ckjob){.kind = CKJ_COMMIT,
                            .full = d->ck_this_full,
                            .buf = -1,
@@ -850,8 +846,6 @@ static bool test_kill_check(kill_step step, uint64_t seq)
 static void ck_main(void *arg)
 {
     daemon_t *d = arg;
-    bool open = false; /* the current checkpoint is begun and sound */
-    int bad_rc = LEDGER_ERR_OTHER;
     for (;;) {
         uv_mutex_lock(&d->ck_mu);
         while (d->ck_q_n == 0 && !d->ck_stop)
@@ -865,37 +859,29 @@ static void ck_main(void *arg)
         d->ck_q_n--;
         uv_mutex_unlock(&d->ck_mu);
 
-        int rc = 0;
-        bool tried = true; /* rc is this job's own failure, not an earlier job's */
-        if (j.kind == CKJ_PUT) {
+        /* a job of a checkpoint that failed already (ckstore no longer writing) only says so:
+         * its first failure was logged and answered */
+        bool tried = j.begin || ckstore_writing(d->cks);
+        int rc = tried ? 0 : LEDGER_ERR_OTHER;
+        if (tried && j.kind == CKJ_PUT) {
+            batch *chunk = d->ck_buf[j.buf];
             if (j.begin) {
                 ckstore_abort(d->cks);
                 rc = ckstore_begin(d->cks, j.full);
-                open = rc == 0;
-                bad_rc = rc;
             }
-            if (open) {
-                snaps_fix(j.chunk);
-                rc = ckstore_put(d->cks, j.chunk->snaps, j.chunk->snaps_n);
-                open = rc == 0;
-                bad_rc = rc;
-                if (rc == 0)
-                    (void)test_kill_check(KILL_WRITE, j.seq);
-            } else if (!j.begin) {
-                rc = bad_rc;
-                tried = false;
+            if (rc == 0) {
+                snaps_fix(chunk);
+                rc = ckstore_put(d->cks, chunk->snaps, chunk->snaps_n);
             }
-        } else {
+            if (rc == 0)
+                (void)test_kill_check(KILL_WRITE, j.seq);
+        } else if (tried) {
             uint64_t digest = 0;
-            if (!open)
-                rc = bad_rc, tried = false;
-            else if ((rc = ckstore_entry_digest(d->ledger, j.seq, &digest)) != 0 ||
-                     (test_kill_check(KILL_FAIL, j.seq) && (rc = LEDGER_ERR_IO) != 0))
+            if ((rc = ckstore_entry_digest(d->ledger, j.seq, &digest)) != 0 ||
+                (test_kill_check(KILL_FAIL, j.seq) && (rc = LEDGER_ERR_IO) != 0))
                 ckstore_abort(d->cks);
             else if ((rc = ckstore_commit(d->cks, j.seq, digest)) == 0)
                 (void)test_kill_check(KILL_COMPLETE, j.seq);
-            open = false;
-            bad_rc = LEDGER_ERR_OTHER;
         }
         if (rc != 0 && tried)
             lt_log(LT_ERROR, "checkpoint write failed",
@@ -2299,25 +2285,6 @@ static void on_watchdog(uv_timer_t *h)
 
 /* ------------------------------------------------------------------ start-up */
 
-/* A record the state refuses is a malformed checkpoint (LEDGER_ERR_CORRUPT, not state's -1,
- * which recover_state() would not name). */
-static int load_member(void *ctx, const uint8_t *rec, size_t len)
-{
-    return state_load_member(((daemon_t *)ctx)->state, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
-}
-
-static int load_card(void *ctx, const char *card, const char *member_id)
-{
-    return state_load_card(((daemon_t *)ctx)->state, card, member_id) == 0 ? 0 : LEDGER_ERR_CORRUPT;
-}
-
-static int load_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
-{
-    return state_load_returns(((daemon_t *)ctx)->state, sale_seq, rec, len) == 0
-               ? 0
-               : LEDGER_ERR_CORRUPT;
-}
-
 static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
 {
     return idmap_put(&((daemon_t *)ctx)->nodes, node_id, 0, event_id_max, 0);
@@ -2330,7 +2297,7 @@ static int recover_state(daemon_t *d)
     uint64_t t0 = uv_hrtime();
     if (ledger_last_seq(d->ledger, &last) != 0)
         return -1;
-    ckpt_loader ld = {load_member, load_card, load_returns, d};
+    ckpt_loader ld = ckpt_state_loader(d->state);
     ckpt_source src;
     char why[256];
     int rc = ckpt_load(d->ledger, d->cks, &ld, &ckpt, &src, why, sizeof why);
@@ -2344,7 +2311,6 @@ static int recover_state(daemon_t *d)
     if (why[0] != '\0')
         lt_log(LT_WARN, "checkpoint in state/ not used: recovering without it", "reason=\"%s\"",
                why);
-    static const char *const srcs[] = {"none", "state", "ledger"};
     state_set_seq(d->state, ckpt);
     /* the entries after the checkpoint: read and applied by two threads (ledger/replay.c) */
     state_replay_result rr = {0, 0};
@@ -2370,7 +2336,7 @@ static int recover_state(daemon_t *d)
     d->pub_committed_seq = last;
     lt_log(LT_INFO, "state recovered",
            "checkpoint=%s checkpoint_seq=%llu last_seq=%llu replayed=%llu members=%zu ms=%.1f",
-           srcs[src], (unsigned long long)ckpt, (unsigned long long)last,
+           ckpt_source_name(src), (unsigned long long)ckpt, (unsigned long long)last,
            (unsigned long long)rr.applied, state_members(d->state),
            (double)(uv_hrtime() - t0) / 1e6);
     return 0;

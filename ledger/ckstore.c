@@ -8,6 +8,7 @@
  */
 #include "ckstore.h"
 #include "lmdb_util.h"
+#include "state.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -599,6 +600,28 @@ int ckstore_copy(ckstore *c, const char *dir, char *err, size_t err_len)
     return ldb_env_copy(c->env, dir, err, err_len); /* never a checkpoint half written */
 }
 
+/* ------------------------------------------------------------------ loading into a state */
+
+static int to_state_member(void *ctx, const uint8_t *rec, size_t len)
+{
+    return state_load_member(ctx, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+static int to_state_card(void *ctx, const char *card, const char *member_id)
+{
+    return state_load_card(ctx, card, member_id) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+static int to_state_returns(void *ctx, uint64_t sale_seq, const uint8_t *rec, size_t len)
+{
+    return state_load_returns(ctx, sale_seq, rec, len) == 0 ? 0 : LEDGER_ERR_CORRUPT;
+}
+
+ckpt_loader ckpt_state_loader(state *s)
+{
+    return (ckpt_loader){to_state_member, to_state_card, to_state_returns, s};
+}
+
 /* ------------------------------------------------------------------ digests */
 
 uint64_t ckstore_digest(const uint8_t *bytes, size_t len)
@@ -660,6 +683,19 @@ static int state_matches(ledger *l, uint64_t s, uint64_t dg, bool *ok, char *why
     }
     *ok = true;
     return 0;
+}
+
+const char *ckpt_source_name(ckpt_source src)
+{
+    switch (src) {
+    case CKPT_SRC_STATE:
+        return "state";
+    case CKPT_SRC_LEDGER:
+        return "ledger";
+    case CKPT_SRC_NONE:
+        break;
+    }
+    return "none";
 }
 
 int ckpt_load(ledger *l, ckstore *c, const ckpt_loader *ld, uint64_t *seq, ckpt_source *src,

@@ -96,6 +96,11 @@ typedef struct {
     void *ctx;
 } ckpt_loader;
 
+typedef struct state state;
+/* A loader that puts every record into s (state_load_member(), _card(), _returns(): a later
+ * record replaces an earlier one); a record s refuses is LEDGER_ERR_CORRUPT. */
+ckpt_loader ckpt_state_loader(state *s);
+
 /* seq and digest of the checkpoint (0, 0 when none was committed). */
 int ckstore_meta(ckstore *c, uint64_t *seq, uint64_t *digest);
 /* Calls the loader for every record of the checkpoint (any callback may be NULL) and gives seq
@@ -119,6 +124,9 @@ typedef enum {
     CKPT_SRC_STATE,    /* DIR/state/ */
     CKPT_SRC_LEDGER,   /* the ledger's own tables (data written by an older loyaltyd) */
 } ckpt_source;
+
+/* "none", "state" or "ledger": how the recovery log and loyaltyctl name a source. */
+const char *ckpt_source_name(ckpt_source src);
 
 /* Loads the checkpoint a start recovers from, into the loader: state/'s (c may be NULL) if it
  * belongs to this ledger (its seq is at most the ledger's last and the entry there has its

@@ -973,9 +973,9 @@ static void test_ckstore_read_only_without_store_is_not_found(void **st)
         assert_non_null(strstr(err, dirs[i]));
     }
     assert_int_equal(access(none, F_OK), -1);
-    char state[96];
-    snprintf(state, sizeof(state), "%s/state", f->dir);
-    assert_int_equal(access(state, F_OK), -1);
+    char state_dir[96];
+    snprintf(state_dir, sizeof(state_dir), "%s/state", f->dir);
+    assert_int_equal(access(state_dir, F_OK), -1);
 }
 
 /* Creates DIR/state as an LMDB environment without any database: a writer between
