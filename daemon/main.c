@@ -41,8 +41,10 @@ static void usage(FILE *f)
           "                          flight, checkpoint, close the ledger, exit 0\n"
           "\n"
           "EXIT STATUS\n"
-          "    0 clean stop, 1 start-up failure, 2 usage, 75 a commit failed (restart replays\n"
-          "    the ledger), 70 internal error\n",
+          "    0 clean stop, 1 start-up failure, 2 usage, 70 internal error, 71 out of\n"
+          "    memory, 74 the ledger cannot be read back after a failed commit. A failed\n"
+          "    commit alone does not stop the daemon: it refuses events (STORAGE_UNAVAILABLE),\n"
+          "    reloads its state from the ledger and takes events again once a commit works\n",
           f);
 }
 
