@@ -15,6 +15,7 @@
 #define BENCH_ENDPOINT_MAX 64
 #define BENCH_PATH_MAX 512
 #define BENCH_TILLS_MAX 64
+#define BENCH_NODES_MAX 4096 /* node ids per till thread */
 #define BENCH_WINDOW_MAX 512 /* messages in flight per till (a slot: 40 B + its batch's past) */
 
 /* ---- histogram (hist.c): log-linear, 32 sub-buckets per power of two (~3% resolution) ---- */
@@ -74,13 +75,15 @@ typedef enum {
 typedef struct {
     const char *ingest;
     load_mode mode;
-    int tills;          /* threads, one DEALER and one node id each */
+    int tills;          /* threads, one DEALER each */
+    int nodes;          /* node ids per till thread (0 or 1: one), taken in turn per message */
     int window;         /* messages in flight per till (open loop: at most) */
     int batch;          /* events per message */
     double seconds;     /* sending time; then in-flight messages drain */
     double rate;        /* LOAD_OPEN: offered events/s, all tills together */
     uint32_t members;   /* Zipf population */
-    uint64_t node_base; /* node ids node_base + 1 .. node_base + tills */
+    uint64_t node_base; /* node ids node_base + 1 .. node_base + tills, each + (j << 32) for
+                         * its till's node j = 1 .. nodes - 1 */
     uint64_t seed;
 } load_opts;
 

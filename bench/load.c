@@ -1,5 +1,6 @@
-/* load.c: lt-bench's load: N till threads, each a DEALER with its own node id and increasing
- * event ids, sending the workload of workload.h as EventBatch messages.
+/* load.c: lt-bench's load: N till threads, each a DEALER with its own node id (or K of them,
+ * --nodes, its messages taking them in turn) and increasing event ids, sending the workload of
+ * workload.h as EventBatch messages.
  *
  * Closed loop keeps `window` messages in flight per till (the maximum rate). Open loop sends at
  * a fixed offered rate: message k of a till is due at start + k * interval and its latency is
@@ -42,8 +43,9 @@ typedef struct shared shared;
 typedef struct {
     shared *sh;
     int index;
-    uint64_t node_id;
-    uint64_t next_event_id;
+    uint64_t node_id;       /* its first node id; the others add (j << 32) (load_opts.nodes) */
+    uint32_t node_next;     /* the node id the next message comes from */
+    uint64_t next_event_id; /* one sequence over its node ids: increasing for each */
     uint64_t next_batch_id;
     uint64_t rng;
     uint64_t enrolled;
@@ -122,8 +124,15 @@ static int send_batch(till *t, uint64_t intended_ns)
             s->past[i].member = WL_MEMBER_NONE;
     }
     s->batch_id = ++t->next_batch_id;
-    size_t len = load_encode_batch(t->buf, LT_MESSAGE_BYTES_MAX, s->batch_id, t->node_id, first_id,
-                                   now, t->gen, n);
+    uint64_t node = t->node_id;
+    if (t->sh->o->nodes > 1) {
+        node += (uint64_t)t->node_next << 32;
+        t->node_next = (t->node_next + 1) % (uint32_t)t->sh->o->nodes;
+        for (uint32_t i = 0; i < n; i++)
+            s->past[i].node_id = node; /* a later return names the sale's node */
+    }
+    size_t len = load_encode_batch(t->buf, LT_MESSAGE_BYTES_MAX, s->batch_id, node, first_id, now,
+                                   t->gen, n);
     LT_ASSERT(len > 0); /* 1000 events of 20 lines fit well inside the message limit */
     t->next_event_id += n;
     s->n = n;

@@ -52,7 +52,9 @@ static void write_enrol(wbuf *w, const wl_event *e)
 static void write_return(wbuf *w, const wl_event *e, uint64_t node)
 {
     uint8_t *ret = w_sub_begin(w, 15);
-    w_id(w, 1, (lt_event_id){.node_id = node, .event_id = e->return_of});
+    w_id(
+        w, 1,
+        (lt_event_id){.node_id = e->return_node ? e->return_node : node, .event_id = e->return_of});
     uint8_t *line = w_sub_begin(w, 2);
     w_u64_always(w, 1, e->return_line);
     w_i64(w, 2, 1);

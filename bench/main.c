@@ -54,7 +54,9 @@ static const char usage[] =
     "  --batch1-seconds S one-event-per-message run (default 15; 0 = skip)\n"
     "  --open-seconds S   open-loop latency run (default 20; 0 = skip)\n"
     "  --open-rate R      its offered events/s (default: half the batched maximum)\n"
-    "  --tills N          till threads, one DEALER and node id each (default 4, max 64)\n"
+    "  --tills N          till threads, one DEALER each (default 4, max 64)\n"
+    "  --nodes K          node ids per till thread, its messages taking them in turn, so\n"
+    "                     that the daemon sees N x K tills (default 1, max 4096)\n"
     "  --window W         messages in flight per till, batched runs (default 32, max 512)\n"
     "  --batch1-window W  ... in the one-event-per-message run (default 256)\n"
     "  --batch N          events per message (default 100, max 1000)\n"
@@ -92,6 +94,7 @@ static int parse_args(int argc, char **argv, bench_cfg *b)
         O_OPENS,
         O_OPENR,
         O_TILLS,
+        O_NODES,
         O_WINDOW,
         O_B1W,
         O_BATCH,
@@ -111,6 +114,7 @@ static int parse_args(int argc, char **argv, bench_cfg *b)
                                              {"open-seconds", required_argument, NULL, O_OPENS},
                                              {"open-rate", required_argument, NULL, O_OPENR},
                                              {"tills", required_argument, NULL, O_TILLS},
+                                             {"nodes", required_argument, NULL, O_NODES},
                                              {"window", required_argument, NULL, O_WINDOW},
                                              {"batch1-window", required_argument, NULL, O_B1W},
                                              {"batch", required_argument, NULL, O_BATCH},
@@ -144,6 +148,9 @@ static int parse_args(int argc, char **argv, bench_cfg *b)
             break;
         case O_TILLS:
             rc = parse_num("--tills", optarg, 1, BENCH_TILLS_MAX, &v), b->tills = (int)v;
+            break;
+        case O_NODES:
+            rc = parse_num("--nodes", optarg, 1, BENCH_NODES_MAX, &v), b->nodes = (int)v;
             break;
         case O_WINDOW:
             rc = parse_num("--window", optarg, 1, BENCH_WINDOW_MAX, &v), b->window = (int)v;
@@ -281,6 +288,7 @@ static int run_load(const bench_cfg *b, const char *ingest, load_mode mode, int 
     o.ingest = ingest;
     o.mode = mode;
     o.tills = b->tills;
+    o.nodes = b->nodes;
     o.window = window;
     o.batch = batch;
     o.seconds = seconds;
@@ -412,6 +420,7 @@ int main(int argc, char **argv)
     b.open_seconds = 20;
     b.pg_seconds = 20;
     b.tills = 4;
+    b.nodes = 1;
     /* enough in flight that a closed loop measures the daemon, not the round trip: with
      * 4 x 64 one-event messages the run was bound by Little's law (256 / 3.3 ms = 78,000/s
      * whatever the daemon could do; 4 x 256: 117,000/s), docs/performance.md */

@@ -154,9 +154,10 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
     char name[64];
     double closed = bench_load_rate(r->closed);
     fprintf(f,
-            "\nlt-bench: %d tills x %d messages in flight (%d with one event per message), %" PRIu32
-            " Zipf members, seed %" PRIu64 ", %.0f s in all\n\n",
-            b->tills, b->window, b->batch1_window, b->members, b->seed, r->total_s);
+            "\nlt-bench: %d tills (%d node ids) x %d messages in flight (%d with one event per "
+            "message), %" PRIu32 " Zipf members, seed %" PRIu64 ", %.0f s in all\n\n",
+            b->tills, b->tills * b->nodes, b->window, b->batch1_window, b->members, b->seed,
+            r->total_s);
     fprintf(f, "%-26s %11s %8s %8s %8s %8s %10s %6s %8s %7s %5s\n", "run (latency per message)",
             "events/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "accepted", "dup", "rejected",
             "refused", "lost");
@@ -299,11 +300,11 @@ static int write_json(const bench_cfg *b, const bench_results *r)
         return -1;
     double closed = bench_load_rate(r->closed);
     fprintf(f,
-            "{\n  \"config\": {\"tills\": %d, \"window\": %d, \"batch1_window\": %d, \"batch\": "
-            "%d, \"members\": %" PRIu32 ", \"seconds\": %.1f, \"seed\": %" PRIu64
-            ", \"open_rate\": %.0f},\n",
-            b->tills, b->window, b->batch1_window, b->batch, b->members, b->seconds, b->seed,
-            r->open_rate);
+            "{\n  \"config\": {\"tills\": %d, \"nodes_per_till\": %d, \"window\": %d, "
+            "\"batch1_window\": %d, \"batch\": %d, \"members\": %" PRIu32
+            ", \"seconds\": %.1f, \"seed\": %" PRIu64 ", \"open_rate\": %.0f},\n",
+            b->tills, b->nodes, b->window, b->batch1_window, b->batch, b->members, b->seconds,
+            b->seed, r->open_rate);
     json_run(f, "population", r->population, false);
     json_run(f, "closed_batched", r->closed, false);
     json_run(f, "closed_single", r->batch1, false);

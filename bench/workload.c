@@ -195,6 +195,7 @@ static bool gen_return(uint64_t *rng, wl_history *h, wl_event *e)
     e->member = p->member;
     wl_member_id(p->member, e->member_id);
     e->return_of = p->event_id;
+    e->return_node = p->node_id;
     e->return_line = p->line;
     e->return_unit_paid_fen = p->unit_paid_fen;
     return true;

@@ -57,13 +57,15 @@ typedef struct {
     uint32_t lines_n;
     wl_line lines[WL_LINES_MAX];
     /* WL_RETURN: one unit of line return_line of the till's earlier sale return_of */
-    uint64_t return_of; /* event id (same node) */
+    uint64_t return_of;   /* event id */
+    uint64_t return_node; /* ... of this node; 0: the message's own */
     uint32_t return_line;
     int64_t return_unit_paid_fen;
 } wl_event;
 
 /* A till's recent accepted sales, for returns. */
 typedef struct {
+    uint64_t node_id; /* the node that sent it (0: the till's only one) */
     uint64_t event_id;
     uint32_t member;
     uint32_t line; /* the line a return would take one unit of */

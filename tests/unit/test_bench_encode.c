@@ -54,7 +54,8 @@ static void check_event(const Loyalty__Event *pe, const wl_event *e, uint64_t id
         break;
     case WL_RETURN:
         assert_int_equal(pe->body_case, LOYALTY__EVENT__BODY_RETURN_SALE);
-        assert_int_equal(pe->return_sale->original->node_id, NODE);
+        assert_int_equal(pe->return_sale->original->node_id,
+                         e->return_node ? e->return_node : NODE);
         assert_int_equal(pe->return_sale->original->event_id, e->return_of);
         assert_int_equal(pe->return_sale->n_lines, 1);
         /* line_index 0 must be present, not omitted as a default */
@@ -115,6 +116,45 @@ static void encodes_what_protobuf_c_decodes(void **st)
     wl_model_free(&m);
 }
 
+/* --nodes: a till sends from several node ids; a return names its sale's node, not the node
+ * of the message that carries it. */
+static void a_return_names_the_node_of_its_sale(void **st)
+{
+    (void)st;
+    wl_model m;
+    assert_int_equal(wl_model_init(&m, 1000), 0);
+    int64_t *balances = calloc(m.members, sizeof *balances);
+    wl_history *h = calloc(1, sizeof *h);
+    uint8_t *buf = malloc(LT_MESSAGE_BYTES_MAX);
+    assert_true(balances && h && buf);
+    const uint64_t other = ((uint64_t)3 << 32) + NODE;
+    wl_event sale = {0}, ev = {0};
+    uint64_t rng = 9, enrolled = 0;
+    do
+        wl_next(&m, &rng, NODE, &enrolled, balances, NULL, &sale);
+    while (sale.kind != WL_SALE);
+    wl_past p;
+    wl_past_of(&sale, 41, &p);
+    p.node_id = other;
+    wl_history_add(h, &p);
+    for (int i = 0; i < 100000 && ev.kind != WL_RETURN; i++)
+        wl_next(&m, &rng, NODE, &enrolled, balances, h, &ev);
+    assert_int_equal(ev.kind, WL_RETURN);
+    assert_int_equal(ev.return_node, other);
+    size_t len = load_encode_batch(buf, LT_MESSAGE_BYTES_MAX, 1, NODE, FIRST_ID, NOW, &ev, 1);
+    assert_true(len > 0);
+    Loyalty__EventBatch *b = loyalty__event_batch__unpack(NULL, len, buf);
+    assert_non_null(b);
+    assert_int_equal(b->events[0]->id->node_id, NODE);
+    assert_int_equal(b->events[0]->return_sale->original->node_id, other);
+    assert_int_equal(b->events[0]->return_sale->original->event_id, 41);
+    loyalty__event_batch__free_unpacked(b, NULL);
+    free(buf);
+    free(h);
+    free(balances);
+    wl_model_free(&m);
+}
+
 static void population_and_zipf(void **st)
 {
     (void)st;
@@ -144,6 +184,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encodes_what_protobuf_c_decodes),
+        cmocka_unit_test(a_return_names_the_node_of_its_sale),
         cmocka_unit_test(population_and_zipf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
