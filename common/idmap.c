@@ -71,6 +71,21 @@ int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2)
     }
 }
 
+int idmap_reserve(idmap *m, size_t more)
+{
+    while ((m->n + more) * 2 > m->cap)
+        if (grow(m) != 0)
+            return -1;
+    return 0;
+}
+
+void idmap_clear(idmap *m)
+{
+    if (m->n > 0)
+        memset(m->slots, 0, m->cap * sizeof *m->slots);
+    m->n = 0;
+}
+
 idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b)
 {
     size_t mask = m->cap - 1;

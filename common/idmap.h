@@ -32,5 +32,10 @@ int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2);
 idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b);
 /* Removes a key if present. */
 void idmap_remove(idmap *m, uint64_t a, uint64_t b);
+/* Makes room for `more` keys beyond those present, so that that many puts cannot fail.
+ * Returns 0 or -1 (out of memory; the map is unchanged). */
+int idmap_reserve(idmap *m, size_t more);
+/* Removes every key and keeps the table. */
+void idmap_clear(idmap *m);
 
 #endif

@@ -28,6 +28,11 @@ int entry_decode(const uint8_t *buf, size_t len, lt_entry *out);
  * and each posting's tier_before), which stay empty. */
 int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *out);
 
+/* Only the entry's event id ((0, 0) for a system entry, which has none), every field's framing
+ * checked: the ledger reads the ids of the entries its dedup index does not hold yet with it.
+ * Returns 0, or -1 if the bytes are not a valid entry's framing. */
+int entry_decode_id(const uint8_t *buf, size_t len, lt_event_id *id);
+
 /* The same through protobuf-c's unpack (into a per-thread arena): the reference entry_decode()
  * is tested against. Same contract, slower, and one more result: -2 when the bytes need more
  * than the arena's 128 KiB of unpacked structs (thousands of fields, far beyond any entry

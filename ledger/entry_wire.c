@@ -658,3 +658,21 @@ int entry_decode_state(const uint8_t *buf, size_t len, lt_entry *e)
 {
     return decode(buf, len, e, true);
 }
+
+int entry_decode_id(const uint8_t *buf, size_t len, lt_event_id *id)
+{
+    *id = (lt_event_id){0, 0};
+    rd r = {buf, buf + len};
+    uint32_t f;
+    unsigned wt;
+    int t;
+    while ((t = rd_tag(&r, &f, &wt)) > 0) {
+        if (f == 2 && wt == WT_LEN) {
+            if (decode_id(&r, id) < 0) /* a second one merges into it, as in entry_decode() */
+                return -1;
+        } else if (rd_skip(&r, wt) < 0) {
+            return -1;
+        }
+    }
+    return t;
+}

@@ -132,6 +132,34 @@ static void test_growth(void **state)
 
 /* Random puts and removes against a dense reference table over a small key space.
  * `keys` small keeps the map in its smallest tables, where probe runs are long and wrap. */
+/* idmap_reserve: the puts it made room for never grow the table (the ledger relies on it after
+ * a commit, where a failed allocation would lose an id); idmap_clear keeps the table. */
+static void test_reserve_and_clear(void **state)
+{
+    (void)state;
+    idmap m;
+    assert_int_equal(idmap_init(&m, 1), 0);
+    assert_int_equal(idmap_reserve(&m, 1000), 0);
+    size_t cap = m.cap;
+    assert_true(cap >= 2000);
+    idmap_slot *before = m.slots;
+    for (uint64_t i = 0; i < 1000; i++)
+        assert_int_equal(idmap_put(&m, 7, i, i, 0), 0);
+    assert_ptr_equal(m.slots, before); /* not grown */
+    assert_int_equal(m.cap, cap);
+    check_invariants(&m);
+    assert_int_equal(idmap_reserve(&m, 0), 0);
+    assert_int_equal(m.cap, cap);
+    idmap_clear(&m);
+    assert_int_equal(m.n, 0);
+    assert_int_equal(m.cap, cap);
+    assert_null(idmap_get(&m, 7, 5));
+    check_invariants(&m);
+    assert_int_equal(idmap_put(&m, 7, 5, 1, 2), 0);
+    assert_non_null(idmap_get(&m, 7, 5));
+    idmap_free(&m);
+}
+
 static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_every)
 {
     idmap m;
@@ -268,6 +296,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_overwrite_remove),
+        cmocka_unit_test(test_reserve_and_clear),
         cmocka_unit_test(test_init_capacity),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_random_small_table),
