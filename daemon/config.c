@@ -24,6 +24,7 @@ void config_defaults(config *c)
     c->batches_max = 4;
     c->checkpoint_interval_ms = 10000;
     c->checkpoint_chunk = 4096;
+    c->index_flush_ms = 200;
     c->future_skew_s = 86400;
     c->past_age_days = 3650;
     c->ingest_queue_max = 10000;
@@ -66,6 +67,7 @@ static const config_key g_keys[] = {
     INT(batches_max, 2, 64),
     INT(checkpoint_interval_ms, 100, 3600 * 1000),
     INT(checkpoint_chunk, 1, 1000000),
+    INT(index_flush_ms, 1, 60000),
     INT(future_skew_s, 0, 365 * 86400),
     INT(past_age_days, 1, 100 * 365),
     INT(ingest_queue_max, 1, 10000000),

@@ -27,14 +27,15 @@ typedef struct {
     int64_t batches_max;            /* batches in the pipeline (queue depth) */
     int64_t checkpoint_interval_ms; /* how often member state is checkpointed */
     int64_t checkpoint_chunk;       /* checkpoint records written (and moved) per commit */
-    int64_t future_skew_s;          /* occurred_at may be this far ahead of the daemon's clock */
-    int64_t past_age_days;          /* and this far behind */
-    int64_t ingest_queue_max;       /* ZeroMQ receive high-water mark, messages */
-    int64_t heartbeat_ms;           /* idle heartbeat interval */
-    int64_t test_clock;             /* 1: queries may set the daemon's clock (tests only) */
-    int64_t sweep_interval_ms;      /* how often time-driven entries are swept for */
-    int64_t sweep_utc_offset_min;   /* store offset for a member with no event yet */
-    int64_t rejects_max;            /* dead letters kept (oldest trimmed); 0 = none kept */
+    int64_t index_flush_ms;    /* committed event ids wait at most this long for the dedup index */
+    int64_t future_skew_s;     /* occurred_at may be this far ahead of the daemon's clock */
+    int64_t past_age_days;     /* and this far behind */
+    int64_t ingest_queue_max;  /* ZeroMQ receive high-water mark, messages */
+    int64_t heartbeat_ms;      /* idle heartbeat interval */
+    int64_t test_clock;        /* 1: queries may set the daemon's clock (tests only) */
+    int64_t sweep_interval_ms; /* how often time-driven entries are swept for */
+    int64_t sweep_utc_offset_min; /* store offset for a member with no event yet */
+    int64_t rejects_max;          /* dead letters kept (oldest trimmed); 0 = none kept */
 } config;
 
 /* Fills c with the built-in defaults. */

@@ -154,6 +154,9 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
     counter(&o, "loyaltyd_checkpoint_failures_total",
             "Checkpoints that failed to write (the next one writes every member).",
             rd(&m->checkpoint_failures));
+    counter(&o, "loyaltyd_index_flush_failures_total",
+            "Dedup index flushes that failed (their event ids stay in memory and are tried again).",
+            rd(&m->index_flush_failures));
     hist(&o, &m->commit_batch);
     hist(&o, &m->commit_seconds);
     hist(&o, &m->ack_seconds);

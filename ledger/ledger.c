@@ -7,6 +7,8 @@
  * mdb_txn_commit() returns, the transaction is on disk.
  */
 #include "ledger.h"
+#include "entry.h"
+#include "idmap.h"
 #include "lmdb_util.h"
 
 #include <errno.h>
@@ -24,10 +26,11 @@
 #include <unistd.h>
 
 /* Format 2: member records may be version 4 (state.c), which builds of format 1 cannot read.
- * This build reads both; a writable open marks a format 1 ledger as format 2 before it writes
- * anything, so that an older build refuses it by its format number instead of failing on a
- * record. */
-#define LEDGER_FORMAT 2u
+ * Format 3: the dedup index `events` may lag the entries (meta `events_seq`, below), which a
+ * build of format 2 would not know: it would take an id of the newest entries for new. This
+ * build reads all three; a writable open marks an older ledger as format 3 before it writes
+ * anything, so that an older build refuses it by its format number instead of misreading it. */
+#define LEDGER_FORMAT 3u
 #define LEDGER_FORMAT_MIN 1u
 #define LEDGER_MAP_BYTES_DEFAULT ((size_t)64 << 30)
 #define LEDGER_DBS_MAX 8
@@ -55,6 +58,24 @@ struct ledger {
     MDB_txn *rtxn;
     dedup_key *keys; /* ledger_commit scratch, grown on demand */
     size_t keys_cap;
+    /* The writer's deferred dedup index (format 3): the ids of the entries committed after
+     * meta events_seq, which ledger_index_flush() inserts into `events` many commits' worth at
+     * a time, so that a till's leaf page is copied once per flush instead of once per commit.
+     * Two generations: gen[collect] takes the ids of new commits; the other one, sorted, is
+     * being inserted (flushing) a slice per step from flush_pos. */
+    struct id_gen {
+        dedup_key *ids;
+        size_t n, cap;
+        idmap set; /* the same ids, for the duplicate check of a commit */
+    } gen[2];
+    int collect;
+    bool flushing;
+    size_t flush_pos;
+    uint64_t flush_seq;     /* events_seq once the flushing generation is in */
+    size_t ride_max;        /* a commit carries up to this many ids of a round (0: none) */
+    size_t ride_k;          /* ... this commit's share, kept when it succeeds */
+    uint64_t committed_seq; /* the last entry's seq */
+    uint64_t events_seq;    /* meta events_seq: every id of an entry up to it is in `events` */
     char errmsg[256];
 };
 
@@ -205,6 +226,39 @@ static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
     return 0;
 }
 
+static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq);
+static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len);
+static void round_advance(ledger *l, size_t k);
+static int scan_ids_txn(ledger *l, MDB_txn *txn, uint64_t after,
+                        int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx);
+
+#define EVENTS_SEQ_KEY "events_seq"
+
+/* Meta events_seq: every event id of an entry up to it is in `events` (format 3). A ledger of
+ * an older format has none: each of its commits indexed its ids, so it is the last entry. */
+static int events_seq_txn(ledger *l, MDB_txn *txn, uint64_t last, uint64_t *seq)
+{
+    MDB_val k = {sizeof(EVENTS_SEQ_KEY) - 1, (void *)EVENTS_SEQ_KEY}, v;
+    int rc = mdb_get(txn, l->meta, &k, &v);
+    *seq = last;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return ldb_map_err(rc);
+    if (v.mv_size != 8 || get_be64(v.mv_data) > last)
+        return LEDGER_ERR_CORRUPT;
+    *seq = get_be64(v.mv_data);
+    return 0;
+}
+
+static int put_events_seq(ledger *l, MDB_txn *txn, uint64_t seq)
+{
+    uint8_t b[8];
+    put_be64(b, seq);
+    MDB_val k = {sizeof(EVENTS_SEQ_KEY) - 1, (void *)EVENTS_SEQ_KEY}, v = {sizeof(b), b};
+    return mdb_put(txn, l->meta, &k, &v, 0);
+}
+
 /* Opens the named databases and checks (or, for a new ledger, writes) the format number. */
 static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
 {
@@ -264,9 +318,18 @@ static int open_dbs(ledger *l, const char *dir, char *err, size_t err_len)
             mdb_txn_abort(txn);
             return LEDGER_ERR_CORRUPT;
         } else if ((rc == MDB_NOTFOUND || (rc == 0 && have < LEDGER_FORMAT)) && !l->read_only) {
-            /* a new ledger, or an older format upgraded in place (nothing else changes) */
+            /* a new ledger, or an older format upgraded in place: its index holds every entry's
+             * id (events_seq_txn() reads that from the missing events_seq), said explicitly */
+            uint64_t last = 0;
             v = (MDB_val){sizeof(fmt), fmt};
             rc = mdb_put(txn, l->meta, &k, &v, 0);
+            if (rc == 0 && (rc = last_seq_txn(l, txn, &last)) == 0)
+                rc = put_events_seq(l, txn, last);
+            if (rc < 0) { /* a LEDGER_ERR_* from last_seq_txn */
+                ldb_fmt_err(err, err_len, "%s: %s", dir, ledger_strerror(rc));
+                mdb_txn_abort(txn);
+                return rc;
+            }
         } else if (rc == MDB_NOTFOUND) {
             rc = 0; /* read-only beside a writer that has not committed its first txn */
         }
@@ -387,6 +450,13 @@ int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)
         rc = open_env(l, o, err, err_len);
     if (rc == 0)
         rc = open_dbs(l, o->dir, err, err_len);
+    if (rc == 0 && !l->read_only &&
+        (idmap_init(&l->gen[0].set, 1024) != 0 || idmap_init(&l->gen[1].set, 1024) != 0)) {
+        ldb_fmt_err(err, err_len, "%s: out of memory", o->dir);
+        rc = LEDGER_ERR_OTHER;
+    }
+    if (rc == 0 && !l->read_only)
+        rc = index_catch_up(l, o->dir, err, err_len);
     if (rc != 0) {
         ledger_close(&l);
         return rc;
@@ -400,6 +470,11 @@ void ledger_close(ledger **lp)
     if (lp == NULL || *lp == NULL)
         return;
     ledger *l = *lp;
+    /* at most two rounds (the generation being flushed, then the newer one); after a failure
+     * the next writable open indexes what is left */
+    for (int i = 0; i < 2 && l->env && !l->read_only && l->committed_seq > l->events_seq; i++)
+        if (ledger_index_flush(l, 0) != 0)
+            break;
     if (l->rtxn)
         mdb_txn_abort(l->rtxn);
     if (l->env)
@@ -408,6 +483,10 @@ void ledger_close(ledger **lp)
         close(l->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&l->rtxn_mu);
     free(l->keys);
+    for (int g = 0; g < 2; g++) {
+        free(l->gen[g].ids);
+        idmap_free(&l->gen[g].set);
+    }
     free(l);
     *lp = NULL;
 }
@@ -466,7 +545,21 @@ int ledger_checkpoint_seq(ledger *l, uint64_t *seq)
     return ldb_map_err(rc);
 }
 
-int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
+typedef struct {
+    lt_event_id id;
+    uint64_t seq;
+} id_search;
+
+static int match_id(void *ctx, lt_event_id id, uint64_t seq)
+{
+    id_search *s = ctx;
+    if (id.node_id != s->id.node_id || id.event_id != s->id.event_id)
+        return 0;
+    s->seq = seq;
+    return 1;
+}
+
+static int find_event(ledger *l, lt_event_id id, uint64_t *seq, bool tail)
 {
     uint8_t key[16];
     put_be64(key, id.node_id);
@@ -482,8 +575,44 @@ int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
         rc = MDB_CORRUPTED;
     else if (rc == 0)
         *seq = get_be64(v.mv_data);
+    rc = ldb_map_err(rc);
+    uint64_t last, from;
+    if (rc == LEDGER_ERR_NOT_FOUND && tail && (rc = last_seq_txn(l, txn, &last)) == 0 &&
+        (rc = events_seq_txn(l, txn, last, &from)) == 0) {
+        /* the newest entries, committed after the index's last flush */
+        id_search s = {id, 0};
+        rc = from < last ? scan_ids_txn(l, txn, from, match_id, &s) : 0;
+        if (rc == 1)
+            *seq = s.seq, rc = 0;
+        else if (rc == 0)
+            rc = LEDGER_ERR_NOT_FOUND;
+    }
     rtxn_end(l, txn, cached);
-    return ldb_map_err(rc);
+    return rc;
+}
+
+int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq)
+{
+    return find_event(l, id, seq, true);
+}
+
+int ledger_find_event_indexed(ledger *l, lt_event_id id, uint64_t *seq)
+{
+    return find_event(l, id, seq, false);
+}
+
+int ledger_scan_unindexed(ledger *l, int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx)
+{
+    MDB_txn *txn;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return ldb_map_err(rc);
+    uint64_t last, from;
+    if ((rc = last_seq_txn(l, txn, &last)) == 0 &&
+        (rc = events_seq_txn(l, txn, last, &from)) == 0 && from < last)
+        rc = scan_ids_txn(l, txn, from, fn, ctx);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
@@ -557,9 +686,10 @@ static int put_entries(ledger *l, MDB_txn *txn, const ledger_record *recs, size_
     return rc ? fail(l, rc, "entries: put") : 0;
 }
 
-/* Inserts the records' event ids, sorted so that each till's run of keys is written in order
- * into the same few pages. Records with id (0, 0) are system entries and are not indexed. */
-static int put_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t n)
+/* Collects the records' event ids into l->keys, sorted, so that each till's run of keys is
+ * written in order into the same few pages. Records with id (0, 0) are system entries and are
+ * not indexed. *m is how many. */
+static int collect_keys(ledger *l, const ledger_record *recs, size_t n, size_t *m)
 {
     if (n > l->keys_cap) {
         size_t cap = n < 1024 ? 1024 : n;
@@ -569,29 +699,243 @@ static int put_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t
         l->keys = k;
         l->keys_cap = cap;
     }
-    size_t m = 0;
+    *m = 0;
     for (size_t i = 0; i < n; i++)
         if (recs[i].id.node_id || recs[i].id.event_id)
-            l->keys[m++] = (dedup_key){recs[i].id.node_id, recs[i].id.event_id, recs[i].seq};
-    if (m > 1) /* l->keys is still NULL before the first records: qsort(NULL, 0) is UB */
-        qsort(l->keys, m, sizeof(*l->keys), cmp_dedup);
+            l->keys[(*m)++] = (dedup_key){recs[i].id.node_id, recs[i].id.event_id, recs[i].seq};
+    if (*m > 1) /* l->keys is still NULL before the first records: qsort(NULL, 0) is UB */
+        qsort(l->keys, *m, sizeof(*l->keys), cmp_dedup);
+    return 0;
+}
+
+/* Inserts m ids, in key order (keys sorted in place unless `sorted`), into `events`. An id
+ * there already with the same seq is skipped: a flush that a crash cut off after some of its
+ * steps left it, and the next open indexes from events_seq again. With another seq, or twice in
+ * keys, it is MDB_KEYEXIST. */
+static int index_put(ledger *l, MDB_txn *txn, dedup_key *keys, size_t m, bool sorted)
+{
+    if (m > 1 && !sorted)
+        qsort(keys, m, sizeof(*keys), cmp_dedup);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, l->events, &cur);
     if (rc != 0)
         return fail(l, rc, "events: cursor");
     for (size_t i = 0; i < m && rc == 0; i++) {
-        if (i > 0 && cmp_dedup(&l->keys[i - 1], &l->keys[i]) == 0)
+        if (i > 0 && cmp_dedup(&keys[i - 1], &keys[i]) == 0)
             rc = MDB_KEYEXIST;
         uint8_t key[16], val[8];
-        put_be64(key, l->keys[i].node_id);
-        put_be64(key + 8, l->keys[i].event_id);
-        put_be64(val, l->keys[i].seq);
+        put_be64(key, keys[i].node_id);
+        put_be64(key + 8, keys[i].event_id);
+        put_be64(val, keys[i].seq);
         MDB_val k = {sizeof(key), key}, v = {sizeof(val), val};
         if (rc == 0)
             rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST && v.mv_size == 8 && get_be64(v.mv_data) == keys[i].seq)
+            rc = 0; /* v is the item there */
     }
     mdb_cursor_close(cur);
     return rc ? fail(l, rc, "events: put") : 0;
+}
+
+/* R29 for a commit, without writing the index: an id twice in the call, among the ids committed
+ * but not indexed yet, or in `events` is MDB_KEYEXIST (LEDGER_ERR_DUP). Lookups only read
+ * pages. Then makes room for the ids in l->unidx, so that keeping them after the commit cannot
+ * fail. *m: the ids, in l->keys. */
+static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t n, size_t *m)
+{
+    int rc = collect_keys(l, recs, n, m);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < *m; i++) {
+        const dedup_key *d = &l->keys[i];
+        bool dup = i > 0 && cmp_dedup(&l->keys[i - 1], d) == 0;
+        for (int g = 0; g < 2 && !dup; g++)
+            dup = l->gen[g].set.cap > 0 && idmap_get(&l->gen[g].set, d->node_id, d->event_id);
+        if (dup)
+            return fail(l, MDB_KEYEXIST, "events: put");
+        uint8_t key[16];
+        put_be64(key, d->node_id);
+        put_be64(key + 8, d->event_id);
+        MDB_val k = {sizeof(key), key}, v;
+        rc = mdb_get(txn, l->events, &k, &v);
+        if (rc == 0)
+            return fail(l, MDB_KEYEXIST, "events: put");
+        if (rc != MDB_NOTFOUND)
+            return fail(l, rc, "events: get");
+    }
+    struct id_gen *g = &l->gen[l->collect];
+    if (g->n + *m > g->cap) {
+        size_t cap = g->cap ? g->cap : 4096;
+        while (cap < g->n + *m)
+            cap *= 2;
+        dedup_key *u = realloc(g->ids, cap * sizeof(*u));
+        if (u == NULL)
+            return fail(l, ENOMEM, "events: ids to index");
+        g->ids = u;
+        g->cap = cap;
+    }
+    if (idmap_reserve(&g->set, *m) != 0)
+        return fail(l, ENOMEM, "events: ids to index");
+    return 0;
+}
+
+/* After the commit of the ids check_events() found: they wait for ledger_index_flush(). */
+static void keep_unindexed(ledger *l, size_t m)
+{
+    struct id_gen *g = &l->gen[l->collect];
+    for (size_t i = 0; i < m; i++) {
+        const dedup_key *d = &l->keys[i];
+        g->ids[g->n++] = *d;
+        int rc = idmap_put(&g->set, d->node_id, d->event_id, d->seq, 0);
+        LT_ASSERT(rc == 0); /* room was made before the commit */
+        (void)rc;
+    }
+}
+
+/* Calls fn for the id of each entry after `after` (system entries, without one, are skipped).
+ * Stops at fn's first non-zero return and returns it. */
+static int scan_ids_txn(ledger *l, MDB_txn *txn, uint64_t after,
+                        int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, l->entries, &cur);
+    if (rc != 0)
+        return ldb_map_err(rc);
+    uint8_t key[8];
+    put_be64(key, after + 1);
+    MDB_val k = {sizeof(key), key}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        lt_event_id id;
+        if (k.mv_size != 8 || entry_decode_id(v.mv_data, v.mv_size, &id) != 0)
+            ret = LEDGER_ERR_CORRUPT;
+        else if (id.node_id || id.event_id)
+            ret = fn(ctx, id, get_be64(k.mv_data));
+    }
+    mdb_cursor_close(cur);
+    if (ret == 0 && rc != MDB_NOTFOUND)
+        ret = ldb_map_err(rc);
+    return ret;
+}
+
+static int collect_id(void *ctx, lt_event_id id, uint64_t seq)
+{
+    struct id_gen *g = ctx;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4096;
+        dedup_key *u = realloc(g->ids, cap * sizeof(*u));
+        if (u == NULL)
+            return LEDGER_ERR_OTHER;
+        g->ids = u;
+        g->cap = cap;
+    }
+    g->ids[g->n++] = (dedup_key){id.node_id, id.event_id, seq};
+    return 0;
+}
+
+/* A writable open: indexes the ids of the entries after events_seq (a process that stopped
+ * without ledger_index_flush(): a crash), so that the index is whole before anyone reads it. */
+static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    uint64_t last = 0, from = 0;
+    if (rc != 0)
+        rc = ldb_map_err(rc);
+    if (rc == 0)
+        rc = last_seq_txn(l, txn, &last);
+    if (rc == 0)
+        rc = events_seq_txn(l, txn, last, &from);
+    struct id_gen *g = &l->gen[0]; /* its array as scratch */
+    g->n = 0;
+    if (rc == 0 && from < last) {
+        rc = scan_ids_txn(l, txn, from, collect_id, g);
+        if (rc == 0)
+            rc = index_put(l, txn, g->ids, g->n, false);
+        if (rc == 0 && (rc = put_events_seq(l, txn, last)) != 0)
+            rc = fail(l, rc, "meta: events_seq");
+        if (rc == 0 && (rc = mdb_txn_commit(txn)) != 0)
+            rc = fail(l, rc, "commit");
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        ldb_fmt_err(err, err_len, "%s: indexing the event ids of entries %llu..%llu: %s", dir,
+                    (unsigned long long)from + 1, (unsigned long long)last,
+                    l->errmsg[0] ? l->errmsg : ledger_strerror(rc));
+        return rc;
+    }
+    g->n = 0;
+    l->committed_seq = l->events_seq = last;
+    return 0;
+}
+
+int ledger_index_start(ledger *l)
+{
+    if (l->read_only || l->flushing || l->events_seq == l->committed_seq)
+        return 0;
+    /* a new round: the ids collected so far, sorted, are inserted from here on */
+    struct id_gen *c = &l->gen[l->collect];
+    if (c->n > 1)
+        qsort(c->ids, c->n, sizeof(*c->ids), cmp_dedup);
+    l->collect = 1 - l->collect;
+    LT_ASSERT(l->gen[l->collect].n == 0);
+    l->flushing = true;
+    l->flush_pos = 0;
+    l->flush_seq = l->committed_seq;
+    return 0;
+}
+
+void ledger_index_ride(ledger *l, size_t max)
+{
+    l->ride_max = max;
+}
+
+int ledger_index_flush(ledger *l, size_t max)
+{
+    if (l->read_only)
+        return fail(l, LEDGER_ERR_OTHER, "index flush on a read-only ledger");
+    ledger_index_start(l);
+    if (!l->flushing)
+        return 0;
+    struct id_gen *f = &l->gen[1 - l->collect];
+    size_t k = f->n - l->flush_pos;
+    if (max > 0 && k > max)
+        k = max;
+    bool last = l->flush_pos + k == f->n;
+    l->errmsg[0] = '\0';
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (rc != 0)
+        return fail(l, rc, "index: begin");
+    rc = index_put(l, txn, f->ids + l->flush_pos, k, true);
+    if (rc == 0 && last && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
+        rc = fail(l, rc, "meta: events_seq");
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc; /* the ids stay: the next step tries again */
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return fail(l, rc, "index: commit");
+    round_advance(l, k);
+    return 0;
+}
+
+bool ledger_index_flushing(const ledger *l)
+{
+    return l->flushing;
+}
+
+size_t ledger_unindexed(const ledger *l)
+{
+    return l->gen[l->collect].n + (l->flushing ? l->gen[1 - l->collect].n - l->flush_pos : 0);
+}
+
+uint64_t ledger_indexed_seq(const ledger *l)
+{
+    return l->events_seq;
 }
 
 /* Parses a decimal sale seq (1..UINT64_MAX, no sign, no leading zero). Returns 0 or -1. */
@@ -899,6 +1243,53 @@ static int apply_ckpt(ledger *l, MDB_txn *txn, const ledger_ckpt *ck, uint64_t l
     return 0;
 }
 
+/* The index round's next slice, in the commit's own transaction (ledger_index_ride()): twice
+ * the commit's entries, at least 256, at most ride_max, so that a round keeps ahead of the ids
+ * coming in and each commit carries work in proportion to its own. The round's last slice moves
+ * events_seq in the same transaction. */
+static int ride_round(ledger *l, MDB_txn *txn, size_t n)
+{
+    l->ride_k = 0;
+    if (!l->flushing || l->ride_max == 0)
+        return 0;
+    const struct id_gen *f = &l->gen[1 - l->collect];
+    size_t k = 2 * n < 256 ? 256 : 2 * n;
+    if (k > l->ride_max)
+        k = l->ride_max;
+    if (k > f->n - l->flush_pos)
+        k = f->n - l->flush_pos;
+    int rc = index_put(l, txn, f->ids + l->flush_pos, k, true);
+    if (rc == 0 && l->flush_pos + k == f->n && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
+        rc = fail(l, rc, "meta: events_seq");
+    if (rc == 0)
+        l->ride_k = k;
+    return rc;
+}
+
+/* After a durable transaction that inserted k more ids of the round: at its end, events_seq
+ * moves and the generation empties. */
+static void round_advance(ledger *l, size_t k)
+{
+    if (!l->flushing)
+        return;
+    struct id_gen *f = &l->gen[1 - l->collect];
+    l->flush_pos += k;
+    if (l->flush_pos < f->n)
+        return;
+    l->flushing = false;
+    l->events_seq = l->flush_seq;
+    size_t flushed = f->n;
+    f->n = 0;
+    /* a burst may have grown the set far beyond a round's worth: let it go then (a failed
+     * init leaves an empty map of capacity 0, which the next commit grows) */
+    if (f->set.cap > 4096 && f->set.cap > 8 * flushed) {
+        idmap_free(&f->set);
+        (void)idmap_init(&f->set, flushed);
+    } else {
+        idmap_clear(&f->set);
+    }
+}
+
 /* One write transaction: entries, their dedup keys, dead letters, and either a direct
  * checkpoint (snaps, checkpoint_seq) or a step of a staged one (ck); then a durable commit. */
 static int commit_txn(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
@@ -920,9 +1311,12 @@ static int commit_txn(ledger *l, const ledger_record *recs, size_t n, const ledg
     if (rc != 0)
         return fail(l, rc, "begin");
     uint64_t last = 0;
+    size_t ids = 0;
     rc = put_entries(l, txn, recs, n, &last);
     if (rc == 0)
-        rc = put_events(l, txn, recs, n);
+        rc = check_events(l, txn, recs, n, &ids);
+    if (rc == 0)
+        rc = ride_round(l, txn, n);
     if (rc == 0 && (snaps_n > 0 || checkpoint_seq > 0) && l->has_stage)
         rc = settle_stage(l, txn);
     if (rc == 0)
@@ -938,7 +1332,12 @@ static int commit_txn(ledger *l, const ledger_record *recs, size_t n, const ledg
         return rc;
     }
     rc = mdb_txn_commit(txn); /* frees txn whatever the outcome */
-    return rc ? fail(l, rc, "commit") : 0;
+    if (rc != 0)
+        return fail(l, rc, "commit");
+    keep_unindexed(l, ids);
+    l->committed_seq = last;
+    round_advance(l, l->ride_k);
+    return 0;
 }
 
 int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const ledger_ckpt *ck,

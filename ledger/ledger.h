@@ -93,12 +93,17 @@ typedef struct {
     size_t len;
 } ledger_snap;
 
-/* Appends records (seqs must continue the ledger without a gap, ascending), inserts their event
- * ids into the dedup index (records with id (0, 0), system entries, are not indexed; an id
- * already indexed, or twice in the call, fails with LEDGER_ERR_DUP) and, if snaps_n > 0 or
- * checkpoint_seq > 0, writes the checkpoint records and sets checkpoint_seq, all in one
- * transaction, then commits durably. Returns 0, or a negative LEDGER_ERR_*: nothing of the call is
- * then on disk. */
+/* Appends records (seqs must continue the ledger without a gap, ascending), checks their event
+ * ids (records with id (0, 0), system entries, have none; an id already in the ledger, or twice
+ * in the call, fails with LEDGER_ERR_DUP) and, if snaps_n > 0 or checkpoint_seq > 0, writes the
+ * checkpoint records and sets checkpoint_seq, all in one transaction, then commits durably.
+ * Returns 0, or a negative LEDGER_ERR_*: nothing of the call is then on disk.
+ *
+ * The ids go into the dedup index `events` later, many commits' worth at a time, with
+ * ledger_index_flush() (or ledger_close(), or the next writable open after a crash): with one
+ * insert per commit, 1,000 tills sending one event per message copied a leaf page of the index
+ * per event and halved the rate (docs/performance.md). Meta events_seq says how far the index
+ * goes; ledger_find_event() reads the entries after it. */
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq);
 
@@ -112,6 +117,28 @@ typedef struct {
 int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                       size_t snaps_n, uint64_t checkpoint_seq, const ledger_blob *rejects,
                       size_t rejects_n, uint64_t rejects_max);
+
+/* One step of putting the ids of the entries committed so far into `events`. A round takes the
+ * ids committed since the last one, sorted (each till's leaf page is then copied once a round),
+ * and inserts them at most `max` per step (0: all), each step one durable transaction, so that a
+ * step holds the writer up briefly; the last step moves events_seq to the last entry the round
+ * took. Commits may go on between steps (their ids wait for the next round). Returns 0 (also
+ * when there is nothing to do), or a negative LEDGER_ERR_*: the step is then tried again. The
+ * writer's thread only, between commits. */
+int ledger_index_flush(ledger *l, size_t max);
+/* Whether a round is under way (more steps to go). */
+bool ledger_index_flushing(const ledger *l);
+/* Starts a round (the ids committed so far, sorted) if none is under way and ids wait; no
+ * transaction. Returns 0. */
+int ledger_index_start(ledger *l);
+/* From now on each commit also carries the next slice of a round under way, in its own
+ * transaction (twice its entries, at least 256, at most max ids; 0: none, the default): a
+ * round then costs no transaction of its own. */
+void ledger_index_ride(ledger *l, size_t max);
+/* Ids committed and not in `events` yet (the writer's handle). */
+size_t ledger_unindexed(const ledger *l);
+/* events_seq as the writer last flushed it: every id of an entry up to it is in `events`. */
+uint64_t ledger_indexed_seq(const ledger *l);
 
 /* A checkpoint written over many commits (ledger.c, "staged checkpoints"). */
 typedef struct {
@@ -145,8 +172,17 @@ int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const led
  * busy and opens its own, so they stay safe from any thread but are fastest from one. The
  * scans always open their own. */
 
-/* Looks up an event id in the dedup index. Returns 0 and *seq, LEDGER_ERR_NOT_FOUND, or error. */
+/* Looks up an event id: in the dedup index, then among the entries after its events_seq (read
+ * and decoded one by one: a fraction of a second's worth behind a running daemon, none after a
+ * writable open). Returns 0 and *seq, LEDGER_ERR_NOT_FOUND, or error. */
 int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq);
+/* The index alone, for a caller that keeps the ids after events_seq itself (the daemon: its
+ * pending map, filled by ledger_scan_unindexed() at recovery). */
+int ledger_find_event_indexed(ledger *l, lt_event_id id, uint64_t *seq);
+/* Calls fn with the id and seq of each entry after events_seq (in seq order; system entries
+ * have no id and are skipped), in one read transaction. Stops at fn's first non-zero return and
+ * returns it. */
+int ledger_scan_unindexed(ledger *l, int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx);
 
 /* Reads one entry's bytes into a caller buffer. Returns 0 and *len, LEDGER_ERR_NOT_FOUND,
  * LEDGER_ERR_OTHER if cap is too small (*len is then the size needed), or another error. */
@@ -178,7 +214,8 @@ int ledger_scan_rejects(ledger *l, uint64_t from_id,
 /* The ids of the oldest and newest dead letter and how many there are (all 0 when none). */
 int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint64_t *count);
 
-/* Calls fn once per node id in the dedup index with the highest event id seen for it. */
+/* Calls fn once per node id in the dedup index with the highest event id in it (the index
+ * alone: ledger_scan_unindexed() gives the rest). */
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
                       void *ctx);
 

@@ -179,6 +179,57 @@ static void test_R18_return_after_spending_goes_negative(void **state)
 }
 
 /* A metric's value from the daemon's /metrics now, or -1. */
+static double metric(const char *name);
+
+/* R29 and R18 while event ids wait for the ledger's dedup index (index_flush_ms longer than the
+ * test): a resend is the duplicate of the committed entry and a return finds its sale, once the
+ * sale's batch is gone; a kill -9 leaves them out of the index, and the restart indexes them
+ * before it takes events. */
+static void test_R29_R18_ids_not_in_the_index_yet(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_start(&g_d, "index_flush_ms: 60000\n");
+    const int64_t t0 = h_now();
+    Loyalty__Event *sale = h_sale(1, 1, "ix", t0, 0);
+    h_line(sale, "A", "groceries", 3, 1000, 1000, 0);
+    Loyalty__AckBatch *r = send_n(1, &sale);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    uint64_t seq = r->acks[0]->seq;
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    for (uint64_t i = 0; i < 12;
+         i++) { /* more batches than the pipeline has: the sale's is reused */
+        Loyalty__Event *e = h_sale(1, 100 + i, "other", h_now(), 0);
+        h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+        r = send_n(1, &e);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    assert_int_equal(metric("loyaltyd_ledger_events_indexed"), 0); /* all still waiting */
+
+    for (int round = 0; round < 2; round++) {
+        Loyalty__Event *again = h_sale(1, 1, "ix", t0, 0);
+        h_line(again, "A", "groceries", 3, 1000, 1000, 0);
+        r = send_n(1, &again);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
+        assert_int_equal(r->acks[0]->seq, seq);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        Loyalty__Event *e = ret(200 + (uint64_t)round, "ix", 1, 0, 1);
+        r = send_n(1, &e);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        assert_int_equal(r->acks[0]->points_earned, -10);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+        if (round == 0) {
+            assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
+            h_restart(&g_d);
+            /* the open indexed them: 1 sale, 12 others, 1 return */
+            assert_int_equal(metric("loyaltyd_ledger_events_indexed"), 14);
+        }
+    }
+    assert_int_equal(h_balance(&g_d, "ix"), 30 - 20);
+    h_verify(&g_d, "at the end");
+}
+
 static double metric(const char *name)
 {
     static char body[1 << 20];
@@ -263,6 +314,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_R18_partial_returns_reverse_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_unknown_sale_and_same_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R29_R18_ids_not_in_the_index_yet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_checkpoint_spreads_cards_and_returns_over_commits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_return_after_spending_goes_negative, setup,

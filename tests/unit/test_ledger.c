@@ -57,20 +57,56 @@ static ledger *open_dir(const char *dir, bool read_only, bool exclusive)
     return l;
 }
 
-/* Record payloads are "entry <seq>", so reads can be checked against the seq. */
-static char g_payload[64][32];
+/* Record payloads are a LedgerEntry's framing: the event id (field 2, which the ledger reads
+ * back for the ids its index does not hold yet) and the text "entry <seq>" (field 6, last), so
+ * reads can be checked against the seq. */
+static uint8_t g_payload[256][64];
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7)
+        p[n++] = (uint8_t)(v | 0x80);
+    p[n++] = (uint8_t)v;
+    return n;
+}
 
 static ledger_record rec(uint64_t seq, uint64_t node, uint64_t event)
 {
-    char *p = g_payload[seq % 64];
-    snprintf(p, sizeof(g_payload[0]), "entry %llu", (unsigned long long)seq);
-    return (ledger_record){seq, {node, event}, (const uint8_t *)p, strlen(p)};
+    uint8_t *p = g_payload[seq % 256], id[24];
+    size_t n = 0, idn = 0;
+    if (node || event) {
+        id[idn++] = 0x08;
+        idn += put_varint(id + idn, node);
+        id[idn++] = 0x10;
+        idn += put_varint(id + idn, event);
+        p[n++] = 0x12;
+        p[n++] = (uint8_t)idn;
+        memcpy(p + n, id, idn);
+        n += idn;
+    }
+    char text[32];
+    int tn = snprintf(text, sizeof text, "entry %llu", (unsigned long long)seq);
+    p[n++] = 0x32;
+    p[n++] = (uint8_t)tn;
+    memcpy(p + n, text, (size_t)tn);
+    n += (size_t)tn;
+    return (ledger_record){seq, {node, event}, p, n};
+}
+
+/* Whether bytes end with "entry <seq>" (rec()'s text). */
+static bool ends_with_seq(const uint8_t *bytes, size_t len, uint64_t seq)
+{
+    char want[32];
+    size_t wn = (size_t)snprintf(want, sizeof(want), "entry %llu", (unsigned long long)seq);
+    return len > wn && memcmp(bytes + len - wn, want, wn) == 0;
 }
 
 /* Appends seqs from..to, event ids (node, base + seq). */
 static int append(ledger *l, uint64_t from, uint64_t to, uint64_t node, uint64_t base)
 {
-    ledger_record recs[64];
+    ledger_record recs[256];
+    assert_true(to - from < 256); /* recs[] and rec()'s payloads */
     size_t n = 0;
     for (uint64_t s = from; s <= to; s++)
         recs[n++] = rec(s, node, base + s);
@@ -85,9 +121,7 @@ typedef struct {
 static int on_entry(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len)
 {
     scan_seen *s = ctx;
-    char want[32];
-    snprintf(want, sizeof(want), "entry %llu", (unsigned long long)seq);
-    if (len != strlen(want) || memcmp(bytes, want, len) != 0)
+    if (!ends_with_seq(bytes, len, seq))
         s->bad++;
     if (s->count++ == 0)
         s->first = seq;
@@ -110,10 +144,11 @@ static void test_ledger_commit_scan_get(void **st)
     uint8_t buf[64];
     size_t len;
     assert_int_equal(ledger_get(l, 7, buf, sizeof(buf), &len), 0);
-    assert_memory_equal(buf, "entry 7", len);
+    assert_true(ends_with_seq(buf, len, 7));
+    size_t want = len;
     assert_int_equal(ledger_get(l, 21, buf, sizeof(buf), &len), LEDGER_ERR_NOT_FOUND);
     assert_int_equal(ledger_get(l, 7, buf, 3, &len), LEDGER_ERR_OTHER);
-    assert_int_equal(len, 7);
+    assert_int_equal(len, want);
 
     scan_seen s = {0};
     assert_int_equal(ledger_scan(l, 0, 0, on_entry, &s), 0);
@@ -132,6 +167,10 @@ static void test_ledger_commit_scan_get(void **st)
     ledger_stats stats;
     assert_int_equal(ledger_stat(l, &stats), 0);
     assert_int_equal(stats.entries, 20);
+    assert_int_equal(stats.events, 0); /* the ids wait for ledger_index_flush() */
+    assert_int_equal(ledger_unindexed(l), 20);
+    assert_int_equal(ledger_index_flush(l, 0), 0);
+    assert_int_equal(ledger_stat(l, &stats), 0);
     assert_int_equal(stats.events, 20);
     assert_int_equal(stats.map_bytes, MAP_BYTES);
     assert_true(stats.used_bytes > 0 && stats.page_bytes >= 4096);
@@ -187,6 +226,7 @@ static void test_ledger_R29_dedup_across_reopen(void **st)
     /* System entries (id 0, 0) are not indexed, so any number of them may be written. */
     ledger_record sys[] = {rec(6, 0, 0), rec(7, 0, 0)};
     assert_int_equal(ledger_commit(l, sys, 2, NULL, 0, 0), 0);
+    assert_int_equal(ledger_index_flush(l, 0), 0);
     ledger_stats stats;
     assert_int_equal(ledger_stat(l, &stats), 0);
     assert_int_equal(stats.entries, 7);
@@ -287,6 +327,9 @@ static void test_ledger_R29_scan_nodes_max_event(void **st)
                             rec(7, UINT64_MAX, 2), rec(8, 256, 1ull << 40)};
     assert_int_equal(ledger_commit(l, recs, LT_ARRAY_LEN(recs), NULL, 0, 0), 0);
     assert_int_equal(ledger_scan_nodes(l, on_node, &s), 0);
+    assert_int_equal(s.n, 0); /* the index alone: not flushed yet */
+    assert_int_equal(ledger_index_flush(l, 0), 0);
+    assert_int_equal(ledger_scan_nodes(l, on_node, &s), 0);
     assert_int_equal(s.n, 5);
     uint64_t want_node[] = {0, 2, 7, 256, UINT64_MAX}, want_max[] = {5, 1, 900, 1ull << 40, 4};
     for (int i = 0; i < 5; i++) {
@@ -364,6 +407,205 @@ static void test_ledger_read_only_beside_writer(void **st)
     ledger *r = NULL;
     assert_int_equal(ledger_open(&r, &o, NULL, 0), LEDGER_ERR_NOT_FOUND);
     assert_int_equal(access(empty, F_OK), -1); /* read-only never creates */
+}
+
+typedef struct {
+    uint64_t n, last_seq, sum_event;
+    int out_of_order;
+} ids_seen;
+
+static int on_id(void *ctx, lt_event_id id, uint64_t seq)
+{
+    ids_seen *s = ctx;
+    s->out_of_order += seq <= s->last_seq;
+    s->last_seq = seq;
+    s->sum_event += id.event_id;
+    s->n++;
+    (void)id;
+    return 0;
+}
+
+/* R29 with the deferred index: ids committed but not flushed are found (ledger_find_event reads
+ * the newest entries; the index alone does not have them), a second commit of one is refused,
+ * and ledger_index_flush() puts them in the index and moves events_seq. */
+static void test_ledger_R29_ids_found_before_the_index_flush(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    assert_int_equal(append(l, 1, 10, 4, 100), 0); /* ids (4, 101..110) */
+    assert_int_equal(ledger_index_flush(l, 0), 0);
+    assert_int_equal(ledger_indexed_seq(l), 10);
+    ledger_record more[] = {rec(11, 5, 7), rec(12, 0, 0), rec(13, 4, 113)};
+    assert_int_equal(ledger_commit(l, more, 3, NULL, 0, 0), 0);
+    assert_int_equal(ledger_unindexed(l), 2); /* the system entry has no id */
+    assert_int_equal(ledger_indexed_seq(l), 10);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_find_event(l, (lt_event_id){5, 7}, &seq), 0);
+    assert_int_equal(seq, 11);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){4, 105}, &seq), 0);
+    assert_int_equal(seq, 5);
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){5, 7}, &seq), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){5, 8}, &seq), LEDGER_ERR_NOT_FOUND);
+    ids_seen s = {0};
+    assert_int_equal(ledger_scan_unindexed(l, on_id, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.sum_event, 7 + 113);
+    assert_int_equal(s.out_of_order, 0);
+    /* refused whether the first is flushed (4, 105) or not (5, 7) */
+    ledger_record dup1[] = {rec(14, 9, 1), rec(15, 5, 7)};
+    assert_int_equal(ledger_commit(l, dup1, 2, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record dup2[] = {rec(14, 4, 105)};
+    assert_int_equal(ledger_commit(l, dup2, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    assert_int_equal(ledger_unindexed(l), 2); /* a refused commit keeps nothing */
+    assert_int_equal(ledger_index_flush(l, 0), 0);
+    assert_int_equal(ledger_indexed_seq(l), 13);
+    assert_int_equal(ledger_unindexed(l), 0);
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){5, 7}, &seq), 0);
+    assert_int_equal(seq, 11);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(ledger_scan_unindexed(l, on_id, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(ledger_index_flush(l, 0), 0); /* nothing to do */
+    ledger_record dup3[] = {rec(14, 5, 7)};
+    assert_int_equal(ledger_commit(l, dup3, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_close(&l);
+}
+
+/* A process that dies between a commit and the index flush (kill -9), here in the middle of a
+ * round: a reader finds the ids in the entries; the next writable open indexes them (again,
+ * for those the cut-off round put in already) before anyone reads the index. */
+static void test_ledger_R29_crash_before_the_index_flush(void **st)
+{
+    fixture *f = *st;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
+        ledger *w = NULL;
+        int ok = ledger_open(&w, &o, NULL, 0) == 0;
+        for (uint64_t s = 1; ok && s <= 200; s += 50)
+            ok = append(w, s, s + 49, 6, 0) == 0;
+        ok = ok && ledger_index_flush(w, 0) == 0; /* 1..200 indexed */
+        for (uint64_t s = 201; ok && s <= 300; s += 50)
+            ok = append(w, s, s + 49, 7, 0) == 0;
+        /* one step of the next round: (7, 201..230) in the index, events_seq still 200 */
+        ok = ok && ledger_index_flush(w, 30) == 0 && ledger_index_flushing(w) &&
+             ledger_indexed_seq(w) == 200;
+        _exit(ok ? 0 : 1); /* no ledger_close(): the round is cut off */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    ledger *r = open_dir(f->dir, true, false);
+    ids_seen s = {0};
+    assert_int_equal(ledger_scan_unindexed(r, on_id, &s), 0);
+    assert_int_equal(s.n, 100);
+    assert_int_equal(s.last_seq, 300);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_find_event(r, (lt_event_id){7, 250}, &seq), 0);
+    assert_int_equal(seq, 250);
+    assert_int_equal(ledger_find_event_indexed(r, (lt_event_id){7, 250}, &seq),
+                     LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_find_event_indexed(r, (lt_event_id){7, 230}, &seq), 0);
+    nodes_seen ns = {0};
+    assert_int_equal(ledger_scan_nodes(r, on_node, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_int_equal(ns.max[1], 230); /* as far as the cut-off round went */
+    ledger_close(&r);
+
+    ledger *l = open_dir(f->dir, false, false);
+    assert_int_equal(ledger_indexed_seq(l), 300);
+    assert_int_equal(ledger_unindexed(l), 0);
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){7, 300}, &seq), 0);
+    assert_int_equal(seq, 300);
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(ledger_scan_nodes(l, on_node, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_int_equal(ns.max[1], 300);
+    ledger_record dup[] = {rec(301, 7, 201)};
+    assert_int_equal(ledger_commit(l, dup, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_stats st2;
+    assert_int_equal(ledger_stat(l, &st2), 0);
+    assert_int_equal(st2.events, 300);
+    ledger_close(&l);
+}
+
+/* A round in steps: events_seq moves at its last step only; commits between steps wait for the
+ * next round; an id of the round being inserted is still refused. */
+static void test_ledger_R29_index_flush_in_steps(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    assert_int_equal(append(l, 1, 10, 3, 0), 0);
+    assert_int_equal(append(l, 11, 20, 2, 0), 0);
+    assert_false(ledger_index_flushing(l));
+    assert_int_equal(ledger_index_flush(l, 8), 0); /* (2, 11..18) */
+    assert_true(ledger_index_flushing(l));
+    assert_int_equal(ledger_indexed_seq(l), 0);
+    assert_int_equal(ledger_unindexed(l), 12);
+    assert_int_equal(append(l, 21, 25, 1, 0), 0); /* the next round's */
+    assert_int_equal(ledger_unindexed(l), 17);
+    ledger_record dup[] = {rec(26, 3, 4)}; /* in the round, not inserted yet */
+    assert_int_equal(ledger_commit(l, dup, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record dup2[] = {rec(26, 2, 12)}; /* in the round, inserted */
+    assert_int_equal(ledger_commit(l, dup2, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){2, 12}, &seq), 0);
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){3, 4}, &seq), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){3, 4}, &seq), 0);
+    assert_int_equal(seq, 4);
+    assert_int_equal(ledger_index_flush(l, 8), 0);
+    assert_int_equal(ledger_indexed_seq(l), 0);
+    assert_int_equal(ledger_index_flush(l, 8), 0); /* the last 4 */
+    assert_false(ledger_index_flushing(l));
+    assert_int_equal(ledger_indexed_seq(l), 20);
+    assert_int_equal(ledger_unindexed(l), 5);
+    assert_int_equal(ledger_index_flush(l, 0), 0); /* the next round, whole */
+    assert_int_equal(ledger_indexed_seq(l), 25);
+    assert_int_equal(ledger_unindexed(l), 0);
+    ledger_stats stats;
+    assert_int_equal(ledger_stat(l, &stats), 0);
+    assert_int_equal(stats.events, 25);
+    ledger_record dup3[] = {rec(26, 3, 4)};
+    assert_int_equal(ledger_commit(l, dup3, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_close(&l);
+}
+
+/* ledger_index_ride(): commits carry a round's slices in their own transactions (twice their
+ * entries, at least 256, at most the limit) and its last slice moves events_seq. */
+static void test_ledger_R29_commits_carry_the_round(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, false);
+    for (uint64_t s = 1; s <= 600; s += 60)
+        assert_int_equal(append(l, s, s + 59, 8, 0), 0);
+    ledger_index_ride(l, 300);
+    assert_int_equal(ledger_index_start(l), 0);
+    assert_true(ledger_index_flushing(l));
+    assert_int_equal(ledger_unindexed(l), 600);
+    assert_int_equal(append(l, 601, 610, 9, 0), 0); /* carries 256 (twice 10 is less) */
+    assert_int_equal(ledger_unindexed(l), 600 - 256 + 10);
+    assert_int_equal(append(l, 611, 770, 9, 0), 0); /* 300: the limit */
+    assert_int_equal(ledger_unindexed(l), 600 - 556 + 170);
+    assert_int_equal(ledger_indexed_seq(l), 0);
+    uint64_t seq = 0;
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){8, 556}, &seq), 0);
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){8, 557}, &seq),
+                     LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(append(l, 771, 771, 9, 0), 0); /* the last 44: the round ends */
+    assert_false(ledger_index_flushing(l));
+    assert_int_equal(ledger_indexed_seq(l), 600);
+    assert_int_equal(ledger_unindexed(l), 171);
+    ledger_record dup[] = {rec(772, 8, 600)};
+    assert_int_equal(ledger_commit(l, dup, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_close(&l); /* flushes the rest */
+    l = open_dir(f->dir, true, false);
+    ledger_stats stats;
+    assert_int_equal(ledger_stat(l, &stats), 0);
+    assert_int_equal(stats.events, 771);
+    ledger_close(&l);
 }
 
 static void test_ledger_durable_after_reopen_and_copy(void **st)
@@ -450,16 +692,17 @@ static uint32_t stored_format(const char *dir, int set)
     return fmt;
 }
 
-/* Format 2 (member records version 4): a new ledger is format 2; a format 1 ledger is read
- * as it is by a reader and marked format 2 by the first writable open (so that an older build
- * refuses it by number); a format this build does not know is refused with its number. */
+/* Format 3 (a dedup index that may lag, meta events_seq): a new ledger is format 3; a format 1
+ * ledger is read as it is by a reader and marked format 3 by the first writable open (so that
+ * an older build refuses it by number); a format this build does not know is refused with its
+ * number. */
 static void test_ledger_format_upgrade_and_unknown(void **st)
 {
     fixture *f = *st;
     ledger *l = open_dir(f->dir, false, false);
     assert_int_equal(append(l, 1, 3, 1, 0), 0);
     ledger_close(&l);
-    assert_int_equal(stored_format(f->dir, -1), 2);
+    assert_int_equal(stored_format(f->dir, -1), 3);
 
     assert_int_equal(stored_format(f->dir, 1), 1); /* as a format 1 build left it */
     l = open_dir(f->dir, true, false);
@@ -470,17 +713,17 @@ static void test_ledger_format_upgrade_and_unknown(void **st)
     assert_int_equal(stored_format(f->dir, -1), 1); /* a reader changes nothing */
     l = open_dir(f->dir, false, false);
     ledger_close(&l);
-    assert_int_equal(stored_format(f->dir, -1), 2);
+    assert_int_equal(stored_format(f->dir, -1), 3);
 
     ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
     char err[256] = "";
-    for (int bad = 0; bad <= 3; bad += 3) { /* 0 and 3: neither is a format this build reads */
+    for (int bad = 0; bad <= 4; bad += 4) { /* 0 and 4: neither is a format this build reads */
         assert_int_equal(stored_format(f->dir, bad), (uint32_t)bad);
         ledger *l2 = NULL;
         assert_int_equal(ledger_open(&l2, &o, err, sizeof(err)), LEDGER_ERR_CORRUPT);
         assert_null(l2);
         char want[64];
-        snprintf(want, sizeof want, "unknown ledger format %d (this build reads formats 1 to 2)",
+        snprintf(want, sizeof want, "unknown ledger format %d (this build reads formats 1 to 3)",
                  bad);
         assert_non_null(strstr(err, want));
     }
@@ -570,6 +813,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ledger_exclusive_lock_refuses_second_daemon, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_ledger_read_only_beside_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_ids_found_before_the_index_flush, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_crash_before_the_index_flush, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_index_flush_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_commits_carry_the_round, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_format_upgrade_and_unknown, setup, teardown),
