@@ -926,6 +926,8 @@ static void ck_main(void *arg)
 /* Commit thread: whether a round is under way or due to start. */
 static bool index_due(daemon_t *d, uint64_t *due)
 {
+    if (d->index_failing && *due != 0 && uv_hrtime() < *due)
+        return false; /* a failed step waits before the next try, round or not */
     if (ledger_index_flushing(d->ledger))
         return true;
     size_t waiting = ledger_unindexed(d->ledger);
@@ -2492,8 +2494,9 @@ static int recover_state(daemon_t *d)
                (unsigned long long)rr.applied);
         return -1;
     }
-    if (ledger_scan_nodes(d->ledger, load_node, d) != 0 ||
-        ledger_scan_unindexed(d->ledger, load_unindexed, d) != 0)
+    /* one snapshot: the commit thread may end a round meanwhile (a rebuild after a failed
+     * commit) */
+    if (ledger_scan_dedup(d->ledger, load_node, load_unindexed, d) != 0)
         return -1;
     d->next_seq = last + 1;
     d->committed_seq = last;

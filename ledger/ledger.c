@@ -728,8 +728,9 @@ static int index_put(ledger *l, MDB_txn *txn, dedup_key *keys, size_t m, bool so
         put_be64(key + 8, keys[i].event_id);
         put_be64(val, keys[i].seq);
         MDB_val k = {sizeof(key), key}, v = {sizeof(val), val};
-        if (rc == 0)
-            rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
+        if (rc != 0)
+            break; /* twice in keys: not the tolerated case below */
+        rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
         if (rc == MDB_KEYEXIST && v.mv_size == 8 && get_be64(v.mv_data) == keys[i].seq)
             rc = 0; /* v is the item there */
     }
@@ -1630,6 +1631,28 @@ static int scan_nodes_cur(MDB_cursor *cur,
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     return rc == MDB_NOTFOUND ? 0 : ldb_map_err(rc);
+}
+
+int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
+                      int (*id_fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = txn_begin_ro(l, &txn);
+    if (rc != 0)
+        return ldb_map_err(rc);
+    if ((rc = mdb_cursor_open(txn, l->events, &cur)) != 0) {
+        mdb_txn_abort(txn);
+        return ldb_map_err(rc);
+    }
+    rc = scan_nodes_cur(cur, node_fn, ctx);
+    mdb_cursor_close(cur);
+    uint64_t last, from;
+    if (rc == 0 && (rc = last_seq_txn(l, txn, &last)) == 0 &&
+        (rc = events_seq_txn(l, txn, last, &from)) == 0 && from < last)
+        rc = scan_ids_txn(l, txn, from, id_fn, ctx);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),

@@ -214,6 +214,13 @@ int ledger_scan_rejects(ledger *l, uint64_t from_id,
 /* The ids of the oldest and newest dead letter and how many there are (all 0 when none). */
 int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint64_t *count);
 
+/* ledger_scan_nodes() and ledger_scan_unindexed() in one read transaction: what the dedup index
+ * holds and what it lacks, as of one moment (two transactions, with a round's last step
+ * committed between them, miss the ids of that step: a recovery's high-water marks then let a
+ * resend of them through). */
+int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
+                      int (*id_fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx);
+
 /* Calls fn once per node id in the dedup index with the highest event id in it (the index
  * alone: ledger_scan_unindexed() gives the rest). */
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),

@@ -425,6 +425,22 @@ static int on_id(void *ctx, lt_event_id id, uint64_t seq)
     return 0;
 }
 
+/* ledger_scan_dedup()'s two callbacks share one context */
+typedef struct {
+    nodes_seen n;
+    ids_seen i;
+} dedup_seen;
+
+static int on_dedup_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
+{
+    return on_node(&((dedup_seen *)ctx)->n, node_id, event_id_max);
+}
+
+static int on_dedup_id(void *ctx, lt_event_id id, uint64_t seq)
+{
+    return on_id(&((dedup_seen *)ctx)->i, id, seq);
+}
+
 /* R29 with the deferred index: ids committed but not flushed are found (ledger_find_event reads
  * the newest entries; the index alone does not have them), a second commit of one is refused,
  * and ledger_index_flush() puts them in the index and moves events_seq. */
@@ -513,6 +529,13 @@ static void test_ledger_R29_crash_before_the_index_flush(void **st)
     assert_int_equal(ledger_scan_nodes(r, on_node, &ns), 0);
     assert_int_equal(ns.n, 2);
     assert_int_equal(ns.max[1], 230); /* as far as the cut-off round went */
+    /* the index and what it lacks, as of one moment */
+    dedup_seen b = {0};
+    assert_int_equal(ledger_scan_dedup(r, on_dedup_node, on_dedup_id, &b), 0);
+    assert_int_equal(b.n.n, 2);
+    assert_int_equal(b.n.max[1], 230);
+    assert_int_equal(b.i.n, 100);
+    assert_int_equal(b.i.last_seq, 300);
     ledger_close(&r);
 
     ledger *l = open_dir(f->dir, false, false);
@@ -606,6 +629,34 @@ static void test_ledger_R29_commits_carry_the_round(void **st)
     assert_int_equal(ledger_stat(l, &stats), 0);
     assert_int_equal(stats.events, 771);
     ledger_close(&l);
+}
+
+/* Entries whose ids repeat (here written with record ids that differ from the ids inside
+ * their bytes, which only a damaged or forged ledger has): the open's indexing of the entries
+ * after events_seq refuses them instead of indexing one of the two. */
+static void test_ledger_R29_open_refuses_an_id_twice_in_the_entries(void **st)
+{
+    fixture *f = *st;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
+        ledger *w = NULL;
+        ledger_record r[] = {rec(1, 5, 5), rec(2, 5, 5)};
+        r[1].id.event_id = 6; /* the bytes still say (5, 5) */
+        int ok = ledger_open(&w, &o, NULL, 0) == 0 && ledger_commit(w, r, 2, NULL, 0, 0) == 0;
+        _exit(ok ? 0 : 1); /* no flush */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
+    ledger *l = NULL;
+    char err[256] = "";
+    assert_int_equal(ledger_open(&l, &o, err, sizeof err), LEDGER_ERR_DUP);
+    assert_null(l);
+    assert_non_null(strstr(err, "indexing the event ids of entries 1..2"));
 }
 
 static void test_ledger_durable_after_reopen_and_copy(void **st)
@@ -819,6 +870,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_index_flush_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_commits_carry_the_round, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_open_refuses_an_id_twice_in_the_entries,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_format_upgrade_and_unknown, setup, teardown),
