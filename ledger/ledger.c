@@ -856,9 +856,11 @@ static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
             rc = index_put(l, txn, g->ids, g->n, false);
         if (rc == 0 && (rc = put_events_seq(l, txn, last)) != 0)
             rc = fail(l, rc, "meta: events_seq");
-        if (rc == 0 && (rc = mdb_txn_commit(txn)) != 0)
-            rc = fail(l, rc, "commit");
-        txn = NULL;
+        if (rc == 0) {
+            if ((rc = mdb_txn_commit(txn)) != 0) /* frees txn whatever the outcome */
+                rc = fail(l, rc, "commit");
+            txn = NULL;
+        }
     }
     if (txn != NULL)
         mdb_txn_abort(txn);
