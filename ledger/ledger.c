@@ -1650,7 +1650,7 @@ int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uin
     rc = scan_nodes_cur(cur, node_fn, ctx);
     mdb_cursor_close(cur);
     uint64_t last, from;
-    if (rc == 0 && (rc = last_seq_txn(l, txn, &last)) == 0 &&
+    if (rc == 0 && id_fn != NULL && (rc = last_seq_txn(l, txn, &last)) == 0 &&
         (rc = events_seq_txn(l, txn, last, &from)) == 0 && from < last)
         rc = scan_ids_txn(l, txn, from, id_fn, ctx);
     mdb_txn_abort(txn);
@@ -1660,19 +1660,7 @@ int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uin
 int ledger_scan_nodes(ledger *l, int (*fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
                       void *ctx)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    int rc = txn_begin_ro(l, &txn);
-    if (rc != 0)
-        return ldb_map_err(rc);
-    if ((rc = mdb_cursor_open(txn, l->events, &cur)) != 0) {
-        mdb_txn_abort(txn);
-        return ldb_map_err(rc);
-    }
-    rc = scan_nodes_cur(cur, fn, ctx);
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    return rc;
+    return ledger_scan_dedup(l, fn, NULL, ctx);
 }
 
 /* ------------------------------------------------------------------ stat, copy */

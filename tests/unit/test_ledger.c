@@ -113,6 +113,15 @@ static int append(ledger *l, uint64_t from, uint64_t to, uint64_t node, uint64_t
     return ledger_commit(l, recs, n, NULL, 0, 0);
 }
 
+/* Waits for a forked child and checks that it exited 0 (its own checks passed). */
+static void child_ok(pid_t pid)
+{
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 typedef struct {
     uint64_t first, last, count, stop_at;
     int bad;
@@ -391,10 +400,7 @@ static void test_ledger_read_only_beside_writer(void **st)
         assert_int_equal(read(to_parent[0], &c, 1), 1);
     assert_int_equal(append(w, 11, 20, 4, 0), 0);
     assert_int_equal(write(to_child[1], "x", 1), 1);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_ok(pid);
     close(to_child[0]);
     close(to_child[1]);
     close(to_parent[0]);
@@ -509,10 +515,7 @@ static void test_ledger_R29_crash_before_the_index_flush(void **st)
              ledger_indexed_seq(w) == 200;
         _exit(ok ? 0 : 1); /* no ledger_close(): the round is cut off */
     }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_ok(pid);
 
     ledger *r = open_dir(f->dir, true, false);
     ids_seen s = {0};
@@ -647,10 +650,7 @@ static void test_ledger_R29_open_refuses_an_id_twice_in_the_entries(void **st)
         int ok = ledger_open(&w, &o, NULL, 0) == 0 && ledger_commit(w, r, 2, NULL, 0, 0) == 0;
         _exit(ok ? 0 : 1); /* no flush */
     }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    child_ok(pid);
     ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
     ledger *l = NULL;
     char err[256] = "";
