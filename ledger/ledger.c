@@ -228,6 +228,7 @@ static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
 
 static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq);
 static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len);
+
 static void round_advance(ledger *l, size_t k);
 static int scan_ids_txn(ledger *l, MDB_txn *txn, uint64_t after,
                         int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx);
@@ -738,6 +739,22 @@ static int index_put(ledger *l, MDB_txn *txn, dedup_key *keys, size_t m, bool so
     return rc ? fail(l, rc, "events: put") : 0;
 }
 
+/* Room for `more` ids in g's array. Returns 0 or -1 (out of memory). */
+static int gen_reserve(struct id_gen *g, size_t more)
+{
+    if (g->n + more <= g->cap)
+        return 0;
+    size_t cap = g->cap ? g->cap : 4096;
+    while (cap < g->n + more)
+        cap *= 2;
+    dedup_key *u = realloc(g->ids, cap * sizeof(*u));
+    if (u == NULL)
+        return -1;
+    g->ids = u;
+    g->cap = cap;
+    return 0;
+}
+
 /* R29 for a commit, without writing the index: an id twice in the call, among the ids committed
  * but not indexed yet, or in `events` is MDB_KEYEXIST (LEDGER_ERR_DUP). Lookups only read
  * pages. Then makes room for the ids in l->unidx, so that keeping them after the commit cannot
@@ -765,17 +782,7 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
             return fail(l, rc, "events: get");
     }
     struct id_gen *g = &l->gen[l->collect];
-    if (g->n + *m > g->cap) {
-        size_t cap = g->cap ? g->cap : 4096;
-        while (cap < g->n + *m)
-            cap *= 2;
-        dedup_key *u = realloc(g->ids, cap * sizeof(*u));
-        if (u == NULL)
-            return fail(l, ENOMEM, "events: ids to index");
-        g->ids = u;
-        g->cap = cap;
-    }
-    if (idmap_reserve(&g->set, *m) != 0)
+    if (gen_reserve(g, *m) != 0 || idmap_reserve(&g->set, *m) != 0)
         return fail(l, ENOMEM, "events: ids to index");
     return 0;
 }
@@ -823,14 +830,8 @@ static int scan_ids_txn(ledger *l, MDB_txn *txn, uint64_t after,
 static int collect_id(void *ctx, lt_event_id id, uint64_t seq)
 {
     struct id_gen *g = ctx;
-    if (g->n == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 4096;
-        dedup_key *u = realloc(g->ids, cap * sizeof(*u));
-        if (u == NULL)
-            return LEDGER_ERR_OTHER;
-        g->ids = u;
-        g->cap = cap;
-    }
+    if (gen_reserve(g, 1) != 0)
+        return LEDGER_ERR_OTHER;
     g->ids[g->n++] = (dedup_key){id.node_id, id.event_id, seq};
     return 0;
 }
@@ -875,6 +876,20 @@ static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
     return 0;
 }
 
+/* Inserts the round's next *k ids (fewer if fewer are left: *k says how many) in txn, and at
+ * the round's end events_seq too; round_advance() after the commit. Both a step of its own
+ * (ledger_index_flush()) and a commit's slice (ride_round()) write it so. */
+static int round_slice(ledger *l, MDB_txn *txn, size_t *k)
+{
+    const struct id_gen *f = &l->gen[1 - l->collect];
+    if (*k > f->n - l->flush_pos)
+        *k = f->n - l->flush_pos;
+    int rc = index_put(l, txn, f->ids + l->flush_pos, *k, true);
+    if (rc == 0 && l->flush_pos + *k == f->n && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
+        rc = fail(l, rc, "meta: events_seq");
+    return rc;
+}
+
 int ledger_index_start(ledger *l)
 {
     if (l->read_only || l->flushing || l->events_seq == l->committed_seq)
@@ -903,19 +918,13 @@ int ledger_index_flush(ledger *l, size_t max)
     ledger_index_start(l);
     if (!l->flushing)
         return 0;
-    struct id_gen *f = &l->gen[1 - l->collect];
-    size_t k = f->n - l->flush_pos;
-    if (max > 0 && k > max)
-        k = max;
-    bool last = l->flush_pos + k == f->n;
+    size_t k = max > 0 ? max : SIZE_MAX;
     l->errmsg[0] = '\0';
     MDB_txn *txn;
     int rc = mdb_txn_begin(l->env, NULL, 0, &txn);
     if (rc != 0)
         return fail(l, rc, "index: begin");
-    rc = index_put(l, txn, f->ids + l->flush_pos, k, true);
-    if (rc == 0 && last && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
-        rc = fail(l, rc, "meta: events_seq");
+    rc = round_slice(l, txn, &k);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc; /* the ids stay: the next step tries again */
@@ -1255,15 +1264,10 @@ static int ride_round(ledger *l, MDB_txn *txn, size_t n)
     l->ride_k = 0;
     if (!l->flushing || l->ride_max == 0)
         return 0;
-    const struct id_gen *f = &l->gen[1 - l->collect];
     size_t k = 2 * n < 256 ? 256 : 2 * n;
     if (k > l->ride_max)
         k = l->ride_max;
-    if (k > f->n - l->flush_pos)
-        k = f->n - l->flush_pos;
-    int rc = index_put(l, txn, f->ids + l->flush_pos, k, true);
-    if (rc == 0 && l->flush_pos + k == f->n && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
-        rc = fail(l, rc, "meta: events_seq");
+    int rc = round_slice(l, txn, &k);
     if (rc == 0)
         l->ride_k = k;
     return rc;
