@@ -170,19 +170,14 @@ typedef struct {
     ingest_batch in_batch; /* the till message being handled, read in place (ingest/wire.c) */
     ingest_limits lim;
 
-    /* dedup: event ids not in the ledger's index yet -> (seq, digest; 0: read it from the
-     * entry), those of uncommitted batches (seq > committed_seq) and those committed since the
-     * index's last flush; per till: max event id seen */
+    /* dedup: event ids of batches not acknowledged yet -> (seq, digest); per till: max event
+     * id seen. Once acknowledged, the ledger finds an id (ledger_find_event(): its writer's
+     * memory until the id's round of the index, then the index). */
     idmap pending, nodes;
-    /* the committed ones in commit order, to leave pending once indexed_seq covers them */
-    struct unidx_id {
-        uint64_t node, event, seq;
-    } * uq;
-    size_t uq_head, uq_n, uq_cap; /* uq[uq_head .. uq_n) */
-    uint64_t indexed_seq;         /* ledger_indexed_seq() after the last flush, under mu */
-    bool index_failing;           /* commit thread: the last flush failed */
-    uint64_t next_seq;            /* sequence the next accepted event gets */
-    uint64_t committed_seq;       /* last durable sequence */
+    uint64_t indexed_seq;   /* commit thread: ledger_indexed_seq() at the last look */
+    bool index_failing;     /* commit thread: the last flush failed */
+    uint64_t next_seq;      /* sequence the next accepted event gets */
+    uint64_t committed_seq; /* last durable sequence */
     uint64_t checkpoint_seq;
 
     /* the pipeline */
@@ -916,8 +911,8 @@ static void ck_main(void *arg)
  * batch waits, steps of INDEX_FLUSH_STEP go in transactions of their own. Each till's leaf page
  * is copied about once a round, where one insert per commit halved the rate with 1,000 tills
  * (ledger.h, ledger_commit); a round of its own transactions after every commit, measured
- * first, took an fsync each and put the ack p99 at 30-40 ms. Until its round ends, the loop
- * thread finds an id in `pending`. */
+ * first, took an fsync each and put the ack p99 at 30-40 ms. Until its round ends, the ledger
+ * finds an id in its memory (ledger_find_event()). */
 #define INDEX_FLUSH_NS(d) ((uint64_t)(d)->cfg->index_flush_ms * 1000000u)
 #define INDEX_FLUSH_IDS 65536u
 #define INDEX_FLUSH_STEP 1024u
@@ -939,17 +934,13 @@ static bool index_due(daemon_t *d, uint64_t *due)
     return waiting >= INDEX_FLUSH_IDS || now >= *due;
 }
 
-/* Commit thread: once a round has ended, the loop thread may let its ids leave pending. */
+/* Commit thread: once a round has ended, the next round's clock starts with its first id. */
 static void index_note(daemon_t *d, uint64_t *due)
 {
     uint64_t s = ledger_indexed_seq(d->ledger);
-    uv_mutex_lock(&d->mu);
-    bool moved = s > d->indexed_seq;
-    d->indexed_seq = s;
-    uv_mutex_unlock(&d->mu);
-    if (moved) {
-        *due = 0; /* the next round's clock starts with its first id */
-        uv_async_send(&d->async);
+    if (s > d->indexed_seq) {
+        d->indexed_seq = s;
+        *due = 0;
     }
 }
 
@@ -957,7 +948,7 @@ static void index_note(daemon_t *d, uint64_t *due)
  * one if due). It does not count as committing: the loop thread seals its open batch meanwhile
  * (maybe_seal()), which is committed right after the step. Marked committing, back-to-back steps
  * kept the loop from sealing until the round ended: ack p99 13-40 ms instead of 4-8. A failure
- * leaves the ids in memory (pending keeps them too) and the step is tried again index_flush_ms
+ * leaves the ids in the ledger's memory and the step is tried again index_flush_ms
  * later. */
 static void index_step(daemon_t *d, uint64_t *due)
 {
@@ -1158,8 +1149,8 @@ static void fatal(daemon_t *d, int code, const char *why)
     uv_stop(&d->loop);
 }
 
-/* For returns (R18) of a sale whose id is not in the ledger's index yet: its encoded entry in
- * its batch, or only its seq once the batch is gone (committed: lookup.c reads the ledger). */
+/* For returns (R18) of a sale in a batch not acknowledged yet: its encoded entry in the batch
+ * (a batch is recycled only after its ack, when its ids have left pending). */
 static int pending_sale(void *ctx, lt_event_id id, const uint8_t **bytes, size_t *len,
                         uint64_t *seq)
 {
@@ -1167,9 +1158,6 @@ static int pending_sale(void *ctx, lt_event_id id, const uint8_t **bytes, size_t
     idmap_slot *p = idmap_get(&d->pending, id.node_id, id.event_id);
     if (p == NULL)
         return -1;
-    *bytes = NULL;
-    *len = 0;
-    *seq = p->v1;
     for (size_t i = 0; i < d->batches_n; i++) {
         batch *b = &d->batches[i];
         /* only the loop thread writes a batch, and only while OPEN: reading here is safe */
@@ -1180,9 +1168,10 @@ static int pending_sale(void *ctx, lt_event_id id, const uint8_t **bytes, size_t
         LT_ASSERT(b->recs[k].seq == p->v1);
         *bytes = b->bytes + b->offs[k];
         *len = b->recs[k].len;
+        *seq = p->v1;
         return 0;
     }
-    return p->v1 <= d->committed_seq ? 0 : -1; /* committed: read from the ledger at *seq */
+    return -1; /* (none: the ledger has it then) */
 }
 
 static void view_init(daemon_t *d)
@@ -1379,18 +1368,15 @@ static int find_duplicate(daemon_t *d, lt_event_id id, uint64_t *seq, uint64_t *
     if (p != NULL) {
         *seq = p->v1;
         *digest = p->v2;
-        *pending = p->v1 > d->committed_seq; /* else committed, only not indexed yet */
-        if (*pending || p->v2 != 0)
-            return 1;
-        /* recovered from the ledger's unindexed entries: the digest is in the entry */
-    } else {
-        /* pending holds every id the index does not: the index alone answers the rest */
-        int rc = ledger_find_event_indexed(d->ledger, id, seq);
-        if (rc == LEDGER_ERR_NOT_FOUND)
-            return 0;
-        if (rc != 0)
-            return -1;
+        *pending = p->v1 > d->committed_seq; /* else committed, its ack under way */
+        return 1;
     }
+    /* acknowledged: in the ledger's memory until its round of the index, then in the index */
+    int rc = ledger_find_event(d->ledger, id, seq);
+    if (rc == LEDGER_ERR_NOT_FOUND)
+        return 0;
+    if (rc != 0)
+        return -1;
     size_t len;
     if (ledger_get(d->ledger, *seq, d->enc, sizeof d->enc, &len) != 0 ||
         entry_decode(d->enc, len, &d->entry) != 0)
@@ -2148,7 +2134,6 @@ static void rebuild_state(daemon_t *d)
     state_destroy(&d->state);
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
-    d->uq_head = d->uq_n = 0; /* recover() finds the ids the index lacks again */
     if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
         idmap_init(&d->nodes, 1024) != 0) {
         fatal(d, 71, "out of memory rebuilding the state");
@@ -2166,55 +2151,6 @@ static void rebuild_state(daemon_t *d)
     open_batch(d);
     if (!d->stopping)
         zwatch_resume(&d->ingest_w);
-}
-
-/* A batch's committed ids, to leave pending once the index holds them. Returns 0 or -1 (out of
- * memory). */
-static int unidx_add(daemon_t *d, uint64_t node, uint64_t event, uint64_t seq)
-{
-    if (d->uq_n == d->uq_cap) {
-        if (d->uq_head > 0) { /* slide what is left to the front */
-            memmove(d->uq, d->uq + d->uq_head, (d->uq_n - d->uq_head) * sizeof *d->uq);
-            d->uq_n -= d->uq_head;
-            d->uq_head = 0;
-        }
-        if (d->uq_n == d->uq_cap) {
-            size_t cap = d->uq_cap ? d->uq_cap * 2 : 4096;
-            struct unidx_id *q = realloc(d->uq, cap * sizeof *q);
-            if (q == NULL)
-                return -1;
-            d->uq = q;
-            d->uq_cap = cap;
-        }
-    }
-    d->uq[d->uq_n++] = (struct unidx_id){node, event, seq};
-    return 0;
-}
-
-static int unindexed_push(daemon_t *d, const batch *b)
-{
-    for (uint32_t i = 0; i < b->n; i++) {
-        const ledger_record *r = &b->recs[i];
-        if ((r->id.node_id || r->id.event_id) &&
-            unidx_add(d, r->id.node_id, r->id.event_id, r->seq) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* The ids the index holds now (indexed_seq) leave pending: ledger_find_event_indexed() finds
- * them from here on. */
-static void unindexed_drain(daemon_t *d)
-{
-    uv_mutex_lock(&d->mu);
-    uint64_t upto = d->indexed_seq;
-    uv_mutex_unlock(&d->mu);
-    while (d->uq_head < d->uq_n && d->uq[d->uq_head].seq <= upto) {
-        const struct unidx_id *u = &d->uq[d->uq_head++];
-        idmap_remove(&d->pending, u->node, u->event);
-    }
-    if (d->uq_head == d->uq_n)
-        d->uq_head = d->uq_n = 0;
 }
 
 static void on_async(uv_async_t *h)
@@ -2247,11 +2183,9 @@ static void on_async(uv_async_t *h)
         }
         for (uint32_t i = 0; i < next->reqs_n; i++)
             send_acks(d, &next->reqs[i], next, LT_R_NONE, NULL);
-        /* its ids stay in pending until the ledger's index has them (unindexed_drain()) */
-        if (unindexed_push(d, next) != 0) {
-            fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
-            break;
-        }
+        /* the ledger finds its ids from here on (ledger_find_event()) */
+        for (uint32_t i = 0; i < next->n; i++)
+            idmap_remove(&d->pending, next->recs[i].id.node_id, next->recs[i].id.event_id);
         if (next->n > 0)
             d->committed_seq = next->recs[next->n - 1].seq;
         d->st.commits++;
@@ -2266,7 +2200,6 @@ static void on_async(uv_async_t *h)
         uv_mutex_unlock(&d->mu);
     }
     /* recycle batches both acked and published */
-    unindexed_drain(d);
     bool freed = false;
     uv_mutex_lock(&d->mu);
     for (size_t i = 0; i < d->batches_n; i++) {
@@ -2448,19 +2381,17 @@ static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
 }
 
 /* An id the ledger's index does not hold yet (committed since its last flush; none at a start,
- * which indexes them when it opens the ledger; some after a failed commit): into pending (its
- * digest read from the entry when needed) and the till's high-water mark. */
+ * which indexes them when it opens the ledger; some after a failed commit): into the till's
+ * high-water mark. The ledger finds the id itself (its writer's memory). */
 static int load_unindexed(void *ctx, lt_event_id id, uint64_t seq)
 {
     daemon_t *d = ctx;
+    (void)seq;
     idmap_slot *hw = idmap_get(&d->nodes, id.node_id, 0);
-    if ((hw == NULL || hw->v1 < id.event_id) &&
-        idmap_put(&d->nodes, id.node_id, 0, id.event_id, 0) != 0)
-        return -1;
-    return idmap_put(&d->pending, id.node_id, id.event_id, seq, 0) == 0 &&
-                   unidx_add(d, id.node_id, id.event_id, seq) == 0
-               ? 0
-               : -1;
+    return (hw == NULL || hw->v1 < id.event_id) &&
+                   idmap_put(&d->nodes, id.node_id, 0, id.event_id, 0) != 0
+               ? -1
+               : 0;
 }
 
 static int recover_state(daemon_t *d)
@@ -2861,7 +2792,6 @@ int daemon_run(const config *cfg)
     idmap_free(&d->ck_capmap);
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
-    free(d->uq);
     free(d->hash_waiters);
     free(d->sweep_waiters);
     free(d->sweep_waiter_pass);

@@ -29,7 +29,7 @@ int daemon_sale_lookup(ledger *l, state *s, lt_event_id id, lt_entry *scratch,
     uint64_t at;
 
     LT_ASSERT(l != NULL && s != NULL && scratch != NULL);
-    int rc = ledger_find_event_indexed(l, id, &at);
+    int rc = ledger_find_event(l, id, &at);
     if (rc == LEDGER_ERR_NOT_FOUND)
         return -1;
     if (rc == 0)
@@ -44,20 +44,6 @@ int daemon_sale_lookup(ledger *l, state *s, lt_event_id id, lt_entry *scratch,
         return -1;
     *seq = at;
     return 0;
-}
-
-int daemon_sale_at(ledger *l, state *s, uint64_t seq, lt_entry *scratch, const lt_entry **entry,
-                   const int64_t **returned)
-{
-    static uint8_t buf[ENTRY_BYTES_MAX]; /* loop thread only */
-    size_t len;
-    int rc = ledger_get(l, seq, buf, sizeof buf, &len);
-    if (rc != 0) {
-        lt_log(LT_ERROR, "original sale unreadable", "seq=%llu error=\"%s\"",
-               (unsigned long long)seq, ledger_strerror(rc));
-        return -2;
-    }
-    return daemon_sale_from_bytes(s, buf, len, seq, scratch, entry, returned);
 }
 
 static const lt_member *view_member(void *ctx, const char *member_id)
@@ -78,10 +64,7 @@ static int view_sale(void *ctx, lt_event_id id, const lt_entry **entry, const in
     size_t len;
 
     if (lk->pending && lk->pending(lk->pending_ctx, id, &bytes, &len, seq) == 0)
-        return bytes != NULL
-                   ? daemon_sale_from_bytes(lk->state, bytes, len, *seq, &lk->scratch, entry,
-                                            returned)
-                   : daemon_sale_at(lk->ledger, lk->state, *seq, &lk->scratch, entry, returned);
+        return daemon_sale_from_bytes(lk->state, bytes, len, *seq, &lk->scratch, entry, returned);
     return daemon_sale_lookup(lk->ledger, lk->state, id, &lk->scratch, entry, returned, seq);
 }
 

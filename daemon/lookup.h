@@ -20,16 +20,11 @@
  * *entry = scratch, *returned = its cumulative returned quantities (state_returned(), NULL when
  * none yet; valid until the state changes) and *seq = its ledger sequence. Returns -1 if the id
  * is not in the ledger or is not a sale (rating answers UNKNOWN_SALE), -2 if the ledger cannot
- * be read (logged; rating answers INTERNAL_ERROR). Looks in the dedup index alone
- * (ledger_find_event_indexed()): an original still in an uncommitted batch, or committed since
- * the index's last flush, is found through daemon_lookup.pending. Loop thread only (one static
- * read buffer). */
+ * be read (logged; rating answers INTERNAL_ERROR). An original still in an uncommitted batch is
+ * not in LMDB yet: see daemon_lookup.pending; a committed one is found by ledger_find_event()
+ * whether or not the dedup index has it yet. Loop thread only (one static read buffer). */
 int daemon_sale_lookup(ledger *l, state *s, lt_event_id id, lt_entry *scratch,
                        const lt_entry **entry, const int64_t **returned, uint64_t *seq);
-
-/* The same for the entry at sequence seq. Returns 0, -1 (not a sale) or -2 (unreadable). */
-int daemon_sale_at(ledger *l, state *s, uint64_t seq, lt_entry *scratch, const lt_entry **entry,
-                   const int64_t **returned);
 
 /* Like daemon_sale_lookup(), from an entry's encoded bytes at sequence seq (e.g. one still in
  * an uncommitted batch). Returns 0 or -1 (does not decode, or not a sale). */
@@ -41,10 +36,8 @@ int daemon_sale_from_bytes(state *s, const uint8_t *bytes, size_t len, uint64_t 
 typedef struct {
     ledger *ledger;
     state *state;
-    /* Optional: finds an event whose id is not in the dedup index yet (accepted and not
-     * committed, or committed since the index's last flush). Returns 0 with its seq and the
-     * encoded entry's bytes (valid until the next call), or with *bytes NULL once its batch is
-     * gone (read it from the ledger at seq), or -1. Tried first. */
+    /* Optional: finds an event that is accepted but not yet committed. Returns 0 with the
+     * encoded entry's bytes (valid until the next call) and its seq, or -1. Tried first. */
     int (*pending)(void *ctx, lt_event_id id, const uint8_t **bytes, size_t *len, uint64_t *seq);
     void *pending_ctx;
     lt_entry scratch;

@@ -62,13 +62,19 @@ struct ledger {
      * meta events_seq, which ledger_index_flush() inserts into `events` many commits' worth at
      * a time, so that a till's leaf page is copied once per flush instead of once per commit.
      * Two generations: gen[collect] takes the ids of new commits; the other one, sorted, is
-     * being inserted (flushing) a slice per step from flush_pos. */
+     * being inserted (flushing) a slice per step from flush_pos. The writer's thread changes
+     * them; the sets also answer ledger_find_event() from other threads, under gen_mu (held
+     * by the writer only while it changes a set, by a reader while it looks). */
+    pthread_mutex_t gen_mu;
     struct id_gen {
         dedup_key *ids;
         size_t n, cap;
         idmap set; /* the same ids, for the duplicate check of a commit */
     } gen[2];
     int collect;
+    /* The writer's highest event id per till among all entries (node -> v1): an id above it is
+     * new without a lookup, which is every id of a till sending in order. */
+    idmap node_max;
     bool flushing;
     size_t flush_pos;
     uint64_t flush_seq;     /* events_seq once the flushing generation is in */
@@ -228,6 +234,7 @@ static int take_lock(ledger *l, const char *dir, char *err, size_t err_len)
 
 static int last_seq_txn(ledger *l, MDB_txn *txn, uint64_t *seq);
 static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len);
+static int load_node_max(ledger *l, const char *dir, char *err, size_t err_len);
 
 static void round_advance(ledger *l, size_t k);
 static int scan_ids_txn(ledger *l, MDB_txn *txn, uint64_t after,
@@ -446,6 +453,7 @@ int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)
     l->lock_fd = -1;
     l->read_only = o->read_only;
     pthread_mutex_init(&l->rtxn_mu, NULL);
+    pthread_mutex_init(&l->gen_mu, NULL);
     int rc = o->exclusive ? take_lock(l, o->dir, err, err_len) : 0;
     if (rc == 0)
         rc = open_env(l, o, err, err_len);
@@ -458,6 +466,8 @@ int ledger_open(ledger **out, const ledger_opts *o, char *err, size_t err_len)
     }
     if (rc == 0 && !l->read_only)
         rc = index_catch_up(l, o->dir, err, err_len);
+    if (rc == 0 && !l->read_only)
+        rc = load_node_max(l, o->dir, err, err_len);
     if (rc != 0) {
         ledger_close(&l);
         return rc;
@@ -483,11 +493,13 @@ void ledger_close(ledger **lp)
     if (l->lock_fd >= 0)
         close(l->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&l->rtxn_mu);
+    pthread_mutex_destroy(&l->gen_mu);
     free(l->keys);
     for (int g = 0; g < 2; g++) {
         free(l->gen[g].ids);
         idmap_free(&l->gen[g].set);
     }
+    idmap_free(&l->node_max);
     free(l);
     *lp = NULL;
 }
@@ -560,8 +572,33 @@ static int match_id(void *ctx, lt_event_id id, uint64_t seq)
     return 1;
 }
 
+/* The writer's ids committed and not indexed yet (both generations), under gen_mu. */
+static bool find_unindexed(ledger *l, lt_event_id id, uint64_t *seq)
+{
+    pthread_mutex_lock(&l->gen_mu);
+    const idmap_slot *s = NULL;
+    for (int g = 0; g < 2 && s == NULL; g++)
+        if (l->gen[g].set.cap > 0)
+            s = idmap_get(&l->gen[g].set, id.node_id, id.event_id);
+    if (s != NULL)
+        *seq = s->v1;
+    pthread_mutex_unlock(&l->gen_mu);
+    return s != NULL;
+}
+
+/* The handle that holds DIR/daemon.lock and writes: every entry after events_seq went through
+ * its commits (its open indexed the ones before), so its generations hold their ids. */
+static bool writer_knows_tail(const ledger *l)
+{
+    return !l->read_only && l->lock_fd >= 0;
+}
+
 static int find_event(ledger *l, lt_event_id id, uint64_t *seq, bool tail)
 {
+    /* memory first: an id leaves it only once its round is durable in `events`, so a read
+     * transaction begun after this look sees it there */
+    if (tail && writer_knows_tail(l) && find_unindexed(l, id, seq))
+        return 0;
     uint8_t key[16];
     put_be64(key, id.node_id);
     put_be64(key + 8, id.event_id);
@@ -578,9 +615,10 @@ static int find_event(ledger *l, lt_event_id id, uint64_t *seq, bool tail)
         *seq = get_be64(v.mv_data);
     rc = ldb_map_err(rc);
     uint64_t last, from;
-    if (rc == LEDGER_ERR_NOT_FOUND && tail && (rc = last_seq_txn(l, txn, &last)) == 0 &&
+    if (rc == LEDGER_ERR_NOT_FOUND && tail && !writer_knows_tail(l) &&
+        (rc = last_seq_txn(l, txn, &last)) == 0 &&
         (rc = events_seq_txn(l, txn, last, &from)) == 0) {
-        /* the newest entries, committed after the index's last flush */
+        /* another process writes: the newest entries, committed after the index's last flush */
         id_search s = {id, 0};
         rc = from < last ? scan_ids_txn(l, txn, from, match_id, &s) : 0;
         if (rc == 1)
@@ -756,17 +794,23 @@ static int gen_reserve(struct id_gen *g, size_t more)
 }
 
 /* R29 for a commit, without writing the index: an id twice in the call, among the ids committed
- * but not indexed yet, or in `events` is MDB_KEYEXIST (LEDGER_ERR_DUP). Lookups only read
- * pages. Then makes room for the ids in l->unidx, so that keeping them after the commit cannot
- * fail. *m: the ids, in l->keys. */
+ * but not indexed yet, or in `events` is MDB_KEYEXIST (LEDGER_ERR_DUP). An id above its till's
+ * highest (node_max) needs neither lookup. Lookups only read pages. Then makes room for the
+ * ids in the current generation and for their tills in node_max, so that keeping them after
+ * the commit cannot fail. *m: the ids, in l->keys. */
 static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size_t n, size_t *m)
 {
     int rc = collect_keys(l, recs, n, m);
     if (rc != 0)
         return rc;
+    size_t tills = 0;
     for (size_t i = 0; i < *m; i++) {
         const dedup_key *d = &l->keys[i];
         bool dup = i > 0 && cmp_dedup(&l->keys[i - 1], d) == 0;
+        tills += i == 0 || l->keys[i - 1].node_id != d->node_id;
+        const idmap_slot *hw = idmap_get(&l->node_max, d->node_id, 0);
+        if (!dup && (hw == NULL || d->event_id > hw->v1))
+            continue; /* above the till's highest id: new */
         for (int g = 0; g < 2 && !dup; g++)
             dup = l->gen[g].set.cap > 0 && idmap_get(&l->gen[g].set, d->node_id, d->event_id);
         if (dup)
@@ -782,21 +826,38 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
             return fail(l, rc, "events: get");
     }
     struct id_gen *g = &l->gen[l->collect];
-    if (gen_reserve(g, *m) != 0 || idmap_reserve(&g->set, *m) != 0)
+    if (gen_reserve(g, *m) != 0 || idmap_reserve(&l->node_max, tills) != 0)
         return fail(l, ENOMEM, "events: ids to index");
-    return 0;
+    pthread_mutex_lock(&l->gen_mu); /* a grown set moves */
+    rc = idmap_reserve(&g->set, *m);
+    pthread_mutex_unlock(&l->gen_mu);
+    return rc != 0 ? fail(l, ENOMEM, "events: ids to index") : 0;
 }
 
 /* After the commit of the ids check_events() found: they wait for ledger_index_flush(). */
 static void keep_unindexed(ledger *l, size_t m)
 {
     struct id_gen *g = &l->gen[l->collect];
+    memcpy(g->ids + g->n, l->keys, m * sizeof(*g->ids));
+    g->n += m;
+    pthread_mutex_lock(&l->gen_mu);
     for (size_t i = 0; i < m; i++) {
         const dedup_key *d = &l->keys[i];
-        g->ids[g->n++] = *d;
         int rc = idmap_put(&g->set, d->node_id, d->event_id, d->seq, 0);
         LT_ASSERT(rc == 0); /* room was made before the commit */
         (void)rc;
+    }
+    pthread_mutex_unlock(&l->gen_mu);
+    for (size_t i = 0; i < m; i++) { /* keys are sorted: a till's highest comes last */
+        const dedup_key *d = &l->keys[i];
+        if (i + 1 < m && l->keys[i + 1].node_id == d->node_id)
+            continue;
+        idmap_slot *hw = idmap_get(&l->node_max, d->node_id, 0);
+        if (hw == NULL || d->event_id > hw->v1) {
+            int rc = idmap_put(&l->node_max, d->node_id, 0, d->event_id, 0);
+            LT_ASSERT(rc == 0); /* room was made before the commit */
+            (void)rc;
+        }
     }
 }
 
@@ -874,6 +935,24 @@ static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
     g->n = 0;
     l->committed_seq = l->events_seq = last;
     return 0;
+}
+
+static int note_node_max(void *ctx, uint64_t node_id, uint64_t event_id_max)
+{
+    return idmap_put(&((ledger *)ctx)->node_max, node_id, 0, event_id_max, 0) == 0
+               ? 0
+               : LEDGER_ERR_OTHER;
+}
+
+/* A writable open, once the index is whole: each till's highest id (one seek per till). */
+static int load_node_max(ledger *l, const char *dir, char *err, size_t err_len)
+{
+    int rc = idmap_init(&l->node_max, 1024) == 0 ? ledger_scan_nodes(l, note_node_max, l)
+                                                 : LEDGER_ERR_OTHER;
+    if (rc != 0)
+        ldb_fmt_err(err, err_len, "%s: reading each till's highest event id: %s", dir,
+                    rc == LEDGER_ERR_OTHER ? "out of memory" : ledger_strerror(rc));
+    return rc;
 }
 
 /* Inserts the round's next *k ids (fewer if fewer are left: *k says how many) in txn, and at
@@ -1287,14 +1366,23 @@ static void round_advance(ledger *l, size_t k)
     l->events_seq = l->flush_seq;
     size_t flushed = f->n;
     f->n = 0;
-    /* a burst may have grown the set far beyond a round's worth: let it go then (a failed
-     * init leaves an empty map of capacity 0, which the next commit grows) */
-    if (f->set.cap > 4096 && f->set.cap > 8 * flushed) {
-        idmap_free(&f->set);
-        (void)idmap_init(&f->set, flushed);
+    /* readers see the set empty while it is cleared outside the lock (only this thread
+     * changes it): those ids are in `events` now. A burst may have grown the set far beyond a
+     * round's worth: let it go then (a failed init leaves an empty map of capacity 0, which the
+     * next commit grows). */
+    pthread_mutex_lock(&l->gen_mu);
+    idmap set = f->set;
+    f->set = (idmap){0};
+    pthread_mutex_unlock(&l->gen_mu);
+    if (set.cap > 4096 && set.cap > 8 * flushed) {
+        idmap_free(&set);
+        (void)idmap_init(&set, flushed);
     } else {
-        idmap_clear(&f->set);
+        idmap_clear(&set);
     }
+    pthread_mutex_lock(&l->gen_mu);
+    f->set = set;
+    pthread_mutex_unlock(&l->gen_mu);
 }
 
 /* One write transaction: entries, their dedup keys, dead letters, and either a direct

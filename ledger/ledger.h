@@ -172,12 +172,14 @@ int ledger_commit_ckpt(ledger *l, const ledger_record *recs, size_t n, const led
  * busy and opens its own, so they stay safe from any thread but are fastest from one. The
  * scans always open their own. */
 
-/* Looks up an event id: in the dedup index, then among the entries after its events_seq (read
- * and decoded one by one: a fraction of a second's worth behind a running daemon, none after a
- * writable open). Returns 0 and *seq, LEDGER_ERR_NOT_FOUND, or error. */
+/* Looks up an event id. The writing handle (writable, holding DIR/daemon.lock) looks among the
+ * ids it committed that are not indexed yet (in memory, under a mutex: any thread) and then in
+ * the dedup index; an id whose ledger_commit*() has returned is found. Any other handle looks in
+ * the index, then among the entries after events_seq (read and decoded one by one: a fraction
+ * of a second's worth behind a running daemon, none after a writable open). Returns 0 and
+ * *seq, LEDGER_ERR_NOT_FOUND, or error. */
 int ledger_find_event(ledger *l, lt_event_id id, uint64_t *seq);
-/* The index alone, for a caller that keeps the ids after events_seq itself (the daemon: its
- * pending map, filled by ledger_scan_unindexed() at recovery). */
+/* The index alone. */
 int ledger_find_event_indexed(ledger *l, lt_event_id id, uint64_t *seq);
 /* Calls fn with the id and seq of each entry after events_seq (in seq order; system entries
  * have no id and are skipped), in one read transaction. Stops at fn's first non-zero return and

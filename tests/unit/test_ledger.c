@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -235,11 +237,19 @@ static void test_ledger_R29_dedup_across_reopen(void **st)
     /* System entries (id 0, 0) are not indexed, so any number of them may be written. */
     ledger_record sys[] = {rec(6, 0, 0), rec(7, 0, 0)};
     assert_int_equal(ledger_commit(l, sys, 2, NULL, 0, 0), 0);
+    /* a till's highest id as the open read it is refused; a new id below it (out of order) is
+     * taken, and an id above it needs no lookup */
+    ledger_record top[] = {rec(8, 5, 30)};
+    assert_int_equal(ledger_commit(l, top, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record below[] = {rec(8, 3, 7), rec(9, 5, 31)};
+    assert_int_equal(ledger_commit(l, below, 2, NULL, 0, 0), 0);
+    ledger_record top2[] = {rec(10, 5, 31)};
+    assert_int_equal(ledger_commit(l, top2, 1, NULL, 0, 0), LEDGER_ERR_DUP);
     assert_int_equal(ledger_index_flush(l, 0), 0);
     ledger_stats stats;
     assert_int_equal(ledger_stat(l, &stats), 0);
-    assert_int_equal(stats.entries, 7);
-    assert_int_equal(stats.events, 4);
+    assert_int_equal(stats.entries, 9);
+    assert_int_equal(stats.events, 6);
     ledger_close(&l);
 }
 
@@ -634,6 +644,72 @@ static void test_ledger_R29_commits_carry_the_round(void **st)
     ledger_close(&l);
 }
 
+/* R29 from the daemon's side: the writing handle (exclusive) finds the ids it committed and
+ * has not indexed yet in its memory, from another thread while it commits and runs rounds
+ * (ledger_find_event() takes the generations' mutex; an id leaves them only once its round is
+ * durable in the index). Every id whose commit has returned must be found at its seq. */
+typedef struct {
+    ledger *l;
+    _Atomic uint64_t committed; /* the last seq whose ledger_commit() returned */
+    _Atomic bool done;
+    uint64_t lookups, wrong;
+} finder;
+
+static void *find_committed(void *arg)
+{
+    finder *fd = arg;
+    uint64_t x = 88172645463325252ull; /* xorshift: which ids to ask for */
+    while (!atomic_load(&fd->done)) {
+        uint64_t last = atomic_load(&fd->committed);
+        if (last == 0)
+            continue;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        /* mostly the newest (not indexed yet), sometimes any */
+        uint64_t s = x % 4 ? last - x % (last < 200 ? last : 200) : 1 + x % last;
+        uint64_t seq = 0;
+        if (ledger_find_event(fd->l, (lt_event_id){1 + s % 7, s}, &seq) != 0 || seq != s)
+            fd->wrong++;
+        fd->lookups++;
+    }
+    return NULL;
+}
+
+static void test_ledger_R29_writer_finds_unindexed_ids_from_any_thread(void **st)
+{
+    fixture *f = *st;
+    finder fd = {.l = open_dir(f->dir, false, true)};
+    ledger_index_ride(fd.l, 300);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, find_committed, &fd), 0);
+    uint64_t s = 1;
+    for (int c = 0; c < 400; c++) {
+        ledger_record recs[50];
+        for (size_t i = 0; i < 50; i++, s++)
+            recs[i] = rec(s, 1 + s % 7, s);
+        assert_int_equal(ledger_commit(fd.l, recs, 50, NULL, 0, 0), 0);
+        atomic_store(&fd.committed, s - 1);
+        if (c % 10 == 9)
+            assert_int_equal(ledger_index_start(fd.l), 0); /* commits carry it */
+        if (c % 25 == 24)
+            assert_int_equal(ledger_index_flush(fd.l, 64), 0); /* and steps */
+    }
+    atomic_store(&fd.done, true);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(fd.lookups > 100);
+    assert_int_equal(fd.wrong, 0);
+    /* the newest ids are in memory only: the index lacks them, the writer finds them (a writer
+     * reads no entries for it) */
+    assert_true(ledger_unindexed(fd.l) > 0);
+    uint64_t seq = 0;
+    lt_event_id newest = {1 + (s - 1) % 7, s - 1};
+    assert_int_equal(ledger_find_event_indexed(fd.l, newest, &seq), LEDGER_ERR_NOT_FOUND);
+    assert_int_equal(ledger_find_event(fd.l, newest, &seq), 0);
+    assert_int_equal(seq, s - 1);
+    assert_int_equal(ledger_find_event(fd.l, (lt_event_id){1 + s % 7, s}, &seq),
+                     LEDGER_ERR_NOT_FOUND);
+    ledger_close(&fd.l);
+}
+
 /* Entries whose ids repeat (here written with record ids that differ from the ids inside
  * their bytes, which only a damaged or forged ledger has): the open's indexing of the entries
  * after events_seq refuses them instead of indexing one of the two. */
@@ -870,6 +946,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_index_flush_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_commits_carry_the_round, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_writer_finds_unindexed_ids_from_any_thread,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_open_refuses_an_id_twice_in_the_entries,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_durable_after_reopen_and_copy, setup, teardown),
