@@ -837,6 +837,8 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
 /* After the commit of the ids check_events() found: they wait for ledger_index_flush(). */
 static void keep_unindexed(ledger *l, size_t m)
 {
+    if (m == 0)
+        return; /* (no arrays yet before the first id: memcpy of NULL is undefined) */
     struct id_gen *g = &l->gen[l->collect];
     memcpy(g->ids + g->n, l->keys, m * sizeof(*g->ids));
     g->n += m;
