@@ -9,6 +9,7 @@
 #include "ledger.h"
 #include "entry.h"
 #include "idmap.h"
+#include "idsort.h"
 #include "lmdb_util.h"
 
 #include <errno.h>
@@ -36,9 +37,7 @@
 #define LEDGER_DBS_MAX 8
 #define LEDGER_PATH_MAX 4096
 
-typedef struct {
-    uint64_t node_id, event_id, seq;
-} dedup_key;
+typedef idsort_key dedup_key;
 
 struct ledger {
     MDB_env *env;
@@ -56,7 +55,8 @@ struct ledger {
      * (another thread) opens a transaction of its own. */
     pthread_mutex_t rtxn_mu;
     MDB_txn *rtxn;
-    dedup_key *keys; /* ledger_commit scratch, grown on demand */
+    dedup_key *keys;     /* ledger_commit scratch, grown on demand */
+    idsort_scratch sort; /* the writer's: sorting ids for the index */
     size_t keys_cap;
     /* The writer's deferred dedup index (format 3): the ids of the entries committed after
      * meta events_seq, which ledger_index_flush() inserts into `events` many commits' worth at
@@ -495,6 +495,7 @@ void ledger_close(ledger **lp)
     pthread_mutex_destroy(&l->rtxn_mu);
     pthread_mutex_destroy(&l->gen_mu);
     free(l->keys);
+    idsort_free(&l->sort);
     for (int g = 0; g < 2; g++) {
         free(l->gen[g].ids);
         idmap_free(&l->gen[g].set);
@@ -678,16 +679,6 @@ int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
 
 /* ------------------------------------------------------------------ commit */
 
-static int cmp_dedup(const void *a, const void *b)
-{
-    const dedup_key *x = a, *y = b;
-    if (x->node_id != y->node_id)
-        return x->node_id < y->node_id ? -1 : 1;
-    if (x->event_id != y->event_id)
-        return x->event_id < y->event_id ? -1 : 1;
-    return 0;
-}
-
 /* Records what failed in l->errmsg and returns the LEDGER_ERR_* for rc, which may be an LMDB
  * code, an errno value or already a LEDGER_ERR_*. */
 static int fail(ledger *l, int rc, const char *what)
@@ -742,8 +733,7 @@ static int collect_keys(ledger *l, const ledger_record *recs, size_t n, size_t *
     for (size_t i = 0; i < n; i++)
         if (recs[i].id.node_id || recs[i].id.event_id)
             l->keys[(*m)++] = (dedup_key){recs[i].id.node_id, recs[i].id.event_id, recs[i].seq};
-    if (*m > 1) /* l->keys is still NULL before the first records: qsort(NULL, 0) is UB */
-        qsort(l->keys, *m, sizeof(*l->keys), cmp_dedup);
+    idsort(l->keys, *m, &l->sort);
     return 0;
 }
 
@@ -753,14 +743,14 @@ static int collect_keys(ledger *l, const ledger_record *recs, size_t n, size_t *
  * keys, it is MDB_KEYEXIST. */
 static int index_put(ledger *l, MDB_txn *txn, dedup_key *keys, size_t m, bool sorted)
 {
-    if (m > 1 && !sorted)
-        qsort(keys, m, sizeof(*keys), cmp_dedup);
+    if (!sorted)
+        idsort(keys, m, &l->sort);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, l->events, &cur);
     if (rc != 0)
         return fail(l, rc, "events: cursor");
     for (size_t i = 0; i < m && rc == 0; i++) {
-        if (i > 0 && cmp_dedup(&keys[i - 1], &keys[i]) == 0)
+        if (i > 0 && idsort_cmp(&keys[i - 1], &keys[i]) == 0)
             rc = MDB_KEYEXIST;
         uint8_t key[16], val[8];
         put_be64(key, keys[i].node_id);
@@ -806,7 +796,7 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
     size_t tills = 0;
     for (size_t i = 0; i < *m; i++) {
         const dedup_key *d = &l->keys[i];
-        bool dup = i > 0 && cmp_dedup(&l->keys[i - 1], d) == 0;
+        bool dup = i > 0 && idsort_cmp(&l->keys[i - 1], d) == 0;
         tills += i == 0 || l->keys[i - 1].node_id != d->node_id;
         const idmap_slot *hw = idmap_get(&l->node_max, d->node_id, 0);
         if (!dup && (hw == NULL || d->event_id > hw->v1))
@@ -977,8 +967,7 @@ int ledger_index_start(ledger *l)
         return 0;
     /* a new round: the ids collected so far, sorted, are inserted from here on */
     struct id_gen *c = &l->gen[l->collect];
-    if (c->n > 1)
-        qsort(c->ids, c->n, sizeof(*c->ids), cmp_dedup);
+    idsort(c->ids, c->n, &l->sort); /* linear for tills sending in order (idsort.h) */
     l->collect = 1 - l->collect;
     LT_ASSERT(l->gen[l->collect].n == 0);
     l->flushing = true;
