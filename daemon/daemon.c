@@ -196,8 +196,10 @@ typedef struct {
     batch *ck_hold; /* its cards and returns records (encoded at its start, then sorted) */
     ck_ord *ck_ord; /* its members, sorted by id before they are written */
     size_t ck_ord_n, ck_ord_cap;
-    batch *ck_capd;          /* members captured before a change (state_ckpt_begin), as snaps */
-    idmap ck_capmap;         /* member number -> its snap in ck_capd */
+    batch *ck_capd;      /* members captured before a change (state_ckpt_begin), as snaps */
+    uint32_t *ck_cap_at; /* member number -> its snap in ck_capd, for the members captured
+                          * by this checkpoint (stale for any other) */
+    size_t ck_cap_at_n;
     size_t ck_next;          /* next member (ck_ord) to encode */
     size_t ck_hold_next;     /* next record of ck_hold to encode */
     uint64_t ck_seq;         /* the sequence it covers */
@@ -212,6 +214,7 @@ typedef struct {
     uint64_t last_seal_ns;   /* when a batch with events was last sealed */
     uint64_t ck_gen;         /* which checkpoint: answers for an earlier one are stale */
     uint64_t ck_start_ns;
+    uint64_t ck_cap_max_ns;   /* the longest single capture of this checkpoint (debug log) */
     uint32_t ck_chunks;       /* chunks handed to the thread (the first begins the checkpoint) */
     batch *ck_buf[CK_BUFS];   /* chunk buffers */
     bool ck_buf_out[CK_BUFS]; /* with the thread */
@@ -541,9 +544,14 @@ static void ckpt_capture(void *ctx, uint32_t idx, const lt_member *m)
     daemon_t *d = ctx;
     if (d->ck_phase == CK_IDLE)
         return; /* a checkpoint that failed or was dropped: its members need no keeping */
-    size_t i = d->ck_capd->snaps_n;
-    if (snap_member(d->ck_capd, m) != 0 || idmap_put(&d->ck_capmap, idx, 0, i, 0) != 0)
+    uint64_t t0 = uv_hrtime();
+    LT_ASSERT(idx < d->ck_cap_at_n); /* a member of the checkpoint's start */
+    d->ck_cap_at[idx] = (uint32_t)d->ck_capd->snaps_n;
+    if (snap_member(d->ck_capd, m) != 0)
         fatal(d, 71, "out of memory keeping a member for the checkpoint");
+    uint64_t took = uv_hrtime() - t0;
+    if (took > d->ck_cap_max_ns)
+        d->ck_cap_max_ns = took;
 }
 
 /* Starts a checkpoint of everything changed since the last one (of everything, after a failed
@@ -568,9 +576,18 @@ static int ckpt_start(daemon_t *d)
     if (d->ck_capd == NULL && (d->ck_capd = calloc(1, sizeof *d->ck_capd)) == NULL)
         return -1;
     batch_reset(d->ck_capd);
-    idmap_free(&d->ck_capmap);
-    if (idmap_init(&d->ck_capmap, 1024) != 0)
-        return -1;
+    /* where each capture goes, by member number: 4 bytes a member, kept between checkpoints.
+     * A hash map grown from 1,024 held the loop thread 6 ms in a capture that rehashed it, 45-55
+     * ms in the first (full) checkpoint's */
+    size_t members = state_members(d->state);
+    if (members > d->ck_cap_at_n) {
+        size_t cap = members + members / 8;
+        uint32_t *at = realloc(d->ck_cap_at, cap * sizeof *at);
+        if (at == NULL)
+            return -1;
+        d->ck_cap_at = at;
+        d->ck_cap_at_n = cap;
+    }
     if (n_dirty > d->ck_ord_cap) {
         ck_ord *no = realloc(d->ck_ord, n_dirty * sizeof *no);
         if (no == NULL)
@@ -598,6 +615,7 @@ static int ckpt_start(daemon_t *d)
     d->ck_phase = CK_SORTING;
     d->ck_start_ns = uv_hrtime();
     d->ck_chunks = 0;
+    d->ck_cap_max_ns = 0;
     lt_log(LT_DEBUG, "checkpoint started",
            "checkpoint_seq=%llu members=%u other=%zu full=%d ms=%.1f",
            (unsigned long long)d->ck_seq, n, d->ck_hold->snaps_n, d->ck_this_full,
@@ -625,16 +643,16 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
     size_t k = 0;
     for (; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
         const ck_ord *o = &d->ck_ord[d->ck_next];
-        const idmap_slot *c = idmap_get(&d->ck_capmap, o->idx, 0);
+        const lt_member *m = state_ckpt_take(d->state, o->idx);
         int rc;
-        if (c != NULL) {
-            const batch *cp = d->ck_capd;
-            rc = snap_add(b, LEDGER_SNAP_MEMBER, o->id, cp->snap_bytes + cp->snap_val_off[c->v1],
-                          cp->snaps[c->v1].len, false);
-        } else {
-            const lt_member *m = state_ckpt_take(d->state, o->idx);
-            LT_ASSERT(m != NULL); /* not captured, so not changed since the start */
+        if (m != NULL) { /* not captured, so not changed since the start */
             rc = snap_member(b, m);
+        } else {
+            const batch *cp = d->ck_capd;
+            uint32_t c = d->ck_cap_at[o->idx];
+            LT_ASSERT(c < cp->snaps_n);
+            rc = snap_add(b, LEDGER_SNAP_MEMBER, o->id, cp->snap_bytes + cp->snap_val_off[c],
+                          cp->snaps[c].len, false);
         }
         if (rc != 0)
             return -1;
@@ -778,9 +796,11 @@ static void on_ck_async(uv_async_t *h)
             metrics_inc(&d->m.checkpoints, 1);
             metrics_set(&d->m.checkpoint_seq, d->checkpoint_seq);
             lt_log(LT_DEBUG, "checkpoint committed",
-                   "checkpoint_seq=%llu members=%zu chunks=%u full=%d ms=%.1f",
+                   "checkpoint_seq=%llu members=%zu chunks=%u full=%d ms=%.1f captured=%zu "
+                   "capture_max_ms=%.2f",
                    (unsigned long long)j.seq, d->ck_ord_n, d->ck_chunks, d->ck_this_full,
-                   (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
+                   (double)(uv_hrtime() - d->ck_start_ns) / 1e6,
+                   d->ck_capd ? d->ck_capd->snaps_n : 0, (double)d->ck_cap_max_ns / 1e6);
             if (j.gen == d->ck_gen && d->ck_phase == CK_COMMITTING)
                 d->ck_phase = CK_IDLE;
         } else if (j.rc != 0 && j.gen == d->ck_gen) {
@@ -2789,7 +2809,7 @@ int daemon_run(const config *cfg)
             free(d->ck_buf[i]);
         }
     }
-    idmap_free(&d->ck_capmap);
+    free(d->ck_cap_at);
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
     free(d->hash_waiters);
