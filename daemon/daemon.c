@@ -1513,9 +1513,10 @@ static int record_entry(daemon_t *d, batch *b, lt_entry *e)
     if (e->id.node_id == 0 && e->id.event_id == 0)
         return 0; /* the daemon's own entry: not an event, not deduplicated */
     idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
+    if (hw != NULL && e->id.event_id > hw->v1)
+        hw->v1 = e->id.event_id; /* the till's new high-water mark, in place */
     if (idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, e->digest) != 0 ||
-        ((hw == NULL || e->id.event_id > hw->v1) &&
-         idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
+        (hw == NULL && idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
         fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
         return -1;
     }
