@@ -1388,7 +1388,7 @@ static int find_duplicate(daemon_t *d, lt_event_id id, uint64_t *seq, uint64_t *
     if (p != NULL) {
         *seq = p->v1;
         *digest = p->v2;
-        *pending = p->v1 > d->committed_seq; /* else committed, its ack under way */
+        *pending = true; /* its batch is not acknowledged yet (ids leave pending at the ack) */
         return 1;
     }
     /* acknowledged: in the ledger's memory until its round of the index, then in the index */
@@ -2403,11 +2403,19 @@ static int load_node(void *ctx, uint64_t node_id, uint64_t event_id_max)
 
 /* An id the ledger's index does not hold yet (committed since its last flush; none at a start,
  * which indexes them when it opens the ledger; some after a failed commit): into the till's
- * high-water mark. The ledger finds the id itself (its writer's memory). */
+ * high-water mark. The ledger's writer finds the id in its memory from here on: checked, since
+ * a resend of an id it lost would be applied twice (a recovery that fails here exits and the
+ * next start indexes the entries). */
 static int load_unindexed(void *ctx, lt_event_id id, uint64_t seq)
 {
     daemon_t *d = ctx;
-    (void)seq;
+    uint64_t at = 0;
+    if (ledger_find_event(d->ledger, id, &at) != 0 || at != seq) {
+        lt_log(LT_ERROR, "ledger writer lost an unindexed event id", "node=%llu id=%llu seq=%llu",
+               (unsigned long long)id.node_id, (unsigned long long)id.event_id,
+               (unsigned long long)seq);
+        return -1;
+    }
     idmap_slot *hw = idmap_get(&d->nodes, id.node_id, 0);
     return (hw == NULL || hw->v1 < id.event_id) &&
                    idmap_put(&d->nodes, id.node_id, 0, id.event_id, 0) != 0

@@ -36,30 +36,36 @@ static struct idsort_till *find_till(const idsort_scratch *s, uint64_t node)
             return &s->tab[i];
 }
 
-/* Makes *p hold at least `want` items of `size` bytes. */
-static bool reserve(void **p, size_t *cap, size_t want, size_t size)
+/* p (holding *cap items of `size` bytes) grown to at least `want` items: the new pointer, or
+ * NULL out of memory (p is then unchanged). */
+static void *reserve(void *p, size_t *cap, size_t want, size_t size)
 {
     if (*cap >= want)
-        return true;
+        return p;
     size_t c = *cap ? *cap : 64;
-    while (c < want)
+    while (c < want && c <= SIZE_MAX / 2 / size)
         c *= 2;
-    void *q = realloc(*p, c * size);
-    if (q == NULL)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
+    if (c < want)
+        return NULL;
+    void *q = realloc(p, c * size);
+    if (q != NULL)
+        *cap = c;
+    return q;
 }
 
 /* Counts each till's keys in the table (at most half full: counted again in a larger one
- * otherwise) and lists the distinct node ids in s->nodes. Returns their number, or SIZE_MAX
- * out of memory. */
+ * otherwise; the first size from the last call's tills) and lists the distinct node ids in
+ * s->nodes. Returns their number, or SIZE_MAX out of memory. */
 static size_t count_tills(const idsort_key *keys, size_t n, idsort_scratch *s)
 {
-    for (size_t size = 64;; size *= 4) {
-        if (!reserve((void **)&s->tab, &s->tab_cap, size, sizeof *s->tab))
+    size_t size = 64, guess = s->last_tills < n ? s->last_tills : n;
+    while (size < 2 * guess)
+        size *= 4;
+    for (;; size *= 4) {
+        struct idsort_till *tab = reserve(s->tab, &s->tab_cap, size, sizeof *tab);
+        if (tab == NULL)
             return SIZE_MAX;
+        s->tab = tab;
         s->tab_size = size;
         memset(s->tab, 0, size * sizeof *s->tab);
         size_t d = 0, i = 0;
@@ -67,13 +73,17 @@ static size_t count_tills(const idsort_key *keys, size_t n, idsort_scratch *s)
             struct idsort_till *t = find_till(s, keys[i].node_id);
             if (t->count++ > 0)
                 continue;
-            if (!reserve((void **)&s->nodes, &s->nodes_cap, d + 1, sizeof *s->nodes))
+            uint64_t *nodes = reserve(s->nodes, &s->nodes_cap, d + 1, sizeof *nodes);
+            if (nodes == NULL)
                 return SIZE_MAX;
+            s->nodes = nodes;
             t->node = keys[i].node_id;
             s->nodes[d++] = t->node;
         }
-        if (i == n && d * 2 <= size)
+        if (i == n && d * 2 <= size) {
+            s->last_tills = d;
             return d;
+        }
     }
 }
 
@@ -81,10 +91,13 @@ void idsort(idsort_key *keys, size_t n, idsort_scratch *s)
 {
     if (n < 2)
         return;
-    size_t d;
-    if (n > UINT32_MAX || !reserve((void **)&s->tmp, &s->tmp_cap, n, sizeof *s->tmp) ||
-        (d = count_tills(keys, n, s)) == SIZE_MAX) {
-        qsort(keys, n, sizeof *keys, idsort_cmp);
+    idsort_key *tmp = (uint64_t)n <= UINT32_MAX ? reserve(s->tmp, &s->tmp_cap, n, sizeof *tmp)
+                                                : NULL; /* (a till's count is 32 bits) */
+    if (tmp != NULL)
+        s->tmp = tmp;
+    size_t d = tmp != NULL ? count_tills(keys, n, s) : SIZE_MAX;
+    if (d == SIZE_MAX) {
+        qsort(keys, n, sizeof *keys, idsort_cmp); /* out of memory: the slow way */
         return;
     }
     /* each till's range in tmp, the tills in ascending order */

@@ -25,6 +25,7 @@ typedef struct {
     size_t tab_cap, tab_size;
     uint64_t *nodes; /* the distinct node ids */
     size_t nodes_cap;
+    size_t last_tills; /* the last call's distinct tills: the table's first size */
 } idsort_scratch;
 
 /* Sorts keys[0..n) by node id, then event id (keys equal in both end up next to each other, in

@@ -783,6 +783,29 @@ static int gen_reserve(struct id_gen *g, size_t more)
     return 0;
 }
 
+/* Room for `more` ids in g's set. Grown outside gen_mu (only the writer's thread changes a set)
+ * and swapped in under it, so a reader waits for the swap, not for a rehash of 65,536 ids.
+ * Returns 0 or -1 (out of memory; the set is unchanged). */
+static int gen_set_reserve(ledger *l, struct id_gen *g, size_t more)
+{
+    if ((g->set.n + more) * 2 <= g->set.cap)
+        return 0;
+    idmap bigger;
+    if (idmap_init(&bigger, g->set.n + more) != 0)
+        return -1;
+    for (size_t i = 0; i < g->set.cap; i++) {
+        const idmap_slot *s = &g->set.slots[i];
+        if (s->used && idmap_put(&bigger, s->a, s->b, s->v1, s->v2) != 0)
+            LT_ASSERT(!"a put into a map with room failed");
+    }
+    pthread_mutex_lock(&l->gen_mu);
+    idmap old = g->set;
+    g->set = bigger;
+    pthread_mutex_unlock(&l->gen_mu);
+    idmap_free(&old);
+    return 0;
+}
+
 /* R29 for a commit, without writing the index: an id twice in the call, among the ids committed
  * but not indexed yet, or in `events` is MDB_KEYEXIST (LEDGER_ERR_DUP). An id above its till's
  * highest (node_max) needs neither lookup. Lookups only read pages. Then makes room for the
@@ -818,10 +841,7 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
     struct id_gen *g = &l->gen[l->collect];
     if (gen_reserve(g, *m) != 0 || idmap_reserve(&l->node_max, tills) != 0)
         return fail(l, ENOMEM, "events: ids to index");
-    pthread_mutex_lock(&l->gen_mu); /* a grown set moves */
-    rc = idmap_reserve(&g->set, *m);
-    pthread_mutex_unlock(&l->gen_mu);
-    return rc != 0 ? fail(l, ENOMEM, "events: ids to index") : 0;
+    return gen_set_reserve(l, g, *m) != 0 ? fail(l, ENOMEM, "events: ids to index") : 0;
 }
 
 /* After the commit of the ids check_events() found: they wait for ledger_index_flush(). */
@@ -931,19 +951,20 @@ static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
 
 static int note_node_max(void *ctx, uint64_t node_id, uint64_t event_id_max)
 {
-    return idmap_put(&((ledger *)ctx)->node_max, node_id, 0, event_id_max, 0) == 0
-               ? 0
-               : LEDGER_ERR_OTHER;
+    ledger *l = ctx;
+    return idmap_put(&l->node_max, node_id, 0, event_id_max, 0) == 0 ? 0
+                                                                     : fail(l, ENOMEM, "node_max");
 }
 
 /* A writable open, once the index is whole: each till's highest id (one seek per till). */
 static int load_node_max(ledger *l, const char *dir, char *err, size_t err_len)
 {
+    l->errmsg[0] = '\0';
     int rc = idmap_init(&l->node_max, 1024) == 0 ? ledger_scan_nodes(l, note_node_max, l)
-                                                 : LEDGER_ERR_OTHER;
+                                                 : fail(l, ENOMEM, "node_max");
     if (rc != 0)
         ldb_fmt_err(err, err_len, "%s: reading each till's highest event id: %s", dir,
-                    rc == LEDGER_ERR_OTHER ? "out of memory" : ledger_strerror(rc));
+                    l->errmsg[0] ? l->errmsg : ledger_strerror(rc));
     return rc;
 }
 

@@ -103,7 +103,8 @@ typedef struct {
  * ledger_index_flush() (or ledger_close(), or the next writable open after a crash): with one
  * insert per commit, 1,000 tills sending one event per message copied a leaf page of the index
  * per event and halved the rate (docs/performance.md). Meta events_seq says how far the index
- * goes; ledger_find_event() reads the entries after it. */
+ * goes; ledger_find_event() finds the ids after it in the writer's memory (or, from another
+ * handle, in the entries). */
 int ledger_commit(ledger *l, const ledger_record *recs, size_t n, const ledger_snap *snaps,
                   size_t snaps_n, uint64_t checkpoint_seq);
 

@@ -153,8 +153,8 @@ static void test_disk_full_refuses_then_recovers_without_restart(void **state)
     }
     snprintf(g_mnt, sizeof g_mnt, "%s", mnt);
     snprintf(cfg, sizeof cfg, "%s/data", mnt);
-    /* index_flush_ms: the event ids stay out of the dedup index, so the rebuild after the failed
-     * commit recovers them from the entries (R29, at the end) */
+    /* index_flush_ms: the event ids stay out of the dedup index, so after the rebuild that
+     * follows the failed commit only the ledger writer's memory knows them (R29, at the end) */
     h_start_data(&g_d, cfg, "index_flush_ms: 60000\n");
     int64_t acked[MEMBERS] = {0};
     uint64_t eid = 0, first_seq = 0;

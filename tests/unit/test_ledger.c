@@ -710,6 +710,41 @@ static void test_ledger_R29_writer_finds_unindexed_ids_from_any_thread(void **st
     ledger_close(&fd.l);
 }
 
+/* R29 after a failed commit (the daemon then rebuilds its state without reopening the ledger,
+ * and its pending map no longer holds acknowledged ids): the writer's memory still finds the
+ * ids committed and not indexed, and refuses them again, before and after their round. */
+static void test_ledger_R29_failed_commit_keeps_the_unindexed_ids(void **st)
+{
+    fixture *f = *st;
+    ledger *l = open_dir(f->dir, false, true);
+    assert_int_equal(append(l, 1, 40, 3, 0), 0);
+    assert_int_equal(ledger_index_start(l), 0); /* a round of 1..40 under way */
+    assert_int_equal(append(l, 41, 60, 3, 0), 0);
+    ledger_record gap[] = {rec(62, 3, 62)}; /* 61 missing: refused, nothing written */
+    assert_true(ledger_commit(l, gap, 1, NULL, 0, 0) != 0);
+    uint64_t seq = 0;
+    for (uint64_t s = 1; s <= 60; s++) {
+        assert_int_equal(ledger_find_event(l, (lt_event_id){3, s}, &seq), 0);
+        assert_int_equal(seq, s);
+    }
+    assert_int_equal(ledger_find_event_indexed(l, (lt_event_id){3, 50}, &seq),
+                     LEDGER_ERR_NOT_FOUND);
+    ledger_record again[] = {rec(61, 3, 50)};
+    assert_int_equal(ledger_commit(l, again, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record again2[] = {rec(61, 3, 20)};
+    assert_int_equal(ledger_commit(l, again2, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    while (ledger_indexed_seq(l) < 60) /* both rounds to their end */
+        assert_int_equal(ledger_index_flush(l, 7), 0);
+    assert_int_equal(ledger_unindexed(l), 0);
+    assert_int_equal(ledger_find_event(l, (lt_event_id){3, 50}, &seq), 0);
+    assert_int_equal(seq, 50);
+    assert_int_equal(ledger_commit(l, again, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    assert_int_equal(ledger_commit(l, again2, 1, NULL, 0, 0), LEDGER_ERR_DUP);
+    ledger_record next[] = {rec(61, 3, 61)};
+    assert_int_equal(ledger_commit(l, next, 1, NULL, 0, 0), 0);
+    ledger_close(&l);
+}
+
 /* Entries whose ids repeat (here written with record ids that differ from the ids inside
  * their bytes, which only a damaged or forged ledger has): the open's indexing of the entries
  * after events_seq refuses them instead of indexing one of the two. */
@@ -947,6 +982,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ledger_R29_index_flush_in_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_commits_carry_the_round, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_writer_finds_unindexed_ids_from_any_thread,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_R29_failed_commit_keeps_the_unindexed_ids,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_R29_open_refuses_an_id_twice_in_the_entries,
                                         setup, teardown),

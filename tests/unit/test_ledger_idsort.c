@@ -3,6 +3,7 @@
  * duplicates, the extreme node and event ids. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,7 +24,8 @@ static uint64_t rnd(void)
 }
 
 /* Sorts a copy with idsort() (reusing s) and one with qsort(): the (node, event) sequences
- * must match and every key must still be there (the seqs, all different, sum the same). */
+ * must match, a key unique in (node, event) must carry its own seq, and every key must still be
+ * there (the seqs, all different, sum the same). */
 static void check_sorts(const idsort_key *in, size_t n, idsort_scratch *s)
 {
     idsort_key *a = malloc((n ? n : 1) * sizeof *a), *b = malloc((n ? n : 1) * sizeof *b);
@@ -39,6 +41,11 @@ static void check_sorts(const idsort_key *in, size_t n, idsort_scratch *s)
             fail_msg("key %zu: (%llu, %llu) against (%llu, %llu)", i,
                      (unsigned long long)a[i].node_id, (unsigned long long)a[i].event_id,
                      (unsigned long long)b[i].node_id, (unsigned long long)b[i].event_id);
+        bool dup = (i > 0 && idsort_cmp(&b[i - 1], &b[i]) == 0) ||
+                   (i + 1 < n && idsort_cmp(&b[i + 1], &b[i]) == 0);
+        if (!dup && a[i].seq != b[i].seq)
+            fail_msg("key %zu: seq %llu against %llu", i, (unsigned long long)a[i].seq,
+                     (unsigned long long)b[i].seq);
         sa += a[i].seq * 0x9E3779B97F4A7C15ull;
         sb += b[i].seq * 0x9E3779B97F4A7C15ull;
     }
