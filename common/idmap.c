@@ -34,41 +34,73 @@ void idmap_free(idmap *m)
     m->cap = m->n = 0;
 }
 
+int idmap_copy(idmap *dst, const idmap *src, size_t more)
+{
+    if (idmap_init(dst, src->n + more) != 0)
+        return -1;
+    for (size_t i = 0; i < src->cap; i++) {
+        const idmap_slot *s = &src->slots[i];
+        if (s->used) /* cannot fail: dst has room for src->n + more */
+            (void)idmap_put(dst, s->a, s->b, s->v1, s->v2);
+    }
+    return 0;
+}
+
+/* Twice the capacity (room for cap - n more at half load). */
 static int grow(idmap *m)
 {
-    idmap old = *m;
-    if (idmap_init(m, old.cap) != 0) {
-        *m = old;
+    idmap bigger;
+    if (idmap_copy(&bigger, m, m->cap - m->n) != 0)
         return -1;
-    }
-    for (size_t i = 0; i < old.cap; i++) {
-        if (old.slots[i].used) {
-            idmap_slot *s = &old.slots[i];
-            idmap_put(m, s->a, s->b, s->v1, s->v2);
-        }
-    }
-    free(old.slots);
+    free(m->slots);
+    *m = bigger;
     return 0;
+}
+
+/* The slot holding (a, b), or the free one where it would go. Inlined: every lookup of the
+ * loop thread's hot path goes through it. */
+static inline __attribute__((always_inline)) idmap_slot *probe(const idmap *m, uint64_t a,
+                                                               uint64_t b)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = mix(a, b) & mask;; i = (i + 1) & mask) {
+        idmap_slot *s = &m->slots[i];
+        if (!s->used || (s->a == a && s->b == b))
+            return s;
+    }
+}
+
+/* The slot for (a, b), taken if it was free (with v1, v2 = 0), or NULL out of memory. */
+static idmap_slot *slot_for(idmap *m, uint64_t a, uint64_t b, uint64_t v1)
+{
+    if ((m->n + 1) * 2 > m->cap && grow(m) != 0)
+        return NULL;
+    idmap_slot *s = probe(m, a, b);
+    if (!s->used) {
+        *s = (idmap_slot){a, b, v1, 0, true};
+        m->n++;
+    }
+    return s;
 }
 
 int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2)
 {
-    if ((m->n + 1) * 2 > m->cap && grow(m) != 0)
+    idmap_slot *s = slot_for(m, a, b, v1);
+    if (s == NULL)
         return -1;
-    size_t mask = m->cap - 1;
-    for (size_t i = mix(a, b) & mask;; i = (i + 1) & mask) {
-        idmap_slot *s = &m->slots[i];
-        if (!s->used) {
-            *s = (idmap_slot){a, b, v1, v2, true};
-            m->n++;
-            return 0;
-        }
-        if (s->a == a && s->b == b) {
-            s->v1 = v1;
-            s->v2 = v2;
-            return 0;
-        }
-    }
+    s->v1 = v1;
+    s->v2 = v2;
+    return 0;
+}
+
+int idmap_put_max(idmap *m, uint64_t a, uint64_t b, uint64_t v1)
+{
+    idmap_slot *s = slot_for(m, a, b, v1);
+    if (s == NULL)
+        return -1;
+    if (v1 > s->v1)
+        s->v1 = v1;
+    return 0;
 }
 
 int idmap_reserve(idmap *m, size_t more)
@@ -88,26 +120,17 @@ void idmap_clear(idmap *m)
 
 idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b)
 {
-    size_t mask = m->cap - 1;
-    for (size_t i = mix(a, b) & mask;; i = (i + 1) & mask) {
-        idmap_slot *s = &m->slots[i];
-        if (!s->used)
-            return NULL;
-        if (s->a == a && s->b == b)
-            return s;
-    }
+    idmap_slot *s = probe(m, a, b);
+    return s->used ? s : NULL;
 }
 
 void idmap_remove(idmap *m, uint64_t a, uint64_t b)
 {
+    idmap_slot *found = probe(m, a, b);
+    if (!found->used)
+        return;
     size_t mask = m->cap - 1;
-    size_t i = mix(a, b) & mask;
-    for (;; i = (i + 1) & mask) {
-        if (!m->slots[i].used)
-            return;
-        if (m->slots[i].a == a && m->slots[i].b == b)
-            break;
-    }
+    size_t i = (size_t)(found - m->slots);
     /* backward-shift: pull later members of the probe run into the hole */
     size_t hole = i;
     for (size_t j = (i + 1) & mask; m->slots[j].used; j = (j + 1) & mask) {

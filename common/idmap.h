@@ -28,6 +28,9 @@ int idmap_init(idmap *m, size_t cap_hint);
 void idmap_free(idmap *m);
 /* Inserts or overwrites. Returns 0 or -1 (out of memory). */
 int idmap_put(idmap *m, uint64_t a, uint64_t b, uint64_t v1, uint64_t v2);
+/* Puts (a, b) -> (v1, 0) if the key is absent, else raises its v1 to v1 if that is larger (a
+ * high-water mark). Returns 0 or -1 (out of memory). */
+int idmap_put_max(idmap *m, uint64_t a, uint64_t b, uint64_t v1);
 /* Returns the slot or NULL. Valid until the next put or remove. */
 idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b);
 /* Removes a key if present. */
@@ -35,6 +38,9 @@ void idmap_remove(idmap *m, uint64_t a, uint64_t b);
 /* Makes room for `more` keys beyond those present, so that that many puts cannot fail.
  * Returns 0 or -1 (out of memory; the map is unchanged). */
 int idmap_reserve(idmap *m, size_t more);
+/* Fills *dst (uninitialised) with src's keys and room for `more` beyond them; src is unchanged.
+ * Returns 0 or -1 (out of memory). */
+int idmap_copy(idmap *dst, const idmap *src, size_t more);
 /* Removes every key and keeps the table. */
 void idmap_clear(idmap *m);
 

@@ -1512,11 +1512,8 @@ static int record_entry(daemon_t *d, batch *b, lt_entry *e)
     d->next_seq++;
     if (e->id.node_id == 0 && e->id.event_id == 0)
         return 0; /* the daemon's own entry: not an event, not deduplicated */
-    idmap_slot *hw = idmap_get(&d->nodes, e->id.node_id, 0);
-    if (hw != NULL && e->id.event_id > hw->v1)
-        hw->v1 = e->id.event_id; /* the till's new high-water mark, in place */
     if (idmap_put(&d->pending, e->id.node_id, e->id.event_id, e->seq, e->digest) != 0 ||
-        (hw == NULL && idmap_put(&d->nodes, e->id.node_id, 0, e->id.event_id, 0) != 0)) {
+        idmap_put_max(&d->nodes, e->id.node_id, 0, e->id.event_id) != 0) {
         fatal(d, 71, "out of memory for the dedup maps"); /* or a resend would apply twice */
         return -1;
     }
@@ -2416,11 +2413,7 @@ static int load_unindexed(void *ctx, lt_event_id id, uint64_t seq)
                (unsigned long long)seq);
         return -1;
     }
-    idmap_slot *hw = idmap_get(&d->nodes, id.node_id, 0);
-    return (hw == NULL || hw->v1 < id.event_id) &&
-                   idmap_put(&d->nodes, id.node_id, 0, id.event_id, 0) != 0
-               ? -1
-               : 0;
+    return idmap_put_max(&d->nodes, id.node_id, 0, id.event_id);
 }
 
 static int recover_state(daemon_t *d)

@@ -573,14 +573,22 @@ static int match_id(void *ctx, lt_event_id id, uint64_t seq)
     return 1;
 }
 
-/* The writer's ids committed and not indexed yet (both generations), under gen_mu. */
-static bool find_unindexed(ledger *l, lt_event_id id, uint64_t *seq)
+/* An id among the writer's committed and not indexed yet (either generation), or NULL. The
+ * writer's thread, or another one under gen_mu. */
+static const idmap_slot *gen_find(const ledger *l, uint64_t node_id, uint64_t event_id)
 {
-    pthread_mutex_lock(&l->gen_mu);
     const idmap_slot *s = NULL;
     for (int g = 0; g < 2 && s == NULL; g++)
         if (l->gen[g].set.cap > 0)
-            s = idmap_get(&l->gen[g].set, id.node_id, id.event_id);
+            s = idmap_get(&l->gen[g].set, node_id, event_id);
+    return s;
+}
+
+/* The writer's ids committed and not indexed yet, from any thread. */
+static bool find_unindexed(ledger *l, lt_event_id id, uint64_t *seq)
+{
+    pthread_mutex_lock(&l->gen_mu);
+    const idmap_slot *s = gen_find(l, id.node_id, id.event_id);
     if (s != NULL)
         *seq = s->v1;
     pthread_mutex_unlock(&l->gen_mu);
@@ -643,16 +651,7 @@ int ledger_find_event_indexed(ledger *l, lt_event_id id, uint64_t *seq)
 
 int ledger_scan_unindexed(ledger *l, int (*fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx)
 {
-    MDB_txn *txn;
-    int rc = txn_begin_ro(l, &txn);
-    if (rc != 0)
-        return ldb_map_err(rc);
-    uint64_t last, from;
-    if ((rc = last_seq_txn(l, txn, &last)) == 0 &&
-        (rc = events_seq_txn(l, txn, last, &from)) == 0 && from < last)
-        rc = scan_ids_txn(l, txn, from, fn, ctx);
-    mdb_txn_abort(txn);
-    return rc;
+    return ledger_scan_dedup(l, NULL, fn, ctx);
 }
 
 int ledger_get(ledger *l, uint64_t seq, uint8_t *buf, size_t cap, size_t *len)
@@ -737,14 +736,12 @@ static int collect_keys(ledger *l, const ledger_record *recs, size_t n, size_t *
     return 0;
 }
 
-/* Inserts m ids, in key order (keys sorted in place unless `sorted`), into `events`. An id
+/* Inserts m ids, sorted (idsort()), into `events`. An id
  * there already with the same seq is skipped: a flush that a crash cut off after some of its
  * steps left it, and the next open indexes from events_seq again. With another seq, or twice in
  * keys, it is MDB_KEYEXIST. */
-static int index_put(ledger *l, MDB_txn *txn, dedup_key *keys, size_t m, bool sorted)
+static int index_put(ledger *l, MDB_txn *txn, const dedup_key *keys, size_t m)
 {
-    if (!sorted)
-        idsort(keys, m, &l->sort);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, l->events, &cur);
     if (rc != 0)
@@ -791,13 +788,8 @@ static int gen_set_reserve(ledger *l, struct id_gen *g, size_t more)
     if ((g->set.n + more) * 2 <= g->set.cap)
         return 0;
     idmap bigger;
-    if (idmap_init(&bigger, g->set.n + more) != 0)
+    if (idmap_copy(&bigger, &g->set, more) != 0)
         return -1;
-    for (size_t i = 0; i < g->set.cap; i++) {
-        const idmap_slot *s = &g->set.slots[i];
-        if (s->used && idmap_put(&bigger, s->a, s->b, s->v1, s->v2) != 0)
-            LT_ASSERT(!"a put into a map with room failed");
-    }
     pthread_mutex_lock(&l->gen_mu);
     idmap old = g->set;
     g->set = bigger;
@@ -824,9 +816,7 @@ static int check_events(ledger *l, MDB_txn *txn, const ledger_record *recs, size
         const idmap_slot *hw = idmap_get(&l->node_max, d->node_id, 0);
         if (!dup && (hw == NULL || d->event_id > hw->v1))
             continue; /* above the till's highest id: new */
-        for (int g = 0; g < 2 && !dup; g++)
-            dup = l->gen[g].set.cap > 0 && idmap_get(&l->gen[g].set, d->node_id, d->event_id);
-        if (dup)
+        if (dup || gen_find(l, d->node_id, d->event_id) != NULL)
             return fail(l, MDB_KEYEXIST, "events: put");
         uint8_t key[16];
         put_be64(key, d->node_id);
@@ -864,12 +854,9 @@ static void keep_unindexed(ledger *l, size_t m)
         const dedup_key *d = &l->keys[i];
         if (i + 1 < m && l->keys[i + 1].node_id == d->node_id)
             continue;
-        idmap_slot *hw = idmap_get(&l->node_max, d->node_id, 0);
-        if (hw == NULL || d->event_id > hw->v1) {
-            int rc = idmap_put(&l->node_max, d->node_id, 0, d->event_id, 0);
-            LT_ASSERT(rc == 0); /* room was made before the commit */
-            (void)rc;
-        }
+        int rc = idmap_put_max(&l->node_max, d->node_id, 0, d->event_id);
+        LT_ASSERT(rc == 0); /* room was made before the commit */
+        (void)rc;
     }
 }
 
@@ -926,8 +913,10 @@ static int index_catch_up(ledger *l, const char *dir, char *err, size_t err_len)
     g->n = 0;
     if (rc == 0 && from < last) {
         rc = scan_ids_txn(l, txn, from, collect_id, g);
-        if (rc == 0)
-            rc = index_put(l, txn, g->ids, g->n, false);
+        if (rc == 0) {
+            idsort(g->ids, g->n, &l->sort);
+            rc = index_put(l, txn, g->ids, g->n);
+        }
         if (rc == 0 && (rc = put_events_seq(l, txn, last)) != 0)
             rc = fail(l, rc, "meta: events_seq");
         if (rc == 0) {
@@ -976,7 +965,7 @@ static int round_slice(ledger *l, MDB_txn *txn, size_t *k)
     const struct id_gen *f = &l->gen[1 - l->collect];
     if (*k > f->n - l->flush_pos)
         *k = f->n - l->flush_pos;
-    int rc = index_put(l, txn, f->ids + l->flush_pos, *k, true);
+    int rc = index_put(l, txn, f->ids + l->flush_pos, *k);
     if (rc == 0 && l->flush_pos + *k == f->n && (rc = put_events_seq(l, txn, l->flush_seq)) != 0)
         rc = fail(l, rc, "meta: events_seq");
     return rc;
@@ -1743,16 +1732,14 @@ int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uin
                       int (*id_fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx)
 {
     MDB_txn *txn;
-    MDB_cursor *cur;
     int rc = txn_begin_ro(l, &txn);
     if (rc != 0)
         return ldb_map_err(rc);
-    if ((rc = mdb_cursor_open(txn, l->events, &cur)) != 0) {
-        mdb_txn_abort(txn);
-        return ldb_map_err(rc);
+    MDB_cursor *cur;
+    if (node_fn != NULL && (rc = ldb_map_err(mdb_cursor_open(txn, l->events, &cur))) == 0) {
+        rc = scan_nodes_cur(cur, node_fn, ctx);
+        mdb_cursor_close(cur);
     }
-    rc = scan_nodes_cur(cur, node_fn, ctx);
-    mdb_cursor_close(cur);
     uint64_t last, from;
     if (rc == 0 && id_fn != NULL && (rc = last_seq_txn(l, txn, &last)) == 0 &&
         (rc = events_seq_txn(l, txn, last, &from)) == 0 && from < last)

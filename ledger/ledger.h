@@ -220,7 +220,7 @@ int ledger_rejects_range(ledger *l, uint64_t *first_id, uint64_t *last_id, uint6
 /* ledger_scan_nodes() and ledger_scan_unindexed() in one read transaction: what the dedup index
  * holds and what it lacks, as of one moment (two transactions, with a round's last step
  * committed between them, miss the ids of that step: a recovery's high-water marks then let a
- * resend of them through). id_fn may be NULL: the index alone. */
+ * resend of them through). Either callback may be NULL. */
 int ledger_scan_dedup(ledger *l, int (*node_fn)(void *ctx, uint64_t node_id, uint64_t event_id_max),
                       int (*id_fn)(void *ctx, lt_event_id id, uint64_t seq), void *ctx);
 

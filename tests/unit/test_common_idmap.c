@@ -160,6 +160,41 @@ static void test_reserve_and_clear(void **state)
     idmap_free(&m);
 }
 
+/* idmap_put_max: a high-water mark (R29's per-till maxima) only rises; idmap_copy: a copy with
+ * room for more, the source untouched. */
+static void test_put_max_and_copy(void **state)
+{
+    (void)state;
+    idmap m;
+    assert_int_equal(idmap_init(&m, 1), 0);
+    for (uint64_t node = 1; node <= 100; node++)
+        assert_int_equal(idmap_put_max(&m, node, 0, 10), 0);
+    assert_int_equal(idmap_put_max(&m, 5, 0, 12), 0);
+    assert_int_equal(idmap_put_max(&m, 5, 0, 11), 0); /* lower: kept at 12 */
+    assert_int_equal(idmap_put_max(&m, 6, 0, 10), 0);
+    assert_int_equal(m.n, 100);
+    assert_int_equal(idmap_get(&m, 5, 0)->v1, 12);
+    assert_int_equal(idmap_get(&m, 6, 0)->v1, 10);
+    assert_int_equal(idmap_get(&m, 7, 0)->v2, 0);
+    check_invariants(&m);
+
+    idmap c;
+    assert_int_equal(idmap_copy(&c, &m, 1000), 0);
+    assert_int_equal(c.n, 100);
+    assert_true(c.cap >= 2 * 1100);
+    for (uint64_t node = 1; node <= 100; node++)
+        assert_int_equal(idmap_get(&c, node, 0)->v1, node == 5 ? 12 : 10);
+    idmap_slot *before = c.slots;
+    for (uint64_t i = 0; i < 1000; i++)
+        assert_int_equal(idmap_put(&c, 9, i + 1, i, 0), 0);
+    assert_ptr_equal(c.slots, before); /* the room was there */
+    check_invariants(&c);
+    assert_int_equal(m.n, 100); /* the source is untouched */
+    assert_null(idmap_get(&m, 9, 1));
+    idmap_free(&c);
+    idmap_free(&m);
+}
+
 static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_every)
 {
     idmap m;
@@ -297,6 +332,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_overwrite_remove),
         cmocka_unit_test(test_reserve_and_clear),
+        cmocka_unit_test(test_put_max_and_copy),
         cmocka_unit_test(test_init_capacity),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_random_small_table),

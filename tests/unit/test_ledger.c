@@ -115,6 +115,14 @@ static int append(ledger *l, uint64_t from, uint64_t to, uint64_t node, uint64_t
     return ledger_commit(l, recs, n, NULL, 0, 0);
 }
 
+/* In a forked child (no cmocka asserts there): a writable handle on dir, or NULL. */
+static ledger *child_writer(const char *dir)
+{
+    ledger_opts o = {.dir = dir, .map_bytes = MAP_BYTES};
+    ledger *w = NULL;
+    return ledger_open(&w, &o, NULL, 0) == 0 ? w : NULL;
+}
+
 /* Waits for a forked child and checks that it exited 0 (its own checks passed). */
 static void child_ok(pid_t pid)
 {
@@ -512,9 +520,8 @@ static void test_ledger_R29_crash_before_the_index_flush(void **st)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
-        ledger *w = NULL;
-        int ok = ledger_open(&w, &o, NULL, 0) == 0;
+        ledger *w = child_writer(f->dir);
+        int ok = w != NULL;
         for (uint64_t s = 1; ok && s <= 200; s += 50)
             ok = append(w, s, s + 49, 6, 0) == 0;
         ok = ok && ledger_index_flush(w, 0) == 0; /* 1..200 indexed */
@@ -754,11 +761,10 @@ static void test_ledger_R29_open_refuses_an_id_twice_in_the_entries(void **st)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        ledger_opts o = {.dir = f->dir, .map_bytes = MAP_BYTES};
-        ledger *w = NULL;
         ledger_record r[] = {rec(1, 5, 5), rec(2, 5, 5)};
         r[1].id.event_id = 6; /* the bytes still say (5, 5) */
-        int ok = ledger_open(&w, &o, NULL, 0) == 0 && ledger_commit(w, r, 2, NULL, 0, 0) == 0;
+        ledger *w = child_writer(f->dir);
+        int ok = w != NULL && ledger_commit(w, r, 2, NULL, 0, 0) == 0;
         _exit(ok ? 0 : 1); /* no flush */
     }
     child_ok(pid);
