@@ -2,7 +2,8 @@
  *
  * Open addressing with linear probing and backward-shift deletion (no tombstones), so lookups
  * stay short however many inserts and removes go through it. Used for the daemon's pending
- * (uncommitted) event ids and its per-till high-water marks. Not thread-safe.
+ * (unacknowledged) event ids and its per-till high-water marks, and the ledger writer's ids not
+ * indexed yet and per-till maxima. Not thread-safe.
  */
 #ifndef LT_IDMAP_H
 #define LT_IDMAP_H
