@@ -5,8 +5,10 @@
  * Closed loop keeps `window` messages in flight per till (the maximum rate). Open loop sends at
  * a fixed offered rate: message k of a till is due at start + k * interval and its latency is
  * measured from that intended time, not from when it was actually sent, so a stall shows as
- * latency instead of silently lowering the offered load (no coordinated omission). Sends are
- * paced with a 1 ms poll granularity: the messages due are sent together.
+ * latency instead of silently lowering the offered load (no coordinated omission). A till
+ * sleeps until its next message is due or a reply comes, to the microsecond (ppoll() on the
+ * socket's ZMQ_FD): zmq_poll() counts in whole milliseconds, and rounding a wait up to the next
+ * one added 0-1 ms of the generator's own to every open-loop latency.
  *
  * Messages are written directly in the protobuf wire format (common/pbwrite.h) instead of
  * through protobuf-c's descriptor-driven pack, so the load generator leaves the CPU to the
@@ -15,6 +17,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +30,8 @@
 #include "load_encode.h"
 #include "loyalty.pb-c.h"
 
-#define LOAD_POLL_MS 20
-#define LOAD_DRAIN_S 10.0 /* after the sending time, wait this long for in-flight acks */
+#define LOAD_POLL_NS 20000000ull /* the longest sleep: the deadline and stop are looked at */
+#define LOAD_DRAIN_S 10.0        /* after the sending time, wait this long for in-flight acks */
 
 typedef struct {
     uint64_t batch_id;
@@ -53,6 +56,7 @@ typedef struct {
     uint64_t next_due_ns;     /* LOAD_OPEN */
     uint64_t interval_ns;
     void *sock;
+    int sock_fd; /* its ZMQ_FD: readable when the socket's state may have changed */
     wl_event *gen;
     wl_history history;
     uint8_t *buf; /* packed message */
@@ -225,14 +229,14 @@ static int drain_replies(till *t)
 
 /* ------------------------------------------------------------------ the till thread */
 
-/* Sends what the mode allows now. Returns the poll timeout in ms, or -1 on a send error;
- * *done is set once nothing more will be sent. */
-static int send_due(till *t, uint64_t now, bool *done)
+/* Sends what the mode allows now. Returns how long to wait for a reply before looking again
+ * (ns), or -1 on a send error; *done is set once nothing more will be sent. */
+static int64_t send_due(till *t, uint64_t now, bool *done)
 {
     const load_opts *o = t->sh->o;
     if (t->failed || bench_stop || (o->mode != LOAD_POPULATION && now >= t->sh->deadline_ns)) {
         *done = true;
-        return LOAD_POLL_MS;
+        return (int64_t)LOAD_POLL_NS;
     }
     if (o->mode == LOAD_OPEN) {
         while (t->next_due_ns <= now && t->inflight_n < o->window) {
@@ -241,9 +245,9 @@ static int send_due(till *t, uint64_t now, bool *done)
             t->next_due_ns += t->interval_ns;
         }
         if (t->next_due_ns <= now) /* the window is full: wait for a reply */
-            return LOAD_POLL_MS;
-        uint64_t wait_ms = (t->next_due_ns - now + 999999) / 1000000;
-        return (int)(wait_ms < LOAD_POLL_MS ? wait_ms : LOAD_POLL_MS);
+            return (int64_t)LOAD_POLL_NS;
+        uint64_t wait = t->next_due_ns - now;
+        return (int64_t)(wait < LOAD_POLL_NS ? wait : LOAD_POLL_NS);
     }
     while (t->inflight_n < o->window) {
         int rc = send_batch(t, 0);
@@ -254,7 +258,31 @@ static int send_due(till *t, uint64_t now, bool *done)
             break;
         }
     }
-    return LOAD_POLL_MS;
+    return (int64_t)LOAD_POLL_NS;
+}
+
+/* Waits up to timeout_ns for a reply to read. Returns 1 if one can be read, 0 at the timeout,
+ * -1 on an error. ZMQ_FD signals changes of the socket's state, not waiting messages, so
+ * ZMQ_EVENTS is asked before each sleep (a send may have taken the signal). */
+static int till_wait(till *t, uint64_t timeout_ns)
+{
+    uint64_t until = bench_now_ns() + timeout_ns;
+    for (;;) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(t->sock, ZMQ_EVENTS, &events, &len) != 0)
+            return -1;
+        if (events & ZMQ_POLLIN)
+            return 1;
+        uint64_t now = bench_now_ns();
+        if (now >= until)
+            return 0;
+        uint64_t left = until - now;
+        struct timespec ts = {(time_t)(left / 1000000000u), (long)(left % 1000000000u)};
+        struct pollfd p = {t->sock_fd, POLLIN, 0};
+        if (ppoll(&p, 1, &ts, NULL) < 0 && errno != EINTR)
+            return -1;
+    }
 }
 
 static void *till_main(void *arg)
@@ -266,20 +294,19 @@ static void *till_main(void *arg)
     bool done = false;
     for (;;) {
         uint64_t now = bench_now_ns();
-        int timeout = LOAD_POLL_MS;
+        int64_t timeout = (int64_t)LOAD_POLL_NS;
         if (!done) {
             timeout = send_due(t, now, &done);
             if (timeout < 0) {
                 t->failed = 1;
                 done = true;
-                timeout = LOAD_POLL_MS;
+                timeout = (int64_t)LOAD_POLL_NS;
             }
         }
         if (done && (t->inflight_n == 0 || now > sh->drain_ns))
             break;
-        zmq_pollitem_t pi = {t->sock, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&pi, 1, timeout);
-        if ((n < 0 && zmq_errno() != EINTR) || (n > 0 && drain_replies(t) < 0)) {
+        int n = till_wait(t, (uint64_t)timeout);
+        if (n < 0 || (n > 0 && drain_replies(t) < 0)) {
             fprintf(stderr, "lt-bench: till %d: %s\n", t->index, zmq_strerror(zmq_errno()));
             t->failed = 1;
             break;
@@ -348,6 +375,9 @@ static int till_init(till *t, shared *sh, int index)
         fprintf(stderr, "lt-bench: connect %s: %s\n", o->ingest, zmq_strerror(zmq_errno()));
         return -1;
     }
+    size_t fd_len = sizeof t->sock_fd;
+    if (zmq_getsockopt(t->sock, ZMQ_FD, &t->sock_fd, &fd_len) != 0)
+        return -1;
     return 0;
 }
 
