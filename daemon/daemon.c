@@ -936,6 +936,11 @@ static void ck_main(void *arg)
 #define INDEX_FLUSH_NS(d) ((uint64_t)(d)->cfg->index_flush_ms * 1000000u)
 #define INDEX_FLUSH_IDS 65536u
 #define INDEX_FLUSH_STEP 1024u
+/* The commit thread takes a step of its own only after this long without a commit: a step is a
+ * synced transaction (about 1 ms), and a batch sealed meanwhile waits for it. Under load the
+ * rounds ride on the commits (at least 256 ids each, twice the entries), which keeps up with any
+ * rate; steps are for a daemon that has gone quiet. */
+#define INDEX_IDLE_NS 20000000u
 #define INDEX_RIDE_MAX 4096u
 
 /* Commit thread: whether a round is under way or due to start. */
@@ -992,16 +997,22 @@ static void index_step(daemon_t *d, uint64_t *due)
 static void commit_main(void *arg)
 {
     daemon_t *d = arg;
-    uint64_t flush_due = 0; /* when the next round of the index starts (0: no id waits) */
+    uint64_t flush_due = 0;   /* when the next round of the index starts (0: no id waits) */
+    uint64_t last_commit = 0; /* when the last commit ended */
     for (;;) {
         uv_mutex_lock(&d->mu);
         /* (index_due() reads the ledger's writer state, which only this thread touches) */
-        while (d->commit_head == NULL && !d->threads_stop && !index_due(d, &flush_due)) {
-            uint64_t now = uv_hrtime();
-            if (flush_due == 0)
+        while (d->commit_head == NULL && !d->threads_stop) {
+            uint64_t now = uv_hrtime(), until = flush_due;
+            if (index_due(d, &flush_due)) {
+                until = last_commit + INDEX_IDLE_NS;
+                if (now >= until)
+                    break; /* quiet: a step */
+            }
+            if (until == 0)
                 uv_cond_wait(&d->commit_cv, &d->mu);
-            else if (now < flush_due)
-                (void)uv_cond_timedwait(&d->commit_cv, &d->mu, flush_due - now);
+            else if (now < until)
+                (void)uv_cond_timedwait(&d->commit_cv, &d->mu, until - now);
         }
         if (d->commit_head == NULL && !d->threads_stop) { /* idle: a step of the index */
             uv_mutex_unlock(&d->mu);
@@ -1028,7 +1039,8 @@ static void commit_main(void *arg)
             uint64_t t0 = uv_hrtime();
             rc = ledger_commit_all(d->ledger, b->recs, b->n, NULL, 0, 0, b->rejs, b->rejs_n,
                                    (uint64_t)d->cfg->rejects_max);
-            metrics_observe(&d->m.commit_seconds, (double)(uv_hrtime() - t0) / 1e9);
+            last_commit = uv_hrtime();
+            metrics_observe(&d->m.commit_seconds, (double)(last_commit - t0) / 1e9);
             metrics_observe(&d->m.commit_batch, b->n);
             if (rc != 0) {
                 metrics_inc(&d->m.commit_failures, 1);

@@ -240,6 +240,34 @@ static double metric(const char *name)
 #define SPREAD_MEMBERS 20
 #define SPREAD_RETURNED 10
 
+/* R29: the commit thread indexes event ids in a transaction of its own only once commits have
+ * stopped for a while (under load the rounds ride on the commits); a daemon gone quiet still
+ * gets every id into the index, and a resend is still the duplicate afterwards. */
+static void test_R29_ids_indexed_once_the_daemon_is_quiet(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_start(&g_d, "index_flush_ms: 50\n");
+    const int64_t t0 = h_now();
+    for (uint64_t i = 1; i <= 5; i++) {
+        Loyalty__Event *e = h_sale(1, i, "quiet", t0, 0);
+        h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+        Loyalty__AckBatch *r = send_n(1, &e);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    double indexed = -1;
+    for (int i = 0; i < 100 && (indexed = metric("loyaltyd_ledger_events_indexed")) < 5; i++)
+        usleep(50 * 1000);
+    assert_int_equal(indexed, 5);
+    Loyalty__Event *again = h_sale(1, 3, "quiet", t0, 0);
+    h_line(again, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = send_n(1, &again);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__DUPLICATE);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    h_verify(&g_d, "quiet");
+}
+
 /* A checkpoint's changed cards and returned quantities go to the ledger a chunk per commit like
  * its members (checkpoint_chunk: 3 here: 20 cards and 10 returns records take ten commits), and
  * a restart from that checkpoint alone, with nothing to replay, still has every card (R5) and
@@ -315,6 +343,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_R18_partial_returns_reverse_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_unknown_sale_and_same_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_R29_R18_ids_not_in_the_index_yet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_R29_ids_indexed_once_the_daemon_is_quiet, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_R18_checkpoint_spreads_cards_and_returns_over_commits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_return_after_spending_goes_negative, setup,
