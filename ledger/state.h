@@ -114,6 +114,18 @@ int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uin
  * returned pointer (a sort), though not call this while the state grows. */
 const char *state_ckpt_member_id(const state *s, uint32_t idx);
 const lt_member *state_ckpt_take(state *s, uint32_t idx);
+/* Where the member records are, copied (a pointer per 1,024 members) so that another thread can
+ * find member ids while this one goes on changing and growing the state: the members that exist
+ * at the copy, through state_ids_member_id() (the same pointer as state_ckpt_member_id()).
+ * state_ids_take() reuses v's buffer; returns 0, or -1 out of memory (v unchanged). */
+typedef struct {
+    void **chunks;
+    uint32_t chunks_n, chunks_cap;
+    uint32_t members_n;
+} state_ids;
+int state_ids_take(const state *s, state_ids *v);
+const char *state_ids_member_id(const state_ids *v, uint32_t idx);
+void state_ids_free(state_ids *v);
 
 /* Serialises a member into buf (a compact, versioned binary record: version 4, variable-length
  * integers). Returns the length, or 0 if cap is too small. */

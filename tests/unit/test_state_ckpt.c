@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -209,6 +210,140 @@ static void mark_all_dirty_marks_every_record_once(void **st)
     state_destroy(&s);
 }
 
+typedef struct {
+    int seen[200];
+    char owner[200][LT_ID_MAX];
+    int returns_seen[150];
+    int64_t qty_sum;
+} handed;
+
+static int hand_card(void *ctx, const char *card, const char *member_id)
+{
+    handed *h = ctx;
+    int i = atoi(card + 4);
+    assert_in_range(i, 0, 199);
+    h->seen[i]++;
+    strcpy(h->owner[i], member_id != NULL ? member_id : "-");
+    return 0;
+}
+
+static int hand_returns(void *ctx, uint64_t sale_seq, const int64_t *qty, uint32_t n)
+{
+    handed *h = ctx;
+    assert_in_range(sale_seq, 1000, 1149);
+    assert_int_equal(n, 2);
+    h->returns_seen[sale_seq - 1000]++;
+    assert_int_equal(qty[1], (int64_t)sale_seq);
+    h->qty_sum += qty[1];
+    return 0;
+}
+
+/* The passes over dirty cards and returns records ask for records ahead of the one handed over
+ * (a lookahead of 24): with more of them than that, each is still handed over, once (an
+ * unlinked card at most twice), with its owner as of now (an unlinked card: nobody), and
+ * state_clear_dirty() cleans them all at once. */
+static void many_dirty_cards_and_returns_are_each_handed_over_once(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    char id[LT_ID_MAX], card[LT_ID_MAX];
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "M%d", i);
+        snprintf(card, sizeof card, "CARD%d", i);
+        enrol(s, id);
+        assert_int_equal(state_load_card(s, card, id), 0);
+    }
+    uint8_t rec[STATE_RETURNS_BYTES_MAX];
+    for (int i = 0; i < 150; i++) {
+        int64_t qty[2] = {0, 1000 + i};
+        size_t len = state_returns_encode(qty, 2, rec, sizeof rec);
+        assert_true(len > 0);
+        assert_int_equal(state_load_returns(s, (uint64_t)(1000 + i), rec, len), 0);
+    }
+    state_clear_dirty(s);
+    handed h = {0};
+    assert_int_equal(state_foreach_dirty(s, NULL, hand_card, &h), 0);
+    assert_int_equal(state_foreach_dirty_returns(s, hand_returns, &h), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(h.seen[i], 0);
+    /* every card and returns record dirty; every seventh card then unlinked by an event */
+    assert_int_equal(state_mark_all_dirty(s), 0);
+    for (int i = 0; i < 200; i += 7) {
+        snprintf(id, sizeof id, "M%d", i);
+        lt_posting *p = posting(id);
+        snprintf(p->unlink_card, sizeof p->unlink_card, "CARD%d", i);
+        apply(s);
+    }
+    memset(&h, 0, sizeof h);
+    assert_int_equal(state_foreach_dirty(s, NULL, hand_card, &h), 0);
+    assert_int_equal(state_foreach_dirty_returns(s, hand_returns, &h), 0);
+    for (int i = 0; i < 200; i++) {
+        /* an unlinked card may be on the list twice (mark_card()): the same write again */
+        if (i % 7 == 0)
+            assert_in_range(h.seen[i], 1, 2);
+        else
+            assert_int_equal(h.seen[i], 1);
+        snprintf(id, sizeof id, "M%d", i);
+        assert_string_equal(h.owner[i], i % 7 == 0 ? "-" : id);
+    }
+    for (int i = 0; i < 150; i++)
+        assert_int_equal(h.returns_seen[i], 1);
+    assert_int_equal(h.qty_sum, 150 * 1000 + 149 * 150 / 2);
+    state_clear_dirty(s);
+    memset(&h, 0, sizeof h);
+    assert_int_equal(state_foreach_dirty(s, NULL, hand_card, &h), 0);
+    assert_int_equal(state_foreach_dirty_returns(s, hand_returns, &h), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(h.seen[i], 0);
+    for (int i = 0; i < 150; i++)
+        assert_int_equal(h.returns_seen[i], 0);
+    /* cleaned: a card unlinked now goes on the list again, once */
+    lt_posting *p = posting("M1");
+    strcpy(p->unlink_card, "CARD1");
+    apply(s);
+    assert_int_equal(state_foreach_dirty(s, NULL, hand_card, &h), 0);
+    assert_int_equal(h.seen[1], 1);
+    assert_string_equal(h.owner[1], "-");
+    assert_int_equal(h.seen[2], 0);
+    state_destroy(&s);
+}
+
+/* state_ids_take() copies where the member records are: another thread (the checkpoint's sort)
+ * finds the ids of the members that existed at the copy while the state grows (its chunk
+ * array reallocated), and a second take reuses the buffer. */
+static void member_ids_are_found_through_a_copy_while_the_state_grows(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    char id[LT_ID_MAX];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(id, sizeof id, "M%d", i);
+        enrol(s, id);
+    }
+    state_ids v = {0};
+    assert_int_equal(state_ids_take(s, &v), 0);
+    const char *before[3000];
+    for (uint32_t i = 0; i < 3000; i++)
+        before[i] = state_ckpt_member_id(s, i);
+    for (int i = 3000; i < 40000; i++) {
+        snprintf(id, sizeof id, "M%d", i);
+        enrol(s, id);
+    }
+    for (uint32_t i = 0; i < 3000; i++) {
+        snprintf(id, sizeof id, "M%u", i);
+        assert_ptr_equal(state_ids_member_id(&v, i), before[i]);
+        assert_ptr_equal(state_ids_member_id(&v, i), state_ckpt_member_id(s, i));
+        assert_string_equal(state_ids_member_id(&v, i), id);
+    }
+    assert_int_equal(state_ids_take(s, &v), 0);
+    assert_string_equal(state_ids_member_id(&v, 39999), "M39999");
+    state_ids_free(&v);
+    assert_null(v.chunks);
+    state_destroy(&s);
+}
+
 /* A checkpoint log (ckstore.h) records an unlinked card as a link to nobody: loading it unlinks
  * the card loaded before; an unknown card is no error. */
 static void loading_a_card_without_member_unlinks_it(void **st)
@@ -235,6 +370,8 @@ int main(void)
         cmocka_unit_test(merge_captures_both_members_and_next_begin_ends_the_last),
         cmocka_unit_test(mark_all_dirty_marks_every_record_once),
         cmocka_unit_test(loading_a_card_without_member_unlinks_it),
+        cmocka_unit_test(many_dirty_cards_and_returns_are_each_handed_over_once),
+        cmocka_unit_test(member_ids_are_found_through_a_copy_while_the_state_grows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
