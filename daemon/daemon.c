@@ -33,6 +33,7 @@
 #include "daemon.h"
 #include "entry.h"
 #include "idmap.h"
+#include "index_plan.h"
 #include "ingest.h"
 #include "ledger.h"
 #include "log.h"
@@ -481,10 +482,6 @@ static int ck_snap_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
-/* Thread pool: the checkpoint's members in key order, so that each chunk is appended at the
- * end of state/'s log, filling its pages (into the ledger's member table, sorting took 600,000
- * records of a 1 M member ledger from 5.9 s of commits to 0.34 s). Reads only member ids,
- * which never change; the records never move. */
 /* The checkpoint's members, numbers and ids, into ck_ord. In the thread pool, not on the loop
  * thread: reading 1 M ids is 1 M cache misses (a 40-57 ms pause at the checkpoint's start when
  * the loop thread did it), and even writing ck_ord took 2 ms for 440,000 members, 15 ms for
@@ -497,6 +494,10 @@ static void ck_ord_fill(const daemon_t *d)
     }
 }
 
+/* Thread pool: the checkpoint's members in key order, so that each chunk is appended at the
+ * end of state/'s log, filling its pages (into the ledger's member table, sorting took 600,000
+ * records of a 1 M member ledger from 5.9 s of commits to 0.34 s). Reads only member ids,
+ * which never change; the records never move. */
 static void ckpt_sort_work(uv_work_t *w)
 {
     const daemon_t *d = w->data;
@@ -953,39 +954,14 @@ static void ck_main(void *arg)
 /* ------------------------------------------------------------------ commit and publisher threads
  */
 
-/* The commit thread puts the ids of the entries it committed into the ledger's dedup index in
- * rounds: one starts index_flush_ms after the first id waiting (or once INDEX_FLUSH_IDS wait)
- * and takes them all, sorted; the commits that follow carry its slices in their own
- * transactions (ledger_index_ride(): twice their entries, at most INDEX_RIDE_MAX), and when no
- * batch waits, steps of INDEX_FLUSH_STEP go in transactions of their own. Each till's leaf page
- * is copied about once a round, where one insert per commit halved the rate with 1,000 tills
- * (ledger.h, ledger_commit); a round of its own transactions after every commit, measured
- * first, took an fsync each and put the ack p99 at 30-40 ms. Until its round ends, the ledger
- * finds an id in its memory (ledger_find_event()). */
+/* The dedup index's rounds and steps: index_plan.h. */
 #define INDEX_FLUSH_NS(d) ((uint64_t)(d)->cfg->index_flush_ms * 1000000u)
-#define INDEX_FLUSH_IDS 65536u
-#define INDEX_FLUSH_STEP 1024u
-/* The commit thread takes a step of its own only after this long without a commit: a step is a
- * synced transaction (about 1 ms), and a batch sealed meanwhile waits for it. Under load the
- * rounds ride on the commits (at least 256 ids each, twice the entries), which keeps up with any
- * rate; steps are for a daemon that has gone quiet. */
-#define INDEX_IDLE_NS 20000000u
-#define INDEX_RIDE_MAX 4096u
 
-/* Commit thread: whether a round is under way or due to start. */
-static bool index_due(daemon_t *d, uint64_t *due)
+/* Commit thread: what the ledger's writer (which only this thread touches) reports. */
+static index_view index_view_of(const daemon_t *d)
 {
-    if (d->index_failing && *due != 0 && uv_hrtime() < *due)
-        return false; /* a failed step waits before the next try, round or not */
-    if (ledger_index_flushing(d->ledger))
-        return true;
-    size_t waiting = ledger_unindexed(d->ledger);
-    if (waiting == 0)
-        return false;
-    uint64_t now = uv_hrtime();
-    if (*due == 0)
-        *due = now + INDEX_FLUSH_NS(d);
-    return waiting >= INDEX_FLUSH_IDS || now >= *due;
+    return (index_view){ledger_index_flushing(d->ledger), ledger_unindexed(d->ledger),
+                        d->index_failing, INDEX_FLUSH_NS(d)};
 }
 
 /* Commit thread: once a round has ended, the next round's clock starts with its first id. */
@@ -998,12 +974,12 @@ static void index_note(daemon_t *d, uint64_t *due)
     }
 }
 
-/* Commit thread, nothing to commit: a step of the round in a transaction of its own (starting
- * one if due). It does not count as committing: the loop thread seals its open batch meanwhile
- * (maybe_seal()), which is committed right after the step. Marked committing, back-to-back steps
- * kept the loop from sealing until the round ended: ack p99 13-40 ms instead of 4-8. A failure
- * leaves the ids in the ledger's memory and the step is tried again index_flush_ms
- * later. */
+/* Commit thread, nothing to commit and quiet (index_step_now()): a step of the round in a
+ * transaction of its own (starting one if due). It does not count as committing: the loop
+ * thread seals its open batch meanwhile (maybe_seal()), which is committed right after the
+ * step. Marked committing, back-to-back steps kept the loop from sealing until the round ended:
+ * ack p99 13-40 ms instead of 4-8. A failure leaves the ids in the ledger's memory and the step
+ * is tried again index_flush_ms later. */
 static void index_step(daemon_t *d, uint64_t *due)
 {
     int rc = ledger_index_flush(d->ledger, INDEX_FLUSH_STEP);
@@ -1030,14 +1006,11 @@ static void commit_main(void *arg)
     uint64_t last_commit = 0; /* when the last commit ended */
     for (;;) {
         uv_mutex_lock(&d->mu);
-        /* (index_due() reads the ledger's writer state, which only this thread touches) */
         while (d->commit_head == NULL && !d->threads_stop) {
-            uint64_t now = uv_hrtime(), until = flush_due;
-            if (index_due(d, &flush_due)) {
-                until = last_commit + INDEX_IDLE_NS;
-                if (now >= until)
-                    break; /* quiet: a step */
-            }
+            uint64_t now = uv_hrtime(), until;
+            index_view v = index_view_of(d);
+            if (index_step_now(&v, now, last_commit, &flush_due, &until))
+                break;
             if (until == 0)
                 uv_cond_wait(&d->commit_cv, &d->mu);
             else if (now < until)
@@ -1101,7 +1074,8 @@ static void commit_main(void *arg)
         /* the batch may have carried a round's last slice; the next ones carry a new round */
         if (rc == 0)
             index_note(d, &flush_due);
-        if (!ledger_index_flushing(d->ledger) && index_due(d, &flush_due))
+        index_view v = index_view_of(d);
+        if (!v.flushing && index_due(&v, uv_hrtime(), &flush_due))
             ledger_index_start(d->ledger);
     }
 }
