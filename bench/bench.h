@@ -103,6 +103,8 @@ typedef struct {
     uint64_t sales, redemptions, returns, enrolments;
     uint64_t reasons[LT_R__COUNT];
     hist latency_us; /* per message: (intended) send to ack */
+    double steal_ms; /* CPU time the hypervisor gave this machine's CPUs to others during the
+                      * run (/proc/stat "steal", all CPUs), or -1: a VM's stalls show here */
     uint32_t seconds_n;
     load_second *seconds; /* timeline, seconds_n entries; free with bench_load_free */
 } load_result;
@@ -113,6 +115,8 @@ typedef struct {
 int bench_load_run(const load_opts *o, load_result *r);
 void bench_load_free(load_result *r);
 double bench_load_rate(const load_result *r); /* acknowledged events per second */
+/* The machine's CPU steal so far, in ms (all CPUs, /proc/stat), or -1 if unknown. */
+double bench_steal_ms(void);
 
 /* ---- the raw ceiling (raw.c) ---- */
 

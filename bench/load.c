@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -440,6 +441,7 @@ int bench_load_run(const load_opts *o, load_result *r)
         fprintf(stderr, "lt-bench: cannot set up the tills (out of memory or zmq)\n");
     } else {
         pthread_barrier_init(&sh.start, NULL, (unsigned)o->tills + 1);
+        double steal0 = bench_steal_ms();
         sh.start_ns = bench_now_ns();
         sh.deadline_ns = sh.start_ns + (uint64_t)(o->seconds * 1e9);
         sh.drain_ns = sh.deadline_ns + (uint64_t)(LOAD_DRAIN_S * 1e9);
@@ -457,6 +459,8 @@ int bench_load_run(const load_opts *o, load_result *r)
             rc |= tills[i].failed ? -1 : 0;
         }
         pthread_barrier_destroy(&sh.start);
+        double steal1 = bench_steal_ms();
+        r->steal_ms = steal0 >= 0 && steal1 >= steal0 ? steal1 - steal0 : -1;
         r->elapsed_s = (double)(last - sh.start_ns) / 1e9;
         while (r->seconds_n > 0 && r->seconds[r->seconds_n - 1].events == 0)
             r->seconds_n--;
@@ -473,6 +477,21 @@ void bench_load_free(load_result *r)
     free(r->seconds);
     r->seconds = NULL;
     r->seconds_n = 0;
+}
+
+double bench_steal_ms(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    long tick = sysconf(_SC_CLK_TCK);
+    if (n != 8 || tick <= 0)
+        return -1;
+    return (double)v[7] * 1000.0 / (double)tick; /* the 8th: steal */
 }
 
 double bench_load_rate(const load_result *r)

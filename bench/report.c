@@ -149,6 +149,24 @@ static void target(FILE *f, const char *what, double got, const char *unit, doub
             verdict);
 }
 
+/* CPU steal: on a VM, time the hypervisor gave this machine's CPUs to something else. Stalls of
+ * every thread at once (the daemon's and the tills') show here and not in any profile. */
+static void steal(FILE *f, const bench_results *r)
+{
+    const load_result *runs[] = {r->closed, r->batch1, r->open};
+    const char *names[] = {"batched", "one-event", "open loop"};
+    fprintf(f, "  CPU steal (the hypervisor's, all CPUs):");
+    for (int i = 0; i < 3; i++) {
+        if (runs[i] == NULL || runs[i]->elapsed_s <= 0)
+            continue;
+        if (runs[i]->steal_ms < 0)
+            fprintf(f, " %s unknown;", names[i]);
+        else
+            fprintf(f, " %s %.0f ms in %.0f s;", names[i], runs[i]->steal_ms, runs[i]->elapsed_s);
+    }
+    fprintf(f, "\n");
+}
+
 void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
 {
     char name[64];
@@ -186,6 +204,7 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
     reasons(f, "batched", r->closed);
     reasons(f, "one-event", r->batch1);
     reasons(f, "open-loop", r->open);
+    steal(f, r);
 
     fprintf(f, "\nceilings on this machine, and loyaltyd's share of them:\n");
     double zb = zmq_rate(&r->zmq_batch), z1 = zmq_rate(&r->zmq_one), lm = lmdb_rate(&r->lmdb);
@@ -272,11 +291,12 @@ static void json_run(FILE *f, const char *key, const load_result *r, bool last)
             ", \"accepted\": %" PRIu64 ", \"duplicate\": %" PRIu64 ", \"rejected\": %" PRIu64
             ", \"refused_messages\": %" PRIu64 ", \"lost_messages\": %" PRIu64
             ", \"latency_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, "
-            "\"lowest_second_events\": %.0f, \"per_second_events\": [",
+            "\"lowest_second_events\": %.0f, \"cpu_steal_ms\": %.0f, \"per_second_events\": [",
             key, bench_load_rate(r), r->elapsed_s, r->messages_sent, r->accepted, r->duplicate,
             r->rejected, r->refused_batches, r->lost_batches,
             ms(hist_quantile(&r->latency_us, 0.5)), ms(hist_quantile(&r->latency_us, 0.99)),
-            ms(hist_quantile(&r->latency_us, 0.999)), ms(r->latency_us.max), sustained(r));
+            ms(hist_quantile(&r->latency_us, 0.999)), ms(r->latency_us.max), sustained(r),
+            r->steal_ms);
     for (uint32_t s = 0; s < r->seconds_n; s++)
         fprintf(f, "%s%" PRIu64, s ? ", " : "", r->seconds[s].events);
     fprintf(f, "]}%s\n", last ? "" : ",");
