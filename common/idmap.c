@@ -46,17 +46,6 @@ int idmap_copy(idmap *dst, const idmap *src, size_t more)
     return 0;
 }
 
-/* Twice the capacity (room for cap - n more at half load). */
-static int grow(idmap *m)
-{
-    idmap bigger;
-    if (idmap_copy(&bigger, m, m->cap - m->n) != 0)
-        return -1;
-    free(m->slots);
-    *m = bigger;
-    return 0;
-}
-
 /* The slot holding (a, b), or the free one where it would go. Inlined: every lookup of the
  * loop thread's hot path goes through it. */
 static inline __attribute__((always_inline)) idmap_slot *probe(const idmap *m, uint64_t a,
@@ -73,7 +62,7 @@ static inline __attribute__((always_inline)) idmap_slot *probe(const idmap *m, u
 /* The slot for (a, b), taken if it was free (with v1, v2 = 0), or NULL out of memory. */
 static idmap_slot *slot_for(idmap *m, uint64_t a, uint64_t b, uint64_t v1)
 {
-    if ((m->n + 1) * 2 > m->cap && grow(m) != 0)
+    if (!idmap_has_room(m, 1) && idmap_reserve(m, 1) != 0) /* full: twice the capacity */
         return NULL;
     idmap_slot *s = probe(m, a, b);
     if (!s->used) {
@@ -105,9 +94,13 @@ int idmap_put_max(idmap *m, uint64_t a, uint64_t b, uint64_t v1)
 
 int idmap_reserve(idmap *m, size_t more)
 {
-    while ((m->n + more) * 2 > m->cap)
-        if (grow(m) != 0)
-            return -1;
+    if (idmap_has_room(m, more))
+        return 0;
+    idmap bigger; /* one rehash, straight to the size needed */
+    if (idmap_copy(&bigger, m, more) != 0)
+        return -1;
+    free(m->slots);
+    *m = bigger;
     return 0;
 }
 

@@ -36,6 +36,11 @@ int idmap_put_max(idmap *m, uint64_t a, uint64_t b, uint64_t v1);
 idmap_slot *idmap_get(const idmap *m, uint64_t a, uint64_t b);
 /* Removes a key if present. */
 void idmap_remove(idmap *m, uint64_t a, uint64_t b);
+/* Whether `more` keys beyond those present fit without growing (at most half full). */
+static inline bool idmap_has_room(const idmap *m, size_t more)
+{
+    return (m->n + more) * 2 <= m->cap;
+}
 /* Makes room for `more` keys beyond those present, so that that many puts cannot fail.
  * Returns 0 or -1 (out of memory; the map is unchanged). */
 int idmap_reserve(idmap *m, size_t more);

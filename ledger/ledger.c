@@ -785,7 +785,7 @@ static int gen_reserve(struct id_gen *g, size_t more)
  * Returns 0 or -1 (out of memory; the set is unchanged). */
 static int gen_set_reserve(ledger *l, struct id_gen *g, size_t more)
 {
-    if ((g->set.n + more) * 2 <= g->set.cap)
+    if (idmap_has_room(&g->set, more))
         return 0;
     idmap bigger;
     if (idmap_copy(&bigger, &g->set, more) != 0)

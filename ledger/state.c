@@ -468,7 +468,8 @@ static void ck_touch(state *s, uint32_t idx)
 }
 
 #define DIRTY_AHEAD 8 /* lookahead of the passes over dirty cards and returns records */
-#define DIRTY_RING 32 /* > 3 * DIRTY_AHEAD: the hashes of the cards in flight */
+#define DIRTY_RING 32 /* the hashes of the cards in flight */
+_Static_assert(DIRTY_RING > 3 * DIRTY_AHEAD, "a card's hash is read 3 * DIRTY_AHEAD later");
 
 /* The next dirty generation: every member is clean at once. */
 static void next_dirty_gen(state *s)
@@ -523,22 +524,18 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
     const table *t = &s->ctab;
     uint32_t n = card_fn ? s->dirty_cards_n : 0;
     bool any = t->n > 0; /* else every card on the list was unlinked */
+#define HOME(j) (&t->slots[hs[(j) % DIRTY_RING] & t->mask]) /* card j's first slot */
     for (uint32_t i = 0; i < n + 3 * DIRTY_AHEAD; i++) {
         uint32_t j = i; /* the card whose slot is asked for */
         if (j < n && any) {
             hs[j % DIRTY_RING] = hash_key(s->dirty_cards[j]);
-            __builtin_prefetch(&t->slots[hs[j % DIRTY_RING] & t->mask]);
+            __builtin_prefetch(HOME(j));
         }
-        if (any && i >= DIRTY_AHEAD && (j = i - DIRTY_AHEAD) < n) { /* its record */
-            const slot *sl = &t->slots[hs[j % DIRTY_RING] & t->mask];
-            if (sl->idx != NIL)
-                __builtin_prefetch(&s->crecs[sl->idx]);
-        }
-        if (any && i >= 2 * DIRTY_AHEAD && (j = i - 2 * DIRTY_AHEAD) < n) { /* its member */
-            const slot *sl = &t->slots[hs[j % DIRTY_RING] & t->mask];
-            if (sl->idx != NIL && s->crecs[sl->idx].member < s->members_n)
-                __builtin_prefetch(member_at(s, s->crecs[sl->idx].member));
-        }
+        if (any && i >= DIRTY_AHEAD && (j = i - DIRTY_AHEAD) < n && HOME(j)->idx != NIL)
+            __builtin_prefetch(&s->crecs[HOME(j)->idx]); /* its record */
+        if (any && i >= 2 * DIRTY_AHEAD && (j = i - 2 * DIRTY_AHEAD) < n && HOME(j)->idx != NIL &&
+            s->crecs[HOME(j)->idx].member < s->members_n)
+            __builtin_prefetch(member_at(s, s->crecs[HOME(j)->idx].member)); /* its member */
         if (i < 3 * DIRTY_AHEAD)
             continue;
         j = i - 3 * DIRTY_AHEAD;
@@ -550,6 +547,7 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
         if (rc != 0)
             return rc;
     }
+#undef HOME
     return 0;
 }
 
