@@ -34,6 +34,7 @@ void config_defaults(config *c)
     c->sweep_utc_offset_min = 480;
     c->curve_publish = 1;
     c->curve_query = 1;
+    c->io_thread_batch = 1;
 }
 
 typedef struct {
@@ -79,6 +80,7 @@ static const config_key g_keys[] = {
     INT(curve_publish, 0, 1),
     INT(curve_query, 0, 1),
     INT(allow_insecure_bind, 0, 1),
+    INT(io_thread_batch, 0, 1),
 };
 
 static int set_key(config *c, const char *key, const char *val, char *err, size_t err_len,

@@ -36,6 +36,7 @@ typedef struct {
     int64_t sweep_interval_ms; /* how often time-driven entries are swept for */
     int64_t sweep_utc_offset_min; /* store offset for a member with no event yet */
     int64_t rejects_max;          /* dead letters kept (oldest trimmed); 0 = none kept */
+    int64_t io_thread_batch;      /* 1: ZeroMQ's I/O thread under SCHED_BATCH */
 } config;
 
 /* Fills c with the built-in defaults. */

@@ -16,6 +16,7 @@
  * checkpoint and the ledger (storage_failure(), rebuild_state()).
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2625,6 +2626,13 @@ static int start(daemon_t *d)
     d->zctx = zmq_ctx_new();
     if (d->zctx == NULL)
         return -1;
+    /* Waking ZeroMQ's I/O thread to send an ack or a publication made it preempt the loop thread
+     * on its own core, hundreds of times a second under load; under SCHED_BATCH a woken I/O
+     * thread waits for a free core or the loop's time slice instead (docs/performance.md,
+     * "The loop thread shares its core"). Set before the first socket starts the thread. */
+    if (d->cfg->io_thread_batch && zmq_ctx_set(d->zctx, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH) != 0)
+        lt_log(LT_WARN, "cannot set the ZeroMQ I/O thread's scheduling policy", "error=\"%s\"",
+               zmq_strerror(zmq_errno()));
     if (start_security(d) != 0)
         return -1;
     const char *secret = d->auth != NULL ? d->curve_secret : NULL;

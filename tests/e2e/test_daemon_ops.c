@@ -1,5 +1,6 @@
 /* test_daemon_ops.c: the daemon as operators see it: Prometheus metrics, rules reload on
  * SIGHUP (a bad file is refused and the old rules stay, R31), systemd notifications. */
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -166,12 +168,73 @@ static void test_sd_notify_ready_and_stopping(void **state)
     rmdir(path);
 }
 
+/* The scheduling policy (sched(7) number, field 41 of /proc/PID/task/TID/stat) of the daemon's
+ * thread named `comm`, or -1 when it has none. */
+static int thread_policy(pid_t pid, const char *comm)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    int policy = -1;
+    struct dirent *de;
+    while (policy < 0 && (de = readdir(dp)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[400], name[64] = "", stat[1024] = "";
+        snprintf(path, sizeof path, "%s/%s/comm", dir, de->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(name, sizeof name, f) == NULL)
+            name[0] = '\0';
+        fclose(f);
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, comm) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
+        f = fopen(path, "r");
+        assert_non_null(f);
+        assert_non_null(fgets(stat, sizeof stat, f));
+        fclose(f);
+        const char *p = strrchr(stat, ')'); /* fields from 3 on follow the name */
+        assert_non_null(p);
+        p += 3; /* ") S " */
+        for (int field = 4; field <= 41; field++) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            assert_true(end != p);
+            p = end;
+            if (field == 41)
+                policy = (int)v;
+        }
+    }
+    closedir(dp);
+    return policy;
+}
+
+/* Waking ZeroMQ's I/O thread to send made it preempt the loop thread (docs/performance.md): it
+ * runs under SCHED_BATCH unless io_thread_batch is 0; the loop thread keeps SCHED_OTHER. */
+static void test_io_thread_runs_batch_scheduled(void **state)
+{
+    (void)state;
+    h_start(&g_d, NULL);
+    loyalty__ack_batch__free_unpacked(sale(1, "m1", 1), NULL);
+    assert_int_equal(thread_policy(g_d.pid, "ZMQbg/IO/0"), SCHED_BATCH);
+    assert_int_equal(thread_policy(g_d.pid, "loyaltyd"), SCHED_OTHER);
+    h_cleanup(&g_d);
+    h_start(&g_d, "io_thread_batch: 0\n");
+    loyalty__ack_batch__free_unpacked(sale(2, "m1", 1), NULL);
+    assert_int_equal(thread_policy(g_d.pid, "ZMQbg/IO/0"), SCHED_OTHER);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_metrics_scrape, teardown),
         cmocka_unit_test_teardown(test_R31_sighup_reloads_rules_and_refuses_bad_file, teardown),
         cmocka_unit_test_teardown(test_sd_notify_ready_and_stopping, teardown),
+        cmocka_unit_test_teardown(test_io_thread_runs_batch_scheduled, teardown),
     };
     return cmocka_run_group_tests_name("e2e_daemon_ops", tests, NULL, NULL);
 }
