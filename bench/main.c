@@ -58,7 +58,8 @@ static const char usage[] =
     "  --nodes K          node ids per till thread, its messages taking them in turn, so\n"
     "                     that the daemon sees N x K tills (default 250: 1,000 tills; max\n"
     "                     4096)\n"
-    "  --window W         messages in flight per till, batched runs (default 128, max 512)\n"
+    "  --window W         messages in flight per till thread, batched runs (default 128,\n"
+    "                     max 512)\n"
     "  --batch1-window W  ... in the one-event-per-message run (default 256)\n"
     "  --batch N          events per message (default 100, max 1000)\n"
     "  --members N        Zipf member population, enrolled first (default 1000000)\n"
@@ -426,8 +427,8 @@ int main(int argc, char **argv)
      * 4 x 64 one-event messages the run was bound by Little's law (256 / 3.3 ms = 78,000/s
      * whatever the daemon could do; 4 x 256: 117,000/s), docs/performance.md; and 4 x 32
      * batches (12,800 events) fitted in the daemon's pipeline (4 batches of up to 4,000), which
-     * left its loop thread waiting: 287,000-313,000 events/s where 4 x 96 or more reached
-     * 325,000-340,000 */
+     * left its loop thread waiting: 286,000-313,000 events/s where 4 x 96 or more reached
+     * 324,000-340,000 */
     b.window = 128;
     b.batch1_window = 256;
     b.batch = 100;

@@ -2629,10 +2629,20 @@ static int start(daemon_t *d)
     /* Waking ZeroMQ's I/O thread to send an ack or a publication made it preempt the loop thread
      * on its own core, hundreds of times a second under load; under SCHED_BATCH a woken I/O
      * thread waits for a free core or the loop's time slice instead (docs/performance.md,
-     * "The loop thread shares its core"). Set before the first socket starts the thread. */
-    if (d->cfg->io_thread_batch && zmq_ctx_set(d->zctx, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH) != 0)
-        lt_log(LT_WARN, "cannot set the ZeroMQ I/O thread's scheduling policy", "error=\"%s\"",
-               zmq_strerror(zmq_errno()));
+     * "The loop thread shares its core"). Set before the first socket starts the thread, which
+     * applies it itself and aborts the process if the kernel refuses (libzmq's posix_assert):
+     * so only from the policies that may always move to SCHED_BATCH. A daemon started under a
+     * real-time or SCHED_IDLE policy keeps it for its I/O thread. Never ZMQ_THREAD_PRIORITY:
+     * with a policy other than FIFO or RR libzmq then calls nice(-20), and aborts unprivileged. */
+    if (d->cfg->io_thread_batch) {
+        int policy = sched_getscheduler(0);
+        if (policy != SCHED_OTHER && policy != SCHED_BATCH)
+            lt_log(LT_WARN, "io_thread_batch skipped: the daemon runs under another policy",
+                   "policy=%d", policy);
+        else if (zmq_ctx_set(d->zctx, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH) != 0)
+            lt_log(LT_WARN, "cannot set the ZeroMQ I/O thread's scheduling policy", "error=\"%s\"",
+                   zmq_strerror(zmq_errno()));
+    }
     if (start_security(d) != 0)
         return -1;
     const char *secret = d->auth != NULL ? d->curve_secret : NULL;
