@@ -93,8 +93,10 @@ struct state {
     uint32_t *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
-    uint32_t dirty_gen; /* members marked with it are dirty; never 0 */
-    uint32_t rest_gen;  /* the same for cards and returns records (state_clear_dirty()) */
+    uint32_t dirty_gen;   /* members marked with it are dirty; never 0 */
+    uint32_t all_dirty_n; /* members below this number are on the dirty list, whatever their mark
+                           * says (state_mark_all_dirty(), until the next generation) */
+    uint32_t rest_gen;    /* the same for cards and returns records (state_clear_dirty()) */
     /* copy-on-write checkpoint: members still to be encoded as of its start, one bit each */
     uint64_t *ck_bits;
     uint32_t ck_bits_words;
@@ -476,6 +478,7 @@ static void next_dirty_gen(state *s)
 {
     if (++s->dirty_gen == 0)
         s->dirty_gen = 1;
+    s->all_dirty_n = 0;
 }
 
 static void next_rest_gen(state *s)
@@ -486,6 +489,8 @@ static void next_rest_gen(state *s)
 
 static void mark_member(state *s, uint32_t idx)
 {
+    if (idx < s->all_dirty_n)
+        return; /* listed by state_mark_all_dirty() */
     mrec *r = member_at(s, idx);
     if (r->dirty_gen == s->dirty_gen)
         return;
@@ -655,8 +660,13 @@ int state_mark_all_dirty(state *s)
     if (grow(&dr, &s->dirty_returns_cap, s->rrecs_n + 1, sizeof(uint32_t), 64) != 0)
         return -1;
     s->dirty_returns = dr;
+    /* the list is every member number, written without touching the records: marking each of
+     * 1,016,592 records took 9.3-15.5 ms of a full checkpoint's 13.7-21.3 ms start on the loop
+     * thread, listing them 1.7 ms */
     for (uint32_t i = 0; i < s->members_n; i++)
-        mark_member(s, i);
+        s->dirty_members[i] = i;
+    s->dirty_members_n = s->members_n;
+    s->all_dirty_n = s->members_n;
     for (uint32_t i = 0; i < s->crecs_n; i++) {
         if (s->crecs[i].member != NIL)
             mark_card(s, s->crecs[i].card);

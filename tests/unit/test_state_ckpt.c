@@ -205,8 +205,39 @@ static void mark_all_dirty_marks_every_record_once(void **st)
         assert_int_equal(state_foreach_dirty_returns(s, count_returns, &returns), 0);
         assert_int_equal(returns, 1);
     }
+    /* the list is written without marking the records: a change to a listed member keeps it
+     * listed once, a member enrolled after it is added, and after the list is cleared a change
+     * lists a member again */
+    credit(s, "B", 5, 5);
+    assert_int_equal(state_dirty_members(s), 3);
+    enrol(s, "D");
+    assert_int_equal(state_dirty_members(s), 4);
+    credit(s, "D", 5, 5);
+    assert_int_equal(state_dirty_members(s), 4);
     state_clear_dirty(s);
     assert_int_equal(state_dirty_members(s), 0);
+    credit(s, "C", 5, 5);
+    assert_int_equal(state_dirty_members(s), 1);
+    /* the same through a checkpoint's start, which hands the list over */
+    assert_int_equal(state_mark_all_dirty(s), 0);
+    assert_int_equal(state_dirty_members(s), 4);
+    captured c = {0};
+    const uint32_t *list;
+    uint32_t n;
+    assert_int_equal(state_ckpt_begin(s, capture, &c, &list, &n), 0);
+    assert_int_equal(n, 4);
+    int listed[4] = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        assert_true(list[i] < 4);
+        listed[list[i]]++;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(listed[i], 1);
+    assert_int_equal(state_dirty_members(s), 0);
+    credit(s, "A", 5, 10); /* captured as at the start, and the next checkpoint's */
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.id[0], "A");
+    assert_int_equal(state_dirty_members(s), 1);
     state_destroy(&s);
 }
 
