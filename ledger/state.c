@@ -46,7 +46,8 @@
 typedef struct {
     lt_member m;
     uint32_t cards;     /* first card record of this member, or NIL */
-    uint32_t dirty_gen; /* == state.dirty_gen: on the dirty list (no pass over members to clear) */
+    uint32_t dirty_gen; /* == state.dirty_gen, or its number below state.all_dirty_n: on the
+                         * dirty list (no pass over members to clear) */
 } mrec;
 
 typedef struct {
@@ -93,7 +94,8 @@ struct state {
     uint32_t *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
-    uint32_t dirty_gen;   /* members marked with it are dirty; never 0 */
+    uint32_t
+        dirty_gen; /* members marked with it are dirty (and those below all_dirty_n); never 0 */
     uint32_t all_dirty_n; /* members below this number are on the dirty list, whatever their mark
                            * says (state_mark_all_dirty(), until the next generation) */
     uint32_t rest_gen;    /* the same for cards and returns records (state_clear_dirty()) */

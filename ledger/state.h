@@ -90,8 +90,9 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
 void state_clear_dirty(state *s);
 
 /* Marks every member, active card link and returned-quantity record changed, so that the next
- * checkpoint holds all of them (a full one, into a fresh log: ckstore.h). Returns 0, or -1 out of
- * memory (then some may be marked, none lost). */
+ * checkpoint holds all of them (a full one, into a fresh log: ckstore.h). The members are listed
+ * by number without touching their records. Returns 0, or -1 out of memory (then nothing is
+ * marked, none lost). */
 int state_mark_all_dirty(state *s);
 
 /* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: the members

@@ -177,7 +177,7 @@ static int count_returns(void *ctx, uint64_t sale_seq, const int64_t *qty, uint3
 
 /* After a checkpoint failed to write, the next one must hold everything (R30): every member,
  * active card link and returned-quantity record is marked changed, each once. */
-static void mark_all_dirty_marks_every_record_once(void **st)
+static void mark_all_dirty_lists_every_record_once(void **st)
 {
     (void)st;
     state *s;
@@ -399,7 +399,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(changes_before_encoding_are_captured_as_at_the_start),
         cmocka_unit_test(merge_captures_both_members_and_next_begin_ends_the_last),
-        cmocka_unit_test(mark_all_dirty_marks_every_record_once),
+        cmocka_unit_test(mark_all_dirty_lists_every_record_once),
         cmocka_unit_test(loading_a_card_without_member_unlinks_it),
         cmocka_unit_test(many_dirty_cards_and_returns_are_each_handed_over_once),
         cmocka_unit_test(member_ids_are_found_through_a_copy_while_the_state_grows),
