@@ -94,10 +94,9 @@ struct state {
     uint32_t *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
-    uint32_t
-        dirty_gen; /* members marked with it are dirty (and those below all_dirty_n); never 0 */
-    uint32_t all_dirty_n; /* members below this number are on the dirty list, whatever their mark
-                           * says (state_mark_all_dirty(), until the next generation) */
+    uint32_t dirty_gen;   /* members marked with it are dirty; never 0 */
+    uint32_t all_dirty_n; /* and those numbered below it (state_mark_all_dirty(), until the next
+                           * generation), whatever their mark says */
     uint32_t rest_gen;    /* the same for cards and returns records (state_clear_dirty()) */
     /* copy-on-write checkpoint: members still to be encoded as of its start, one bit each */
     uint64_t *ck_bits;
@@ -514,6 +513,34 @@ static void mark_card(state *s, const char *card)
     strcpy(s->dirty_cards[s->dirty_cards_n++], card);
 }
 
+/* Card j's first index slot, from its hash kept in the ring hs. */
+static const slot *card_home(const state *s, const uint32_t *hs, uint32_t j)
+{
+    return &s->ctab.slots[hs[j % DIRTY_RING] & s->ctab.mask];
+}
+
+/* At step i of a pass over the n dirty cards (the card index is not empty): the index slot of
+ * card i (its hash kept in hs), the record of card i - DIRTY_AHEAD and the member of card
+ * i - 2 * DIRTY_AHEAD are asked for, each stage reading only what the one before loaded; card
+ * i - 3 * DIRTY_AHEAD is then handed over. */
+static void dirty_card_ahead(const state *s, uint32_t *hs, uint32_t i, uint32_t n)
+{
+    if (i < n) {
+        hs[i % DIRTY_RING] = hash_key(s->dirty_cards[i]);
+        __builtin_prefetch(card_home(s, hs, i));
+    }
+    if (i >= DIRTY_AHEAD && i - DIRTY_AHEAD < n) {
+        const slot *sl = card_home(s, hs, i - DIRTY_AHEAD);
+        if (sl->idx != NIL)
+            __builtin_prefetch(&s->crecs[sl->idx]);
+    }
+    if (i >= 2 * DIRTY_AHEAD && i - 2 * DIRTY_AHEAD < n) {
+        const slot *sl = card_home(s, hs, i - 2 * DIRTY_AHEAD);
+        if (sl->idx != NIL && s->crecs[sl->idx].member < s->members_n)
+            __builtin_prefetch(member_at(s, s->crecs[sl->idx].member));
+    }
+}
+
 int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_member *m),
                         int (*card_fn)(void *ctx, const char *card, const char *member_id),
                         void *ctx)
@@ -524,28 +551,18 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
             return rc;
     }
     /* Each card is a cache miss in the index, one in its record and one in its member (the id):
-     * 50,000 cards took 7-17 ms of a checkpoint's start on the loop thread. So the index slot
-     * of the card DIRTY_AHEAD * 3 on, the record of the one DIRTY_AHEAD * 2 on and the member of
-     * the one DIRTY_AHEAD on are asked for while this one is handed over. */
+     * 50,000 cards took 7-17 ms of a checkpoint's start on the loop thread. So the stages of the
+     * cards ahead are asked for (dirty_card_ahead()) while this one is handed over. */
     uint32_t hs[DIRTY_RING];
     const table *t = &s->ctab;
     uint32_t n = card_fn ? s->dirty_cards_n : 0;
     bool any = t->n > 0; /* else every card on the list was unlinked */
-#define HOME(j) (&t->slots[hs[(j) % DIRTY_RING] & t->mask]) /* card j's first slot */
     for (uint32_t i = 0; i < n + 3 * DIRTY_AHEAD; i++) {
-        uint32_t j = i; /* the card whose slot is asked for */
-        if (j < n && any) {
-            hs[j % DIRTY_RING] = hash_key(s->dirty_cards[j]);
-            __builtin_prefetch(HOME(j));
-        }
-        if (any && i >= DIRTY_AHEAD && (j = i - DIRTY_AHEAD) < n && HOME(j)->idx != NIL)
-            __builtin_prefetch(&s->crecs[HOME(j)->idx]); /* its record */
-        if (any && i >= 2 * DIRTY_AHEAD && (j = i - 2 * DIRTY_AHEAD) < n && HOME(j)->idx != NIL &&
-            s->crecs[HOME(j)->idx].member < s->members_n)
-            __builtin_prefetch(member_at(s, s->crecs[HOME(j)->idx].member)); /* its member */
+        if (any)
+            dirty_card_ahead(s, hs, i, n);
         if (i < 3 * DIRTY_AHEAD)
             continue;
-        j = i - 3 * DIRTY_AHEAD;
+        uint32_t j = i - 3 * DIRTY_AHEAD;
         const char *card = s->dirty_cards[j];
         const slot *sl = any ? tab_lookup(s, t, hs[j % DIRTY_RING], card) : NULL;
         const char *owner =
@@ -554,7 +571,6 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
         if (rc != 0)
             return rc;
     }
-#undef HOME
     return 0;
 }
 
