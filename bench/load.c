@@ -28,6 +28,7 @@
 #include <zmq.h>
 
 #include "bench.h"
+#include "ingest.h"
 #include "load_encode.h"
 #include "loyalty.pb-c.h"
 
@@ -264,16 +265,12 @@ static int64_t send_due(till *t, uint64_t now, bool *done)
 
 /* Waits up to timeout_ns for a reply to read. Returns 1 if one can be read, 0 at the timeout,
  * -1 on an error. ZMQ_FD signals changes of the socket's state, not waiting messages, so
- * ZMQ_EVENTS is asked before each sleep (a send may have taken the signal). */
+ * zsock_readable() is asked before each sleep (a send may have taken the signal). */
 static int till_wait(till *t, uint64_t timeout_ns)
 {
     uint64_t until = bench_now_ns() + timeout_ns;
     for (;;) {
-        int events = 0;
-        size_t len = sizeof events;
-        if (zmq_getsockopt(t->sock, ZMQ_EVENTS, &events, &len) != 0)
-            return -1;
-        if (events & ZMQ_POLLIN)
+        if (zsock_readable(t->sock))
             return 1;
         uint64_t now = bench_now_ns();
         if (now >= until)

@@ -132,5 +132,8 @@ void zwatch_resume(zwatch *w);
 void zwatch_after_send(zwatch *w);
 /* Closes the libuv handles (not the socket). */
 void zwatch_close(zwatch *w);
+/* Whether a message can be read from sock now (ZMQ_EVENTS has POLLIN; false on an error). Its
+ * ZMQ_FD signals changes of state, not waiting messages, so ask this before sleeping on it. */
+bool zsock_readable(void *sock);
 
 #endif

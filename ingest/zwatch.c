@@ -11,11 +11,11 @@
 
 #define ZWATCH_BUDGET 256
 
-static bool readable(zwatch *w)
+bool zsock_readable(void *sock)
 {
     int events = 0;
     size_t len = sizeof events;
-    if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &len) != 0)
+    if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) != 0)
         return false;
     return (events & ZMQ_POLLIN) != 0;
 }
@@ -27,7 +27,7 @@ static void drain(zwatch *w)
     if (w->paused || w->closing)
         return;
     w->on_read(w, ZWATCH_BUDGET);
-    if (!w->paused && !w->closing && readable(w))
+    if (!w->paused && !w->closing && zsock_readable(w->sock))
         uv_idle_start(&w->idle, on_idle);
 }
 
@@ -88,7 +88,7 @@ void zwatch_resume(zwatch *w)
 
 void zwatch_after_send(zwatch *w)
 {
-    if (!w->paused && !w->closing && readable(w))
+    if (!w->paused && !w->closing && zsock_readable(w->sock))
         uv_idle_start(&w->idle, on_idle);
 }
 
