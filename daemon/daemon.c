@@ -926,7 +926,9 @@ static void ck_main(void *arg)
             }
             if (rc == 0) {
                 snaps_fix(chunk);
+                uint64_t unordered = ckstore_unordered(d->cks);
                 rc = ckstore_put(d->cks, chunk->snaps, chunk->snaps_n);
+                metrics_inc(&d->m.checkpoint_unordered, ckstore_unordered(d->cks) - unordered);
             }
             if (rc == 0)
                 (void)test_kill_check(KILL_WRITE, j.seq);

@@ -154,6 +154,10 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
     counter(&o, "loyaltyd_checkpoint_failures_total",
             "Checkpoints that failed to write (the next one writes every member).",
             rd(&m->checkpoint_failures));
+    counter(&o, "loyaltyd_checkpoint_records_unordered_total",
+            "Checkpoint records not in key order, so put into the middle of state/'s log "
+            "instead of appended (more pages written; 0 unless the members could not be sorted).",
+            rd(&m->checkpoint_unordered));
     counter(&o, "loyaltyd_index_flush_failures_total",
             "Dedup index flushes that failed (their event ids stay in memory and are tried again).",
             rd(&m->index_flush_failures));

@@ -40,10 +40,11 @@ struct ckstore {
     pthread_mutex_t dbs_mu;
     /* the checkpoint being written (the writing thread's) */
     bool writing;
-    bool full;        /* into the other log, which replaces the active one at the commit */
-    int target;       /* the log it goes into */
-    uint64_t gen;     /* its number */
-    uint64_t written; /* records written so far */
+    bool full;          /* into the other log, which replaces the active one at the commit */
+    int target;         /* the log it goes into */
+    uint64_t gen;       /* its number */
+    uint64_t written;   /* records written so far */
+    uint64_t unordered; /* records put into the log's middle, since the open (ckstore_unordered) */
     char path[CKSTORE_PATH_MAX];
     char errmsg[256];
 };
@@ -407,8 +408,10 @@ int ckstore_put(ckstore *c, const ledger_snap *snaps, size_t n)
         /* a checkpoint's records in key order go at the log's end: appended, pages filled
          * (an insert elsewhere splits pages in half); any other order still goes in */
         rc = mdb_put(txn, c->log[c->target], &k, &v, MDB_APPEND);
-        if (rc == MDB_KEYEXIST)
+        if (rc == MDB_KEYEXIST) {
             rc = mdb_put(txn, c->log[c->target], &k, &v, 0);
+            c->unordered++;
+        }
         if (rc != 0)
             return fail_chunk(c, txn, rc, "log: put");
     }
@@ -456,6 +459,11 @@ int ckstore_commit(ckstore *c, uint64_t seq, uint64_t digest)
 void ckstore_abort(ckstore *c)
 {
     c->writing = false; /* what it wrote is cleared by the next ckstore_begin() */
+}
+
+uint64_t ckstore_unordered(const ckstore *c)
+{
+    return c->unordered;
 }
 
 bool ckstore_writing(const ckstore *c)

@@ -81,6 +81,10 @@ int ckstore_commit(ckstore *c, uint64_t seq, uint64_t digest);
 void ckstore_abort(ckstore *c);
 /* Whether a checkpoint is being written. */
 bool ckstore_writing(const ckstore *c);
+/* Records put since the open that did not sort after every key in the log, so went into its
+ * middle instead of being appended (a checkpoint's records out of key order: the same log, in
+ * more pages). The writing thread's, like the calls that write. */
+uint64_t ckstore_unordered(const ckstore *c);
 /* Records in the active log (every generation): against the records live, how much a full
  * checkpoint would shrink it. */
 int ckstore_log_records(ckstore *c, uint64_t *records);

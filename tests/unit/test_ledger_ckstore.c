@@ -486,6 +486,32 @@ static void test_ckstore_incremental_generations(void **st)
     ckstore_close(&c);
 }
 
+/* Records in key order (members by id, then cards, then returns by sale seq, in one chunk or
+ * several) are appended; each one that sorts before a key already in the log is counted (the
+ * daemon exports the count: loyaltyd_checkpoint_records_unordered_total), and still stored. */
+static void test_ckstore_counts_records_out_of_key_order(void **st)
+{
+    fixture *f = *st;
+    ckstore *c = open_store(f->dir, false);
+    ledger_snap g1a[] = {M("a", "a1"), M("b", "b1")}, g1b[] = {C("k1", "a"), R("3", "x1")};
+    assert_int_equal(ckstore_begin(c, false), 0);
+    assert_int_equal(ckstore_put(c, g1a, LT_ARRAY_LEN(g1a)), 0);
+    assert_int_equal(ckstore_put(c, g1b, LT_ARRAY_LEN(g1b)), 0);
+    assert_int_equal(ckstore_commit(c, 10, 100), 0);
+    assert_int_equal(ckstore_unordered(c), 0);
+
+    /* the next generation's first member sorts after every record of the last one */
+    ledger_snap g2a[] = {M("a", "a2"), R("10", "y1")}, g2b[] = {M("b", "b2"), R("200", "z1")};
+    assert_int_equal(ckstore_begin(c, false), 0);
+    assert_int_equal(ckstore_put(c, g2a, LT_ARRAY_LEN(g2a)), 0);
+    assert_int_equal(ckstore_unordered(c), 0);
+    assert_int_equal(ckstore_put(c, g2b, LT_ARRAY_LEN(g2b)), 0); /* b after returns 10 */
+    assert_int_equal(ckstore_unordered(c), 1);
+    assert_int_equal(ckstore_commit(c, 20, 200), 0);
+    assert_state(c, "m:a=a2 m:b=b2 c:k1=a r:3=x1 r:10=y1 r:200=z1 ", 8, 20);
+    ckstore_close(&c);
+}
+
 /* The chunks of a generation that never completes are durable but invisible: a load stops at
  * the last complete generation; the next begin deletes them, so the next commit does not
  * include them. */
@@ -1315,6 +1341,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ckstore_open_creates_empty_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ckstore_commit_then_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ckstore_incremental_generations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ckstore_counts_records_out_of_key_order, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_ckstore_unfinished_generation_invisible_then_cleared,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_ckstore_large_unfinished_generation_cleared, setup,
