@@ -29,6 +29,7 @@
 
 #include "auth.h"
 #include "catchup.h"
+#include "ckpt_order.h"
 #include "ckpt_plan.h"
 #include "ckstore.h"
 #include "daemon.h"
@@ -194,12 +195,14 @@ typedef struct {
     bool committing, threads_stop;
     uint64_t pub_committed_seq; /* for heartbeats, under mu */
     /* the checkpoint being written */
-    ckstore *cks;   /* DATA_DIR/state/ */
-    batch *ck_hold; /* its cards and returns records (encoded at its start, then sorted) */
-    ck_ord *ck_ord; /* its members, sorted by id before they are written */
+    ckstore *cks;     /* DATA_DIR/state/ */
+    batch *ck_hold;   /* its cards and returns records (encoded at its start, then sorted) */
+    uint32_t *ck_ord; /* its members' numbers, in id order before they are written */
     size_t ck_ord_n, ck_ord_cap;
-    const uint32_t *ck_list; /* its members' numbers (state_ckpt_begin), for ck_ord_fill() */
+    const uint32_t *ck_list; /* its members' numbers (state_ckpt_begin), in no order */
     state_ids ck_ids;        /* where their ids are, for the thread pool */
+    ck_order ck_order;       /* every member in id order, kept between checkpoints (the pool's) */
+    bool ck_unsorted;        /* the pool could not sort this checkpoint's members */
     batch *ck_capd;          /* members captured before a change (state_ckpt_begin), as snaps */
     uint32_t *ck_cap_at;     /* member number -> its snap in ck_capd, for the members captured
                               * by this checkpoint (stale for any other) */
@@ -483,28 +486,34 @@ static int ck_snap_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
-/* The checkpoint's members, numbers and ids, into ck_ord. In the thread pool, not on the loop
- * thread: reading 1 M ids is 1 M cache misses (a 40-57 ms pause at the checkpoint's start when
- * the loop thread did it), and even writing ck_ord took 2 ms for 440,000 members, 15 ms for
- * the 1 M of a full checkpoint. */
-static void ck_ord_fill(const daemon_t *d)
+/* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted:
+ * the same checkpoint, in more pages. */
+static void ck_ord_unsorted(daemon_t *d)
 {
-    for (size_t i = 0; i < d->ck_ord_n; i++) {
-        uint32_t idx = d->ck_list[i];
-        d->ck_ord[i] = ck_ord_make(state_ids_member_id(&d->ck_ids, idx), idx);
-    }
+    if (d->ck_ord_n > 0) /* else ck_ord may be NULL */
+        memcpy(d->ck_ord, d->ck_list, d->ck_ord_n * sizeof *d->ck_ord);
+}
+
+static const char *ck_member_id(const void *ids, uint32_t idx)
+{
+    return state_ids_member_id(ids, idx);
 }
 
 /* Thread pool: the checkpoint's members in key order, so that each chunk is appended at the
  * end of state/'s log, filling its pages (into the ledger's member table, sorting took 600,000
- * records of a 1 M member ledger from 5.9 s of commits to 0.34 s). Reads only member ids,
- * which never change; the records never move. */
+ * records of a 1 M member ledger from 5.9 s of commits to 0.34 s). The order of all members
+ * is kept between checkpoints (ckpt_order.h): only those enrolled since the last one are
+ * sorted. Reads only member ids, which never change; the records never move. In the pool, not
+ * on the loop thread: reading 1 M ids is 1 M cache misses (a 40-57 ms pause at the
+ * checkpoint's start when the loop thread did it). */
 static void ckpt_sort_work(uv_work_t *w)
 {
-    const daemon_t *d = w->data;
-    ck_ord_fill(d);
-    if (d->ck_ord_n > 1)
-        qsort(d->ck_ord, d->ck_ord_n, sizeof *d->ck_ord, ck_ord_cmp);
+    daemon_t *d = w->data;
+    if (ck_order_grow(&d->ck_order, d->ck_ids.members_n, ck_member_id, &d->ck_ids) != 0 ||
+        ck_order_select(&d->ck_order, d->ck_list, d->ck_ord_n, d->ck_ord) != 0) {
+        ck_ord_unsorted(d);
+        d->ck_unsorted = true; /* logged by ckpt_sort_done() */
+    }
     /* the cards and returns too, in the log's key order: then every record of the checkpoint
      * is appended at the log's end (ckstore_put), filling its pages */
     if (d->ck_hold->snaps_n > 1)
@@ -555,6 +564,9 @@ static void ckpt_sort_done(uv_work_t *w, int status)
         return;
     lt_log(LT_DEBUG, "checkpoint sorted", "members=%zu ms=%.1f", d->ck_ord_n,
            (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
+    if (d->ck_unsorted)
+        lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
+               "members=%zu reason=\"out of memory\"", d->ck_ord_n);
     if (d->ck_phase == CK_SORTING)
         d->ck_phase = CK_WRITING;
     if (d->recovering && !d->stopping)
@@ -617,7 +629,7 @@ static int ckpt_start(daemon_t *d)
         d->ck_cap_at_n = cap;
     }
     if (n_dirty > d->ck_ord_cap) {
-        ck_ord *no = realloc(d->ck_ord, n_dirty * sizeof *no);
+        uint32_t *no = realloc(d->ck_ord, n_dirty * sizeof *no);
         if (no == NULL)
             return -1;
         d->ck_ord = no;
@@ -632,6 +644,7 @@ static int ckpt_start(daemon_t *d)
     LT_ASSERT(n == n_dirty);
     d->ck_list = list;
     d->ck_ord_n = n;
+    d->ck_unsorted = false;
     state_clear_dirty(d->state); /* cards and returns (members were handed over) */
     snaps_fix(d->ck_hold);       /* its snaps are then sorted: their offsets no longer match */
     d->ck_this_full = d->ck_full;
@@ -653,8 +666,10 @@ static int ckpt_start(daemon_t *d)
     if (uv_queue_work(&d->loop, &d->ck_sort, ckpt_sort_work, ckpt_sort_done) == 0) {
         d->ck_sort_busy = true;
     } else {
-        ck_ord_fill(d);
-        d->ck_phase = CK_WRITING; /* unsorted: more pages written, same checkpoint */
+        lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
+               "members=%u reason=\"no thread pool\"", n);
+        ck_ord_unsorted(d);
+        d->ck_phase = CK_WRITING;
     }
     return 0;
 }
@@ -673,17 +688,17 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
     const batch *h = d->ck_hold;
     size_t k = 0;
     for (; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
-        const ck_ord *o = &d->ck_ord[d->ck_next];
-        const lt_member *m = state_ckpt_take(d->state, o->idx);
+        uint32_t idx = d->ck_ord[d->ck_next];
+        const lt_member *m = state_ckpt_take(d->state, idx);
         int rc;
         if (m != NULL) { /* not captured, so not changed since the start */
             rc = snap_member(b, m);
         } else {
             const batch *cp = d->ck_capd;
-            uint32_t c = d->ck_cap_at[o->idx];
+            uint32_t c = d->ck_cap_at[idx];
             LT_ASSERT(c < cp->snaps_n);
-            rc = snap_add(b, LEDGER_SNAP_MEMBER, o->id, cp->snap_bytes + cp->snap_val_off[c],
-                          cp->snaps[c].len, false);
+            rc = snap_add(b, LEDGER_SNAP_MEMBER, state_ids_member_id(&d->ck_ids, idx),
+                          cp->snap_bytes + cp->snap_val_off[c], cp->snaps[c].len, false);
         }
         if (rc != 0)
             return -1;
@@ -2168,6 +2183,7 @@ static void rebuild_state(daemon_t *d)
     d->ack_order = d->seal_order;
     ckpt_abandon(d); /* its members are the state's about to go */
     state_destroy(&d->state);
+    ck_order_reset(&d->ck_order); /* the new state numbers its members afresh */
     idmap_free(&d->pending);
     idmap_free(&d->nodes);
     if (state_new(&d->state) != 0 || idmap_init(&d->pending, 4096) != 0 ||
@@ -2836,6 +2852,7 @@ int daemon_run(const config *cfg)
         free(d->ck_hold);
     }
     free(d->ck_ord);
+    ck_order_free(&d->ck_order);
     state_ids_free(&d->ck_ids);
     if (d->ck_capd != NULL) {
         batch_free(d->ck_capd);
