@@ -40,8 +40,9 @@ static uint32_t place(const ck_order *o, uint32_t lo, const char *id, ck_id_fn i
 
 int ck_order_grow(ck_order *o, uint32_t members_n, ck_id_fn id_of, const void *ctx)
 {
-    uint32_t from = members_n < o->n ? 0 : o->n; /* fewer members: another state's order */
-    uint32_t k = members_n - from;
+    if (members_n < o->n)
+        o->n = 0; /* fewer members: another state's order */
+    uint32_t from = o->n, k = members_n - from;
     if (k == 0)
         return 0;
     if (members_n > o->cap) {
@@ -59,7 +60,6 @@ int ck_order_grow(ck_order *o, uint32_t members_n, ck_id_fn id_of, const void *c
         free(at);
         return -1;
     }
-    o->n = from;
     /* the new members' keys: their records were allocated in number order, so this reads
      * memory in order */
     bool sorted = true;

@@ -10,8 +10,8 @@
  * often none, or a few thousand) and merging in. A checkpoint's members are then a filter over
  * that order: one pass over 4 bytes a member.
  *
- * Only the thread that owns a ck_order may call these (daemon.c: libuv's thread pool, one
- * checkpoint at a time). */
+ * One thread at a time: the daemon's thread pool grows and selects during a checkpoint's sort;
+ * the loop thread resets or frees it only while no sort runs (daemon.c, ck_sort_busy). */
 #ifndef LT_CKPT_ORDER_H
 #define LT_CKPT_ORDER_H
 
@@ -33,7 +33,7 @@ typedef struct {
  * merged in (a member's place among the others found by galloping from the previous one's, so
  * members enrolled in id order, or all after the others, cost a few comparisons each). An o
  * with more members than members_n belongs to a state that is gone: it starts again. Returns
- * 0, or -1 out of memory (o as it was). */
+ * 0, or -1 out of memory (o's order as it was, or empty if it was another state's). */
 int ck_order_grow(ck_order *o, uint32_t members_n, ck_id_fn id_of, const void *ctx);
 
 /* The n member numbers of list (each below o->n, none twice) into out, in id order. Returns 0,

@@ -486,6 +486,19 @@ static int ck_snap_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
+/* Drops repeated keys from b's sorted records, keeping the first: a card unlinked and linked
+ * again since the last checkpoint is listed twice among the changed cards (state.c,
+ * mark_card()), both encoded at the start from the same link; written twice, the second would
+ * not be appended (loyaltyd_checkpoint_records_unordered_total). */
+static void ck_snaps_unique(batch *b)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < b->snaps_n; i++)
+        if (k == 0 || ck_snap_cmp(&b->snaps[k - 1], &b->snaps[i]) != 0)
+            b->snaps[k++] = b->snaps[i];
+    b->snaps_n = k;
+}
+
 /* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted:
  * the same checkpoint, in more pages. */
 static void ck_ord_unsorted(daemon_t *d)
@@ -516,8 +529,10 @@ static void ckpt_sort_work(uv_work_t *w)
     }
     /* the cards and returns too, in the log's key order: then every record of the checkpoint
      * is appended at the log's end (ckstore_put), filling its pages */
-    if (d->ck_hold->snaps_n > 1)
+    if (d->ck_hold->snaps_n > 1) {
         qsort(d->ck_hold->snaps, d->ck_hold->snaps_n, sizeof *d->ck_hold->snaps, ck_snap_cmp);
+        ck_snaps_unique(d->ck_hold);
+    }
 }
 
 static void ckpt_pump(daemon_t *d, size_t budget);

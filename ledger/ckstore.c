@@ -408,10 +408,8 @@ int ckstore_put(ckstore *c, const ledger_snap *snaps, size_t n)
         /* a checkpoint's records in key order go at the log's end: appended, pages filled
          * (an insert elsewhere splits pages in half); any other order still goes in */
         rc = mdb_put(txn, c->log[c->target], &k, &v, MDB_APPEND);
-        if (rc == MDB_KEYEXIST) {
-            rc = mdb_put(txn, c->log[c->target], &k, &v, 0);
+        if (rc == MDB_KEYEXIST && (rc = mdb_put(txn, c->log[c->target], &k, &v, 0)) == 0)
             c->unordered++;
-        }
         if (rc != 0)
             return fail_chunk(c, txn, rc, "log: put");
     }

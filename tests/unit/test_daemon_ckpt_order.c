@@ -133,7 +133,8 @@ static void members_in_order_cost_a_few_comparisons_each(void **st)
     assert_is_the_order(&o, 20000);
     id_calls = 0;
     assert_int_equal(ck_order_grow(&o, MAX, id_of, ids), 0);
-    /* keys (10,000), the first's place (2 log2 20,000 + a few), one comparison each after */
+    /* keys (10,000), the first's place (2 log2 20,000 + a few), none for the others (each
+     * starts where the last one went: at the end) */
     assert_true(id_calls <= 10000 + 64 + 2 * 10000);
     assert_is_the_order(&o, MAX);
     ck_order_free(&o);
@@ -156,9 +157,9 @@ static void few_new_members_are_searched_for(void **st)
     ck_order_free(&o);
 }
 
-/* Nothing new: grow reads nothing. Fewer members than the order holds: the order was another
- * state's (the daemon rebuilt it), so it is made again from the ids it is given now; and after a
- * reset it is made again too. */
+/* Nothing new: grow reads nothing. Fewer members than the order holds, none included: the order
+ * was another state's (the daemon rebuilt it), so it is made again from the ids it is given now;
+ * and after a reset it is made again too. */
 static void another_state_starts_again(void **st)
 {
     (void)st;
@@ -181,6 +182,8 @@ static void another_state_starts_again(void **st)
     assert_int_equal(ck_order_grow(&o, 1000, id_of, ids), 0);
     assert_is_the_order(&o, 1000);
     assert_select_sorts(&o, &x, 2);
+    assert_int_equal(ck_order_grow(&o, 0, id_of, ids), 0); /* a state with no members yet */
+    assert_int_equal(o.n, 0);
     ck_order_free(&o);
 }
 
