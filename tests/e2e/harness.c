@@ -437,6 +437,32 @@ Loyalty__Event *h_event(uint64_t node, uint64_t eid, const char *member, int64_t
     return e;
 }
 
+Loyalty__Event *h_enrol(uint64_t node, uint64_t eid, const char *member, const char *card,
+                        const char *referrer, int64_t at)
+{
+    Loyalty__Event *e = h_event(node, eid, member, at);
+    Loyalty__Enrol *en = h_alloc(sizeof *en);
+    loyalty__enrol__init(en);
+    en->card = card ? h_strdup(card) : NULL;
+    en->referrer = referrer ? h_strdup(referrer) : NULL;
+    e->body_case = LOYALTY__EVENT__BODY_ENROL;
+    e->enrol = en;
+    return e;
+}
+
+Loyalty__Event *h_card_link(uint64_t node, uint64_t eid, const char *member, const char *card,
+                            const char *replaces, int64_t at)
+{
+    Loyalty__Event *e = h_event(node, eid, member, at);
+    Loyalty__CardLink *l = h_alloc(sizeof *l);
+    loyalty__card_link__init(l);
+    l->card = h_strdup(card);
+    l->replaces_card = replaces ? h_strdup(replaces) : NULL;
+    e->body_case = LOYALTY__EVENT__BODY_CARD_LINK;
+    e->card_link = l;
+    return e;
+}
+
 Loyalty__Event *h_sale(uint64_t node, uint64_t eid, const char *member, int64_t at,
                        int64_t redeem_points)
 {

@@ -85,6 +85,12 @@ int64_t h_now(void);
 Loyalty__Event *h_event(uint64_t node, uint64_t eid, const char *member, int64_t at);
 Loyalty__Event *h_sale(uint64_t node, uint64_t eid, const char *member, int64_t at,
                        int64_t redeem_points);
+/* An enrolment (R4: card and referrer may be NULL) and a card link (R4; R7 when replaces is
+ * not NULL), freed with the other events by h_free_events(). */
+Loyalty__Event *h_enrol(uint64_t node, uint64_t eid, const char *member, const char *card,
+                        const char *referrer, int64_t at);
+Loyalty__Event *h_card_link(uint64_t node, uint64_t eid, const char *member, const char *card,
+                            const char *replaces, int64_t at);
 /* Adds a line to a sale event. */
 void h_line(Loyalty__Event *e, const char *sku, const char *category, int64_t qty,
             int64_t unit_list, int64_t unit_paid, uint32_t flags);

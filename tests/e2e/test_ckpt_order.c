@@ -136,34 +136,6 @@ static void test_R30_checkpoint_records_appended_in_key_order(void **state)
     h_cleanup(&g_d);
 }
 
-static Loyalty__Event *card_link(uint64_t eid, const char *member, const char *card,
-                                 const char *replaces)
-{
-    static Loyalty__CardLink links[4];
-    static size_t n;
-    Loyalty__CardLink *l = &links[n++ % 4];
-    loyalty__card_link__init(l);
-    l->card = (char *)card;
-    l->replaces_card = (char *)replaces;
-    Loyalty__Event *e = h_event(1, eid, member, h_now());
-    e->body_case = LOYALTY__EVENT__BODY_CARD_LINK;
-    e->card_link = l;
-    return e;
-}
-
-static Loyalty__Event *enrol(uint64_t eid, const char *member, const char *card)
-{
-    static Loyalty__Enrol enrols[4];
-    static size_t n;
-    Loyalty__Enrol *en = &enrols[n++ % 4];
-    loyalty__enrol__init(en);
-    en->card = (char *)card;
-    Loyalty__Event *e = h_event(1, eid, member, h_now());
-    e->body_case = LOYALTY__EVENT__BODY_ENROL;
-    e->enrol = en;
-    return e;
-}
-
 /* Sends one message of n events; each must be accepted. */
 static void send_all(Loyalty__Event **ev, size_t n)
 {
@@ -186,13 +158,15 @@ static void test_R7_card_moved_within_one_checkpoint_is_written_once(void **stat
     h_start(&g_d, "checkpoint_interval_ms: 100\n");
     Loyalty__Event *sale_ev;
     {
-        Loyalty__Event *ev[2] = {enrol(1, "ca", "c1"), enrol(2, "cb", "cb1")};
+        Loyalty__Event *ev[2] = {h_enrol(1, 1, "ca", "c1", NULL, h_now()),
+                                 h_enrol(1, 2, "cb", "cb1", NULL, h_now())};
         send_all(ev, 2);
     }
     await_checkpoint();
     {
-        Loyalty__Event *ev[2] = {card_link(3, "ca", "c2", "c1"),  /* c1 lost: unlinked */
-                                 card_link(4, "cb", "c1", NULL)}; /* and linked to cb */
+        Loyalty__Event *ev[2] = {
+            h_card_link(1, 3, "ca", "c2", "c1", h_now()),  /* c1 lost: unlinked */
+            h_card_link(1, 4, "cb", "c1", NULL, h_now())}; /* and linked to cb */
         send_all(ev, 2);
     }
     await_checkpoint();

@@ -15,21 +15,15 @@
 
 #include "harness.h"
 
-#define ENROLS_MAX 8
-
 static lt_daemon g_d;
 static char g_rules_dir[64];
 
-/* Submessages live in static storage: the harness frees only what it allocated. */
-static Loyalty__Enrol g_enrol[ENROLS_MAX];
-static size_t g_enrol_n;
-static Loyalty__CardLink g_link;
+/* The merge submessage lives in static storage: the harness frees only what it allocated. */
 static Loyalty__Merge g_merge;
 
 static int setup(void **state)
 {
     (void)state;
-    g_enrol_n = 0;
     g_rules_dir[0] = '\0';
     return 0;
 }
@@ -51,15 +45,7 @@ static int teardown(void **state)
 static Loyalty__Event *enrol(uint64_t eid, const char *member, const char *card,
                              const char *referrer)
 {
-    assert_true(g_enrol_n < ENROLS_MAX);
-    Loyalty__Enrol *en = &g_enrol[g_enrol_n++];
-    loyalty__enrol__init(en);
-    en->card = (char *)card;
-    en->referrer = (char *)referrer;
-    Loyalty__Event *e = h_event(1, eid, member, h_now());
-    e->body_case = LOYALTY__EVENT__BODY_ENROL;
-    e->enrol = en;
-    return e;
+    return h_enrol(1, eid, member, card, referrer, h_now());
 }
 
 static Loyalty__Event *merge(uint64_t eid, const char *target, const char *source)
@@ -141,12 +127,7 @@ static void test_R7_merge_through_the_daemon(void **state)
     h_start(&g_d, NULL);
     assert_int_equal(send1(enrol(1, "T1", "CT1", NULL), NULL), 0);
     assert_int_equal(send1(enrol(2, "S1", "CS1", NULL), NULL), 0);
-    Loyalty__Event *e = h_event(1, 3, "S1", h_now());
-    loyalty__card_link__init(&g_link);
-    g_link.card = "CS2";
-    e->body_case = LOYALTY__EVENT__BODY_CARD_LINK;
-    e->card_link = &g_link;
-    assert_int_equal(send1(e, NULL), 0);
+    assert_int_equal(send1(h_card_link(1, 3, "S1", "CS2", NULL, h_now()), NULL), 0);
     assert_int_equal(send1(sale(4, "T1", 10000), &bal), 0); /* 100 points, basic */
     assert_int_equal(bal, 100);
     assert_int_equal(send1(sale(5, "S1", 150000), &bal), 0); /* 1500 points, silver (R23) */
@@ -160,7 +141,7 @@ static void test_R7_merge_through_the_daemon(void **state)
     assert_int_equal(send1(sale(8, "S1", 1000), NULL), LOYALTY__REASON__MEMBER_BLOCKED);
     assert_int_equal(send1(merge(9, "T1", "S1"), NULL), LOYALTY__REASON__MEMBER_BLOCKED);
     assert_int_equal(send1(merge(10, "S1", "T1"), NULL), LOYALTY__REASON__MEMBER_BLOCKED);
-    e = h_sale(1, 11, "", h_now(), 0);
+    Loyalty__Event *e = h_sale(1, 11, "", h_now(), 0);
     e->member_id = NULL;
     e->card = "CS2";
     h_line(e, "A", "groceries", 1, 2000, 2000, 0);
