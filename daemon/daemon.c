@@ -202,7 +202,6 @@ typedef struct {
     const uint32_t *ck_list; /* its members' numbers (state_ckpt_begin), in no order */
     state_ids ck_ids;        /* where their ids are, for the thread pool */
     ck_order ck_order;       /* every member in id order, kept between checkpoints (the pool's) */
-    bool ck_unsorted;        /* the pool could not sort this checkpoint's members */
     batch *ck_capd;          /* members captured before a change (state_ckpt_begin), as snaps */
     uint32_t *ck_cap_at;     /* member number -> its snap in ck_capd, for the members captured
                               * by this checkpoint (stale for any other) */
@@ -499,10 +498,13 @@ static void ck_snaps_unique(batch *b)
     b->snaps_n = k;
 }
 
-/* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted:
- * the same checkpoint, in more pages. */
-static void ck_ord_unsorted(daemon_t *d)
+/* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted (the
+ * loop thread or the pool's, like the other threads that log): the same checkpoint, in more
+ * pages. */
+static void ck_ord_unsorted(daemon_t *d, const char *why)
 {
+    lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
+           "members=%zu reason=\"%s\"", d->ck_ord_n, why);
     if (d->ck_ord_n > 0) /* else ck_ord may be NULL */
         memcpy(d->ck_ord, d->ck_list, d->ck_ord_n * sizeof *d->ck_ord);
 }
@@ -523,10 +525,8 @@ static void ckpt_sort_work(uv_work_t *w)
 {
     daemon_t *d = w->data;
     if (ck_order_grow(&d->ck_order, d->ck_ids.members_n, ck_member_id, &d->ck_ids) != 0 ||
-        ck_order_select(&d->ck_order, d->ck_list, d->ck_ord_n, d->ck_ord) != 0) {
-        ck_ord_unsorted(d);
-        d->ck_unsorted = true; /* logged by ckpt_sort_done() */
-    }
+        ck_order_select(&d->ck_order, d->ck_list, d->ck_ord_n, d->ck_ord) != 0)
+        ck_ord_unsorted(d, "out of memory");
     /* the cards and returns too, in the log's key order: then every record of the checkpoint
      * is appended at the log's end (ckstore_put), filling its pages */
     if (d->ck_hold->snaps_n > 1) {
@@ -579,9 +579,6 @@ static void ckpt_sort_done(uv_work_t *w, int status)
         return;
     lt_log(LT_DEBUG, "checkpoint sorted", "members=%zu ms=%.1f", d->ck_ord_n,
            (double)(uv_hrtime() - d->ck_start_ns) / 1e6);
-    if (d->ck_unsorted)
-        lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
-               "members=%zu reason=\"out of memory\"", d->ck_ord_n);
     if (d->ck_phase == CK_SORTING)
         d->ck_phase = CK_WRITING;
     if (d->recovering && !d->stopping)
@@ -659,7 +656,6 @@ static int ckpt_start(daemon_t *d)
     LT_ASSERT(n == n_dirty);
     d->ck_list = list;
     d->ck_ord_n = n;
-    d->ck_unsorted = false;
     state_clear_dirty(d->state); /* cards and returns (members were handed over) */
     snaps_fix(d->ck_hold);       /* its snaps are then sorted: their offsets no longer match */
     d->ck_this_full = d->ck_full;
@@ -681,9 +677,7 @@ static int ckpt_start(daemon_t *d)
     if (uv_queue_work(&d->loop, &d->ck_sort, ckpt_sort_work, ckpt_sort_done) == 0) {
         d->ck_sort_busy = true;
     } else {
-        lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
-               "members=%u reason=\"no thread pool\"", n);
-        ck_ord_unsorted(d);
+        ck_ord_unsorted(d, "no thread pool");
         d->ck_phase = CK_WRITING;
     }
     return 0;

@@ -501,7 +501,8 @@ static void mark_member(state *s, uint32_t idx)
 }
 
 /* A card name goes on the list once per change; a card unlinked and linked again within one
- * checkpoint may appear twice, which only repeats the same write. */
+ * checkpoint may appear twice (its record is freed at the unlink), both giving the same link:
+ * the daemon's checkpoint, which sorts the list, keeps it once (daemon.c, ck_snaps_unique()). */
 static void mark_card(state *s, const char *card)
 {
     crec *c = find_card(s, card);

@@ -156,25 +156,19 @@ static void test_R7_card_moved_within_one_checkpoint_is_written_once(void **stat
 {
     (void)state;
     h_start(&g_d, "checkpoint_interval_ms: 100\n");
-    Loyalty__Event *sale_ev;
-    {
-        Loyalty__Event *ev[2] = {h_enrol(1, 1, "ca", "c1", NULL, h_now()),
+    Loyalty__Event *enrols[2] = {h_enrol(1, 1, "ca", "c1", NULL, h_now()),
                                  h_enrol(1, 2, "cb", "cb1", NULL, h_now())};
-        send_all(ev, 2);
-    }
+    send_all(enrols, 2);
     await_checkpoint();
-    {
-        Loyalty__Event *ev[2] = {
-            h_card_link(1, 3, "ca", "c2", "c1", h_now()),  /* c1 lost: unlinked */
-            h_card_link(1, 4, "cb", "c1", NULL, h_now())}; /* and linked to cb */
-        send_all(ev, 2);
-    }
+    Loyalty__Event *moves[2] = {h_card_link(1, 3, "ca", "c2", "c1", h_now()),  /* c1 lost */
+                                h_card_link(1, 4, "cb", "c1", NULL, h_now())}; /* c1 to cb */
+    send_all(moves, 2);
     await_checkpoint();
     assert_true(metric("loyaltyd_checkpoint_records_unordered_total") == 0);
     assert_int_equal(h_stop(&g_d, SIGTERM), 0);
     h_restart(&g_d);
     /* a sale by card c1 earns for cb */
-    sale_ev = h_sale(1, 5, "", h_now(), 0);
+    Loyalty__Event *sale_ev = h_sale(1, 5, "", h_now(), 0);
     sale_ev->member_id = NULL;
     sale_ev->card = "c1";
     h_line(sale_ev, "A", "groceries", 1, 1000, 1000, 0);

@@ -140,8 +140,7 @@ static void members_in_order_cost_a_few_comparisons_each(void **st)
     ck_order_free(&o);
 }
 
-/* A few members enrolled among a million: each placed by a search, not a scan of all of them.
- */
+/* A few members enrolled among 30,000: each placed by a search, not a scan of all of them. */
 static void few_new_members_are_searched_for(void **st)
 {
     (void)st;
