@@ -1462,6 +1462,29 @@ int ledger_commit_all(ledger *l, const ledger_record *recs, size_t n, const ledg
 
 /* ------------------------------------------------------------------ scans */
 
+/* Cache lines below an entry's node that ledger_scan() prefetches: the next entry, as a rule */
+#define SCAN_AHEAD_LINES 8
+
+/* Starts the cache misses of a scan's next steps while the caller reads this entry. An entry
+ * spans 6-8 cache lines, and both LMDB's step to the next node and a decoder skipping over
+ * the entry's fields load one line after another, each waiting for the one before: the
+ * hardware's prefetcher does not see that pattern in time. Entries go in with MDB_APPEND, and
+ * LMDB places each new node of a leaf page below the one before it (a node is an 8-byte
+ * header and the 8-byte key, then the value), so the next entry is, as a rule, the bytes just
+ * under this one's node. A prefetch of a wrong guess costs nothing but the line it fetches
+ * (it never faults). Measured on a 26 M-entry ledger, scan and entry_decode_state() in one
+ * thread: 1.97 -> 3.46 M entries/s (docs/performance.md). Always inlined: GCC finds a function
+ * that only prefetches free of side effects and drops the call when it does not inline it. */
+static inline __attribute__((always_inline)) void scan_prefetch(const MDB_val *v)
+{
+    const uint8_t *p = v->mv_data;
+    for (size_t off = 0; off < v->mv_size; off += 64)
+        __builtin_prefetch(p + off);
+    uintptr_t node = (uintptr_t)p - 16; /* an address, not a pointer: it may lie off the page */
+    for (uintptr_t i = 1; i <= SCAN_AHEAD_LINES; i++)
+        __builtin_prefetch((const void *)(node - 64 * i));
+}
+
 int ledger_scan(ledger *l, uint64_t from, uint64_t to,
                 int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t len), void *ctx)
 {
@@ -1487,6 +1510,7 @@ int ledger_scan(ledger *l, uint64_t from, uint64_t to,
         uint64_t seq = get_be64(k.mv_data);
         if (to != 0 && seq > to)
             break;
+        scan_prefetch(&v);
         if ((ret = fn(ctx, seq, v.mv_data, v.mv_size)) != 0)
             break;
     }
