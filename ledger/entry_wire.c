@@ -28,6 +28,8 @@ typedef struct {
     const uint8_t *p, *end;
 } rd;
 
+#define INLINE static inline __attribute__((always_inline))
+
 static int rd_varint(rd *r, uint64_t *v)
 {
     uint64_t x = 0;
@@ -46,7 +48,7 @@ static int rd_varint(rd *r, uint64_t *v)
 
 /* A length prefix: a varint of at most 5 bytes, read into 64 bits as protobuf-c reads it (a
  * value past 32 bits is longer than any buffer, not cut to its low bits). */
-static int rd_length(rd *r, uint64_t *v)
+INLINE int rd_length(rd *r, uint64_t *v)
 {
     uint64_t x = 0;
     for (unsigned i = 0; i < 5; i++) {
@@ -89,7 +91,7 @@ static int rd_skip(rd *r, unsigned wt)
 }
 
 /* A length-delimited value: *sub spans it and r moves past it. */
-static int rd_len(rd *r, rd *sub)
+INLINE int rd_len(rd *r, rd *sub)
 {
     uint64_t n;
     if (rd_length(r, &n) < 0 || (uint64_t)(r->end - r->p) < n)
@@ -184,8 +186,6 @@ static int want_varint(rd *r, unsigned wt, uint64_t *v)
  *
  * Each message's fields are handled by one function: the generic loop (any order, repeats,
  * unknown fields) calls it with the tag it read, and the fast path (below) with constants. */
-
-#define INLINE static inline __attribute__((always_inline))
 
 INLINE int id_field(rd *r, uint32_t f, unsigned wt, lt_event_id *id)
 {
