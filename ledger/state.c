@@ -240,17 +240,6 @@ static crec *find_card(const state *s, const char *card)
     return sl->idx == NIL ? NULL : &s->crecs[sl->idx];
 }
 
-/* Prefetches the cache lines of n bytes from p (a hint: never faults). Always inlined: GCC
- * finds a function that only prefetches free of side effects and drops its calls unless it is
- * inlined (at -O1 and -Os this one was not). */
-static inline __attribute__((always_inline)) void prefetch_bytes(const void *p, size_t n)
-{
-    const char *c = p;
-    for (size_t off = 0; off < n; off += 64)
-        __builtin_prefetch(c + off);
-    __builtin_prefetch(c + n - 1);
-}
-
 void state_prefetch(const state *s, const char *member_id, size_t len, unsigned ahead)
 {
     if (member_id == NULL || len == 0 || len >= LT_ID_MAX || s->mtab.n == 0 || ahead < 1 ||
@@ -272,10 +261,10 @@ void state_prefetch(const state *s, const char *member_id, size_t len, unsigned 
             continue;
         const mrec *r = member_at(s, sl->idx);
         if (ahead == 2) /* the one after next: its record */
-            prefetch_bytes(r, sizeof *r);
+            lt_prefetch(r, sizeof *r);
         else if (r->m.lots_n > 0 && r->m.lots != NULL) /* the oldest lots: FIFO spends them */
-            prefetch_bytes(r->m.lots, r->m.lots_n < 16 ? r->m.lots_n * sizeof *r->m.lots
-                                                       : 16 * sizeof *r->m.lots);
+            lt_prefetch(r->m.lots, r->m.lots_n < 16 ? r->m.lots_n * sizeof *r->m.lots
+                                                    : 16 * sizeof *r->m.lots);
         return;
     }
 }
