@@ -950,9 +950,8 @@ static void ck_main(void *arg)
             }
             if (rc == 0) {
                 snaps_fix(chunk);
-                uint64_t unordered = ckstore_unordered(d->cks);
                 rc = ckstore_put(d->cks, chunk->snaps, chunk->snaps_n);
-                metrics_inc(&d->m.checkpoint_unordered, ckstore_unordered(d->cks) - unordered);
+                metrics_set(&d->m.checkpoint_unordered, ckstore_unordered(d->cks));
             }
             if (rc == 0)
                 (void)test_kill_check(KILL_WRITE, j.seq);

@@ -31,7 +31,7 @@ typedef struct metrics {
     _Atomic uint64_t rejects[LT_R__COUNT];
     _Atomic uint64_t messages, messages_refused;
     _Atomic uint64_t commits, commit_failures, checkpoints, checkpoint_failures;
-    _Atomic uint64_t checkpoint_unordered; /* checkpoint records not appended in key order */
+    _Atomic uint64_t checkpoint_unordered; /* ckstore_unordered() of state/, open since the start */
     _Atomic uint64_t index_flush_failures;
     _Atomic uint64_t last_seq, checkpoint_seq, members, cards_unused;
     _Atomic uint64_t pub_messages, pub_dropped, subscribers;
