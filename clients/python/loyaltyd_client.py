@@ -179,6 +179,7 @@ class Subscriber:
         self._buffer = collections.deque()
         self._stop = False
         self._pending = None   # position before the message last yielded, until processed
+        self._yielded_at = 0.0  # when messages() last yielded an Update or a tick (None)
         self._warned_bad = False
         self.gaps = 0          # catch-ups started because messages were lost
         self.buffer_dropped = 0
@@ -294,6 +295,7 @@ class Subscriber:
         if kind == "heartbeat":
             if verdict != _GAP and self._wanted(topic, True):
                 self._pending = (self._done, self._part)
+                self._yielded_at = time.monotonic()
                 yield Update(topic, seq, 0, 0, msg)
                 self._pending = None
             return verdict
@@ -306,6 +308,7 @@ class Subscriber:
             self._part = part
         if self._wanted(topic, False):
             self._pending = before
+            self._yielded_at = time.monotonic()
             yield Update(topic, seq, part, parts, msg)
             self._pending = None
         self._maybe_save()
@@ -361,7 +364,6 @@ class Subscriber:
         poller = zmq.Poller()
         poller.register(self._dealer, zmq.POLLIN)
         poller.register(self._sub, zmq.POLLIN)
-        last_tick = time.monotonic()
         while not self._stop:
             ready = dict(poller.poll(POLL_MS))
             if self._sub in ready:
@@ -380,8 +382,8 @@ class Subscriber:
                     return end
                 # a hole inside the reply leaves the position behind: asked again next round
                 yield from self._handle(*m)
-            if tick and time.monotonic() - last_tick >= tick:
-                last_tick = time.monotonic()
+            if tick and time.monotonic() - self._yielded_at >= tick:
+                self._yielded_at = time.monotonic()
                 yield None
             if time.monotonic() >= deadline:
                 _log("no catch-up reply from %s within %d ms" % (self.query_endpoint,
@@ -413,10 +415,18 @@ class Subscriber:
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")  # filters on the socket would hide gaps
         self._sub.connect(self.pub_endpoint)
 
+    def _live_poll_ms(self, tick):
+        """How long the live loop may wait: POLL_MS at most, and not past the next tick."""
+        if not tick:
+            return POLL_MS
+        left_ms = int((self._yielded_at + tick - time.monotonic()) * 1000)
+        return max(1, min(POLL_MS, left_ms))
+
     def messages(self, tick=None):
         """Generator of Update(topic, seq, part, parts, msg), exactly once each. With tick
-        (seconds), also yields None about every tick while nothing arrives, so the caller can
-        commit its own work or check for shutdown. Ends after stop()."""
+        (seconds), also yields None about every tick while nothing is delivered (heartbeats
+        and topics filtered out count as nothing), so the caller can commit its own work or
+        check for shutdown. Ends after stop()."""
         self._connect()
         # 1. wait until the subscription reaches the publisher: the first message of any kind
         while not self._stop and not self._buffer:
@@ -436,20 +446,23 @@ class Subscriber:
             self._part = 0
             self._have_position = True
         # 2. catch up; 3. the buffer, then the live stream, catching up again at each gap
+        # The tick is due by the clock, not by a poll timing out: heartbeats and topics not
+        # delivered may arrive more often than POLL_MS, and a caller committing on ticks would
+        # then wait for ever.
         need_catchup = True
-        last_tick = time.monotonic()
         while not self._stop:
+            if tick and time.monotonic() - self._yielded_at >= tick:
+                self._yielded_at = time.monotonic()
+                yield None
+                continue
             if need_catchup:
                 yield from self._catch_up(tick)
                 need_catchup = False
                 continue
             if not self._buffer:
                 self._maybe_save()
-                if self._sub.poll(POLL_MS):
+                if self._sub.poll(self._live_poll_ms(tick)):
                     self._drain_sub()
-                if tick and not self._buffer and time.monotonic() - last_tick >= tick:
-                    last_tick = time.monotonic()
-                    yield None
                 continue
             topic, body = self._buffer.popleft()
             verdict = yield from self._handle(topic, body)

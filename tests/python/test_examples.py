@@ -4,8 +4,8 @@ services (examples/sms_notifier.py, examples/report_consumer.py), run by ctest.
 
 Against a fake publisher (tests/python/fake_daemon.py), which drops chosen live messages and
 publishes the notice topics loyaltyd does not have yet: the subscriber's gap rules, resuming
-from a state file, topic filtering, and the notifier's member.birthday / points.expiring
-templates. Against the real loyaltyd (on free ports in a temp dir, like tests/e2e/harness.c):
+from a state file, topic filtering, ticks while only undelivered messages arrive, and the
+notifier's member.birthday / points.expiring templates. Against the real loyaltyd (on free ports in a temp dir, like tests/e2e/harness.c):
 both examples run while events arrive, are restarted mid-stream (kill -9, SIGTERM) and live
 through a daemon restart; then the outbox must hold exactly one file per tier.changed notice
 and the SQLite totals must equal `loyaltyctl report stores --json`.
@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -238,6 +239,55 @@ def test_subscriber_repairs_drops_and_resumes(tmp):
         fake.close()
 
 
+def test_subscriber_ticks_while_unwanted_messages_arrive(tmp):
+    """messages(tick=...) yields None about every tick even when messages it does not deliver
+    (heartbeats, other topics) arrive more often than its internal poll: the report consumer
+    commits its position on those ticks. Before the fix a tick came only when a poll timed out,
+    so heartbeats every <= 100 ms (the tests' heartbeat_ms) could hold it off for minutes."""
+    fake = FakeDaemon(endpoint(), endpoint(), heartbeat_s=0.02)
+    sub, threads = None, []
+    try:
+        for i in range(1, 6):
+            fake.add(fake_entry(i))
+        ticks, errors = [], []
+        sub = lc.Subscriber(fake.pub_endpoint, fake.query_endpoint, 1, topics=["tier."])
+
+        def consume():
+            try:
+                for u in sub.messages(tick=0.1):
+                    if u is None and sub.position[0] >= 5:
+                        ticks.append(time.monotonic())
+            except Exception as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        threads.append(t)
+        wait_for(lambda: ticks or errors, "the first tick after the catch-up", 10)
+        # other topics too, every 20 ms, none of them wanted
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            fake.add(fake_entry(0))
+            time.sleep(0.02)
+        sub.stop()
+        t.join(5)
+        assert not t.is_alive(), "messages() did not end after stop()"
+        threads.clear()
+        assert not errors, errors
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        # about 15 ticks in 1.5 s; a loaded machine may stretch some, not drop them all
+        assert len(ticks) >= 8 and max(gaps) < 0.6, "ticks %d, longest gap %.2f s" % (
+            len(ticks), max(gaps, default=0))
+    finally:
+        if sub is not None:
+            sub.stop()
+        for t in threads:  # the sockets are closed only after their thread is done
+            t.join(5)
+        if sub is not None:
+            sub.close()
+        fake.close()
+
+
 def test_notifier_renders_every_notice_topic_once(tmp):
     fake = FakeDaemon(endpoint(), endpoint())
     outbox, state = os.path.join(tmp, "outbox"), os.path.join(tmp, "notifier.pos")
@@ -406,8 +456,18 @@ def test_examples_against_the_daemon(tmp):
         d.stop()
 
 
+def print_logs(tmp, lines=20):
+    """The tail of each log a failed test left (CI keeps only this output, not the files)."""
+    for name in sorted(os.listdir(tmp)):
+        if name.endswith((".log", ".err")):
+            with open(os.path.join(tmp, name), errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            print("--- %s (last %d lines)\n%s" % (name, len(tail), "".join(tail)), flush=True)
+
+
 def main():
     tests = [test_subscriber_repairs_drops_and_resumes,
+             test_subscriber_ticks_while_unwanted_messages_arrive,
              test_notifier_renders_every_notice_topic_once,
              test_examples_against_the_daemon]
     passed = failed = 0
@@ -425,6 +485,7 @@ def main():
             print("FAIL %s (%.1f s), files in %s" % (t.__name__, time.monotonic() - t0, tmp),
                   flush=True)
             traceback.print_exc()
+            print_logs(tmp)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
