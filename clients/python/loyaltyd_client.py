@@ -353,7 +353,7 @@ class Subscriber:
         while not self._stop and time.monotonic() < end:
             if self._sub.poll(min(POLL_MS, max(1, int((end - time.monotonic()) * 1000)))):
                 self._drain_sub()
-            if tick:
+            if self._tick_due(tick):
                 yield None
 
     def _catch_up_round(self, tick):
@@ -382,8 +382,7 @@ class Subscriber:
                     return end
                 # a hole inside the reply leaves the position behind: asked again next round
                 yield from self._handle(*m)
-            if tick and time.monotonic() - self._yielded_at >= tick:
-                self._yielded_at = time.monotonic()
+            if self._tick_due(tick):
                 yield None
             if time.monotonic() >= deadline:
                 _log("no catch-up reply from %s within %d ms" % (self.query_endpoint,
@@ -414,6 +413,16 @@ class Subscriber:
             self._sub.setsockopt(zmq.RCVHWM, self._rcvhwm)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")  # filters on the socket would hide gaps
         self._sub.connect(self.pub_endpoint)
+
+    def _tick_due(self, tick):
+        """Whether messages() owes its caller a tick (None), counted as yielded if so: tick
+        seconds since it last yielded anything. By the clock, not by a poll timing out:
+        heartbeats and topics not delivered may arrive more often than POLL_MS, and a caller
+        committing on ticks would then wait for ever."""
+        if not tick or time.monotonic() - self._yielded_at < tick:
+            return False
+        self._yielded_at = time.monotonic()
+        return True
 
     def _live_poll_ms(self, tick):
         """How long the live loop may wait: POLL_MS at most, and not past the next tick."""
@@ -446,13 +455,9 @@ class Subscriber:
             self._part = 0
             self._have_position = True
         # 2. catch up; 3. the buffer, then the live stream, catching up again at each gap
-        # The tick is due by the clock, not by a poll timing out: heartbeats and topics not
-        # delivered may arrive more often than POLL_MS, and a caller committing on ticks would
-        # then wait for ever.
         need_catchup = True
         while not self._stop:
-            if tick and time.monotonic() - self._yielded_at >= tick:
-                self._yielded_at = time.monotonic()
+            if self._tick_due(tick):
                 yield None
                 continue
             if need_catchup:

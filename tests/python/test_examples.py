@@ -5,10 +5,11 @@ services (examples/sms_notifier.py, examples/report_consumer.py), run by ctest.
 Against a fake publisher (tests/python/fake_daemon.py), which drops chosen live messages and
 publishes the notice topics loyaltyd does not have yet: the subscriber's gap rules, resuming
 from a state file, topic filtering, ticks while only undelivered messages arrive, and the
-notifier's member.birthday / points.expiring templates. Against the real loyaltyd (on free ports in a temp dir, like tests/e2e/harness.c):
-both examples run while events arrive, are restarted mid-stream (kill -9, SIGTERM) and live
-through a daemon restart; then the outbox must hold exactly one file per tier.changed notice
-and the SQLite totals must equal `loyaltyctl report stores --json`.
+notifier's member.birthday / points.expiring templates. Against the real loyaltyd (on free
+ports in a temp dir, like tests/e2e/harness.c): both examples run while events arrive, are
+restarted mid-stream (kill -9, SIGTERM) and live through a daemon restart; then the outbox must
+hold exactly one file per tier.changed notice and the SQLite totals must equal
+`loyaltyctl report stores --json`.
 
 Prints one line per test and "N passed, N failed" at the end; exits 1 if any failed.
 """
@@ -245,7 +246,7 @@ def test_subscriber_ticks_while_unwanted_messages_arrive(tmp):
     commits its position on those ticks. Before the fix a tick came only when a poll timed out,
     so heartbeats every <= 100 ms (the tests' heartbeat_ms) could hold it off for minutes."""
     fake = FakeDaemon(endpoint(), endpoint(), heartbeat_s=0.02)
-    sub, threads = None, []
+    sub = t = None
     try:
         for i in range(1, 6):
             fake.add(fake_entry(i))
@@ -262,7 +263,6 @@ def test_subscriber_ticks_while_unwanted_messages_arrive(tmp):
 
         t = threading.Thread(target=consume, daemon=True)
         t.start()
-        threads.append(t)
         wait_for(lambda: ticks or errors, "the first tick after the catch-up", 10)
         # other topics too, every 20 ms, none of them wanted
         end = time.monotonic() + 1.5
@@ -272,7 +272,6 @@ def test_subscriber_ticks_while_unwanted_messages_arrive(tmp):
         sub.stop()
         t.join(5)
         assert not t.is_alive(), "messages() did not end after stop()"
-        threads.clear()
         assert not errors, errors
         gaps = [b - a for a, b in zip(ticks, ticks[1:])]
         # about 15 ticks in 1.5 s; a loaded machine may stretch some, not drop them all
@@ -281,7 +280,7 @@ def test_subscriber_ticks_while_unwanted_messages_arrive(tmp):
     finally:
         if sub is not None:
             sub.stop()
-        for t in threads:  # the sockets are closed only after their thread is done
+        if t is not None:  # the sockets are closed only after their thread is done
             t.join(5)
         if sub is not None:
             sub.close()
