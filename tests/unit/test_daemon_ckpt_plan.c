@@ -54,6 +54,94 @@ static void checkpoint_keeps_pace_with_the_entries(void **st)
     assert_true(done >= 2 * entries);
 }
 
+/* A checkpoint of total records written by batches of n entries sealed every batch_us: how many
+ * batches until every record is encoded, and the largest share one batch took. */
+static uint64_t run_schedule(uint64_t total, uint32_t n, uint64_t batch_us, uint64_t spread_us,
+                             size_t *largest)
+{
+    uint64_t done = 0, batches = 0;
+    *largest = 0;
+    while (done < total) {
+        batches++;
+        size_t s = ckpt_share(4096, n, total, done, batches * batch_us, spread_us);
+        assert_true(s <= ckpt_chunk(4096, n)); /* never more than the old pace */
+        if (s > *largest)
+            *largest = s;
+        done += s;
+        assert_true(batches < 1000000);
+    }
+    assert_int_equal(done, total);
+    return batches;
+}
+
+/* On schedule, a batch encodes what the even schedule says is due and not encoded yet: nothing
+ * when ahead. */
+static void share_is_what_is_due(void **st)
+{
+    (void)st;
+    /* 10,000 records over 1 s; 100 ms in: 1,000 due */
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 0, 0, 1000000), 0);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 0, 100000, 1000000), 1000);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 600, 100000, 1000000), 400);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 1000, 100000, 1000000), 0);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 1500, 100000, 1000000), 0);
+    /* at and after the spread's end, everything left is due */
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 9990, 1000000, 1000000), 10);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 9990, 5000000, 1000000), 10);
+    assert_int_equal(ckpt_share(4096, 1000, 10000, 10000, 5000000, 1000000), 0);
+    /* no spread: as early as it can, at ckpt_chunk()'s pace */
+    assert_int_equal(ckpt_share(4096, 100, 10000, 0, 0, 0), 200);
+    /* half an hour into an hour: total times elapsed would not fit 64 bits */
+    assert_int_equal(
+        ckpt_share(4096, 2048, 20000000000ULL, 9999999000ULL, 1800000000ULL, 3600000000ULL), 1000);
+}
+
+/* Behind schedule (due exceeds what one batch may take), a batch takes ckpt_chunk()'s share. */
+static void behind_schedule_takes_the_whole_share(void **st)
+{
+    (void)st;
+    assert_int_equal(ckpt_share(4096, 100, 1000000, 0, 1000000, 1000000), 200);
+    assert_int_equal(ckpt_share(4096, 100, 1000000, 0, 500000, 1000000), 200);
+    assert_int_equal(ckpt_share(4096, 10, 1000000, 0, 500000, 1000000), CK_CHUNK_MIN);
+    assert_int_equal(ckpt_share(4096, 5000, 1000000, 0, 500000, 1000000), 4096);
+    assert_int_equal(ckpt_share(7, 5000, 1000000, 0, 500000, 1000000), 7);
+}
+
+/* Spread: 330,000 records, batches of 100 entries every 0.6 ms (166,000 events/s), a 5 s
+ * spread. The old pace (200 a batch) was done in 1,650 batches (1 s); on schedule it takes the
+ * whole spread, in about a fifth of the records per batch. */
+static void checkpoint_is_spread_over_the_spread(void **st)
+{
+    (void)st;
+    size_t largest;
+    uint64_t b = run_schedule(330000, 100, 600, 5000000, &largest);
+    assert_true(b * 600 >= 5000000 - 600 && b * 600 <= 5000000 + 600);
+    assert_true(largest <= 330000 * 600 / 5000000 + 1); /* 39.6: 40 */
+    uint64_t old = run_schedule(330000, 100, 600, 0, &largest);
+    assert_int_equal(old, 1650);
+    assert_int_equal(largest, 200);
+}
+
+/* Pace: a checkpoint ends by the spread's end, or as soon as the old pace (twice the entries)
+ * would end it, whichever is later: events that change two members each cannot make each
+ * checkpoint longer than the one before. */
+static void checkpoint_keeps_pace_behind_schedule(void **st)
+{
+    (void)st;
+    size_t largest;
+    /* 1,000,000 records at 200 a batch need 5,000 batches, more than the spread's 1,000 */
+    uint64_t b = run_schedule(1000000, 100, 1000, 1000000, &largest);
+    assert_true(b <= 5000 + 1);
+    assert_int_equal(largest, 200);
+    /* in between: 300,000 records, 1,000 batches in the spread could take 200,000 */
+    b = run_schedule(300000, 100, 1000, 1000000, &largest);
+    assert_true(b <= 1500 + 1);
+    /* a first, full checkpoint of 10,000,000 records */
+    b = run_schedule(10000000, 1000, 1000, 5000000, &largest);
+    assert_true(b <= 5000 + 1);
+    assert_int_equal(largest, 2000);
+}
+
 static int cmp_strcmp(const void *a, const void *b)
 {
     return strcmp(((const ck_ord *)a)->id, ((const ck_ord *)b)->id);
@@ -98,6 +186,10 @@ int main(void)
         cmocka_unit_test(busy_commit_takes_twice_its_entries),
         cmocka_unit_test(configured_chunk_is_the_ceiling),
         cmocka_unit_test(checkpoint_keeps_pace_with_the_entries),
+        cmocka_unit_test(share_is_what_is_due),
+        cmocka_unit_test(behind_schedule_takes_the_whole_share),
+        cmocka_unit_test(checkpoint_is_spread_over_the_spread),
+        cmocka_unit_test(checkpoint_keeps_pace_behind_schedule),
         cmocka_unit_test(order_is_strcmp_order),
     };
     return cmocka_run_group_tests_name("daemon_ckpt_plan", tests, NULL, NULL);
