@@ -59,9 +59,9 @@ enum { B_FREE = 0, B_OPEN, B_QUEUED, B_COMMITTED };
  * takes the members changed since the last one copy-on-write and sorts them by id (thread
  * pool); the loop thread encodes them into chunks of checkpoint_chunk records, spread over
  * half the checkpoint interval while events come in (ckpt_share()), and hands each to the
- * checkpoint thread (ck_main), which
- * appends it to state/'s log in a durable transaction of its own. Once every record is handed
- * over and the ledger holds the checkpoint's sequence durably, the thread completes it. */
+ * checkpoint thread (ck_main), which appends it to state/'s log in a durable transaction of its
+ * own. Once every record is handed over and the ledger holds the checkpoint's sequence
+ * durably, the thread completes it. */
 enum { CK_IDLE = 0, CK_SORTING, CK_WRITING, CK_COMMITTING };
 enum { CKJ_PUT, CKJ_COMMIT };
 #define CK_BUFS 2           /* chunk buffers: one being filled while the thread writes the other */
@@ -777,8 +777,8 @@ static size_t ckpt_seal_share(const daemon_t *d, uint32_t n)
 }
 
 /* Moves the checkpoint being written on: encodes up to budget more records into chunks (while
- * events come in, a sealed batch's share, ckpt_seal_share()), hands full chunks
- * (checkpoint_chunk records) to the thread, and the last one once every record is encoded, and
+ * events come in, a sealed batch's share, ckpt_seal_share()); hands each full chunk
+ * (checkpoint_chunk records) to the thread, and the last one once every record is encoded; and
  * once everything is handed over and the ledger holds the checkpoint's sequence durably, the
  * commit. A part-filled chunk waits for more records even when the thread is idle: a
  * checkpoint spread over seconds would otherwise write a small durable transaction for nearly
