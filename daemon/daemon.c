@@ -221,8 +221,6 @@ typedef struct {
     uint64_t last_seal_ns;   /* when a batch with events was last sealed */
     uint64_t ck_gen;         /* which checkpoint: answers for an earlier one are stale */
     uint64_t ck_start_ns;
-    uint64_t ck_spread_us;    /* half checkpoint_interval_ms: a checkpoint's encoding is spread
-                               * over it while events come in (ckpt_share()) */
     uint64_t ck_cap_max_ns;   /* the longest single capture of this checkpoint (debug log) */
     uint32_t ck_chunks;       /* chunks handed to the thread (the first begins the checkpoint) */
     batch *ck_buf[CK_BUFS];   /* chunk buffers */
@@ -767,13 +765,14 @@ static void ckpt_send_fill(daemon_t *d)
     d->ck_written += d->ck_buf[i]->snaps_n;
 }
 
-/* The records a batch of n entries, sealed while the checkpoint is being written, encodes: what
- * the checkpoint's schedule says is due, at most twice the entries (ckpt_share()). */
-static size_t ckpt_seal_share(const daemon_t *d, uint32_t n)
+/* The records a batch of n entries, sealed at now_ns while the checkpoint is being written,
+ * encodes: what the checkpoint's schedule, half of checkpoint_interval_ms from its start, says
+ * is due, at most twice the entries (ckpt_share()). */
+static size_t ckpt_seal_share(const daemon_t *d, uint32_t n, uint64_t now_ns)
 {
     return ckpt_share((size_t)d->cfg->checkpoint_chunk, n, d->ck_ord_n + d->ck_hold->snaps_n,
-                      d->ck_next + d->ck_hold_next, (uv_hrtime() - d->ck_start_ns) / 1000,
-                      d->ck_spread_us);
+                      d->ck_next + d->ck_hold_next, (now_ns - d->ck_start_ns) / 1000,
+                      (uint64_t)d->cfg->checkpoint_interval_ms * 1000 / 2);
 }
 
 /* Moves the checkpoint being written on: encodes up to budget more records into chunks (while
@@ -782,7 +781,7 @@ static size_t ckpt_seal_share(const daemon_t *d, uint32_t n)
  * once everything is handed over and the ledger holds the checkpoint's sequence durably, the
  * commit. A part-filled chunk waits for more records even when the thread is idle: a
  * checkpoint spread over seconds would otherwise write a small durable transaction for nearly
- * every batch (191-320 chunks of a checkpoint of 330,000 members instead of 87-96). The
+ * every batch (190-594 chunks of a checkpoint of 330,000 members instead of 87-100). The
  * thread's answers come back through ck_async. */
 static void ckpt_pump(daemon_t *d, size_t budget)
 {
@@ -1296,12 +1295,12 @@ static void seal(daemon_t *d)
     d->commit_tail = b;
     uv_cond_signal(&d->commit_cv);
     uv_mutex_unlock(&d->mu);
-    if (b->n > 0)
-        d->last_seal_ns = uv_hrtime();
-    /* after the hand-over; a batch without entries (duplicates, rejections) encodes nothing:
-     * whole chunks are for an idle loop (ckpt_pump_idle()) */
-    if (b->n > 0 && d->ck_phase == CK_WRITING)
-        ckpt_pump(d, ckpt_seal_share(d, b->n));
+    if (b->n == 0)
+        return; /* duplicates, rejections: no checkpoint share; whole chunks are for an idle
+                 * loop (ckpt_pump_idle()) */
+    d->last_seal_ns = uv_hrtime();
+    if (d->ck_phase == CK_WRITING) /* after the hand-over */
+        ckpt_pump(d, ckpt_seal_share(d, b->n, d->last_seal_ns));
 }
 
 /* Seals the open batch when the commit thread is idle (group commit: whatever arrived during the
@@ -2772,7 +2771,6 @@ static int start(daemon_t *d)
     d->ckpt_timer.data = d;
     uv_timer_start(&d->ckpt_timer, on_ckpt_timer, (uint64_t)d->cfg->checkpoint_interval_ms,
                    (uint64_t)d->cfg->checkpoint_interval_ms);
-    d->ck_spread_us = (uint64_t)d->cfg->checkpoint_interval_ms * 1000 / 2;
     open_batch(d);
     if (zwatch_start(&d->loop, &d->ingest_w, d->ingest_sock, on_ingest, d) != 0 ||
         zwatch_start(&d->loop, &d->query_w, d->query_sock, on_query, d) != 0)
