@@ -197,18 +197,24 @@ typedef struct {
     uint64_t pub_committed_seq; /* for heartbeats, under mu */
     /* the checkpoint being written */
     ckstore *cks;     /* DATA_DIR/state/ */
-    batch *ck_hold;   /* its cards and returns records (encoded at its start, then sorted) */
     uint32_t *ck_ord; /* its members' numbers, in id order before they are written */
     size_t ck_ord_n, ck_ord_cap;
-    const uint32_t *ck_list; /* its members' numbers (state_ckpt_begin), in no order */
-    state_ids ck_ids;        /* where their ids are, for the thread pool */
-    ck_order ck_order;       /* every member in id order, kept between checkpoints (the pool's) */
-    batch *ck_capd;          /* members captured before a change (state_ckpt_begin), as snaps */
-    uint32_t *ck_cap_at;     /* member number -> its snap in ck_capd, for the members captured
-                              * by this checkpoint (stale for any other) */
+    state_ckpt_list ck_list;            /* what it covers (state_ckpt_begin), in no order */
+    const state_card_change **ck_cards; /* its cards, in key order (the pool's sort), each once */
+    size_t ck_cards_n, ck_cards_cap;
+    state_returns_change *ck_rets; /* its returns records, in key order (the pool's sort) */
+    size_t ck_rets_n, ck_rets_cap;
+    state_ids ck_ids;    /* where their ids are, for the thread pool */
+    ck_order ck_order;   /* every member in id order, kept between checkpoints (the pool's) */
+    batch *ck_capd;      /* members and returns records captured before a change
+                          * (state_ckpt_begin), as snaps */
+    uint32_t *ck_cap_at; /* member number -> its snap in ck_capd, for the members captured
+                          * by this checkpoint (stale for any other) */
     size_t ck_cap_at_n;
+    uint32_t *ck_rcap_at; /* the same for returns records, by record number */
+    size_t ck_rcap_at_n;
     size_t ck_next;          /* next member (ck_ord) to encode */
-    size_t ck_hold_next;     /* next record of ck_hold to encode */
+    size_t ck_other_next;    /* next of ck_cards, then of ck_rets, to encode */
     uint64_t ck_seq;         /* the sequence it covers */
     int ck_phase;            /* CK_IDLE, CK_SORTING, CK_WRITING, CK_COMMITTING */
     uv_work_t ck_sort;       /* sorts ck_ord (the members) by id in libuv's thread pool */
@@ -222,6 +228,7 @@ typedef struct {
     uint64_t ck_gen;         /* which checkpoint: answers for an earlier one are stale */
     uint64_t ck_start_ns;
     uint64_t ck_cap_max_ns;   /* the longest single capture of this checkpoint (debug log) */
+    size_t ck_rcaptured;      /* returns records it captured (debug log) */
     uint32_t ck_chunks;       /* chunks handed to the thread (the first begins the checkpoint) */
     batch *ck_buf[CK_BUFS];   /* chunk buffers */
     bool ck_buf_out[CK_BUFS]; /* with the thread */
@@ -471,32 +478,52 @@ static void snaps_fix(batch *b)
     }
 }
 
-/* Cards and returns records in the order of their keys in the log (ckstore.h): by kind, cards
- * by their bytes, returns by sale seq (decimal without leading zeros: shorter is smaller). */
-static int ck_snap_cmp(const void *a, const void *b)
+/* Cards in the order of their keys in the log (ckstore.h), by their bytes; a card listed twice
+ * (unlinked and linked again, state.h) in the list's order, which is the order of the entries'
+ * addresses. */
+static int ck_card_cmp(const void *a, const void *b)
 {
-    const ledger_snap *x = a, *y = b;
-    if (x->kind != y->kind)
-        return x->kind < y->kind ? -1 : 1;
-    if (x->kind == LEDGER_SNAP_RETURNS) {
-        size_t lx = strlen(x->key), ly = strlen(y->key);
-        if (lx != ly)
-            return lx < ly ? -1 : 1;
-    }
-    return strcmp(x->key, y->key);
+    const state_card_change *x = *(const state_card_change *const *)a;
+    const state_card_change *y = *(const state_card_change *const *)b;
+    int c = strcmp(x->card, y->card);
+    if (c != 0)
+        return c;
+    return x < y ? -1 : x > y;
 }
 
-/* Drops repeated keys from b's sorted records, keeping the first: a card unlinked and linked
- * again since the last checkpoint is listed twice among the changed cards (state.c,
- * mark_card()), both encoded at the start from the same link; written twice, the second would
- * not be appended (loyaltyd_checkpoint_records_unordered_total). */
-static void ck_snaps_unique(batch *b)
+/* Returns records in the order of their keys in the log: by sale seq (each is listed once). */
+static int ck_ret_cmp(const void *a, const void *b)
 {
+    const state_returns_change *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The checkpoint's cards and returns records into ck_cards and ck_rets (room made at its
+ * start), sorted by key if sort, so that they are appended at the log's end like the members.
+ * Of a card listed twice only the later entry is kept, its link as of the start; unsorted,
+ * both are written in the list's order and the later one replaces the earlier (a record of the
+ * same key in one generation). Reads only the lists handed over, which the loop thread no
+ * longer writes. */
+static void ck_other_fill(daemon_t *d, bool sort)
+{
+    const state_ckpt_list *l = &d->ck_list;
+    for (uint32_t i = 0; i < l->cards_n; i++)
+        d->ck_cards[i] = &l->cards[i];
+    d->ck_cards_n = l->cards_n;
+    if (l->returns_n > 0) /* else ck_rets may be NULL */
+        memcpy(d->ck_rets, l->returns, l->returns_n * sizeof *d->ck_rets);
+    d->ck_rets_n = l->returns_n;
+    if (!sort)
+        return;
+    qsort(d->ck_cards, d->ck_cards_n, sizeof *d->ck_cards, ck_card_cmp);
     size_t k = 0;
-    for (size_t i = 0; i < b->snaps_n; i++)
-        if (k == 0 || ck_snap_cmp(&b->snaps[k - 1], &b->snaps[i]) != 0)
-            b->snaps[k++] = b->snaps[i];
-    b->snaps_n = k;
+    for (size_t i = 0; i < d->ck_cards_n; i++) {
+        if (k > 0 && strcmp(d->ck_cards[k - 1]->card, d->ck_cards[i]->card) == 0)
+            k--; /* the later entry of the same card replaces the earlier */
+        d->ck_cards[k++] = d->ck_cards[i];
+    }
+    d->ck_cards_n = k;
+    qsort(d->ck_rets, d->ck_rets_n, sizeof *d->ck_rets, ck_ret_cmp);
 }
 
 /* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted (the
@@ -507,7 +534,7 @@ static void ck_ord_unsorted(daemon_t *d, const char *why)
     lt_log(LT_WARN, "checkpoint members not sorted; written in more pages",
            "members=%zu reason=\"%s\"", d->ck_ord_n, why);
     if (d->ck_ord_n > 0) /* else ck_ord may be NULL */
-        memcpy(d->ck_ord, d->ck_list, d->ck_ord_n * sizeof *d->ck_ord);
+        memcpy(d->ck_ord, d->ck_list.members, d->ck_ord_n * sizeof *d->ck_ord);
 }
 
 static const char *ck_member_id(const void *ids, uint32_t idx)
@@ -526,14 +553,11 @@ static void ckpt_sort_work(uv_work_t *w)
 {
     daemon_t *d = w->data;
     if (ck_order_grow(&d->ck_order, d->ck_ids.members_n, ck_member_id, &d->ck_ids) != 0 ||
-        ck_order_select(&d->ck_order, d->ck_list, d->ck_ord_n, d->ck_ord) != 0)
+        ck_order_select(&d->ck_order, d->ck_list.members, d->ck_ord_n, d->ck_ord) != 0)
         ck_ord_unsorted(d, "out of memory");
     /* the cards and returns too, in the log's key order: then every record of the checkpoint
      * is appended at the log's end (ckstore_put), filling its pages */
-    if (d->ck_hold->snaps_n > 1) {
-        qsort(d->ck_hold->snaps, d->ck_hold->snaps_n, sizeof *d->ck_hold->snaps, ck_snap_cmp);
-        ck_snaps_unique(d->ck_hold);
-    }
+    ck_other_fill(d, true);
 }
 
 static void ckpt_pump(daemon_t *d, size_t budget);
@@ -607,87 +631,148 @@ static void ckpt_capture(void *ctx, uint32_t idx, const lt_member *m)
         d->ck_cap_max_ns = took;
 }
 
+/* A return is about to change a returns record the checkpoint has not written yet: keep it as
+ * it is (as of the checkpoint's start). */
+static void ckpt_capture_returns(void *ctx, uint32_t rec, uint64_t sale_seq, const int64_t *qty,
+                                 uint32_t n)
+{
+    daemon_t *d = ctx;
+    if (d->ck_phase == CK_IDLE)
+        return;
+    LT_ASSERT(rec < d->ck_rcap_at_n); /* a record of the checkpoint's start */
+    d->ck_rcap_at[rec] = (uint32_t)d->ck_capd->snaps_n;
+    if (snap_returns(d->ck_capd, sale_seq, qty, n) != 0)
+        fatal(d, 71, "out of memory keeping a returns record for the checkpoint");
+    d->ck_rcaptured++;
+}
+
+/* Grows a capture map (record number -> snap) to hold n records. Returns 0 or -1. */
+static int ck_cap_map_grow(uint32_t **at, size_t *at_n, size_t n)
+{
+    if (n <= *at_n)
+        return 0;
+    size_t cap = n + n / 8;
+    uint32_t *na = realloc(*at, cap * sizeof *na);
+    if (na == NULL)
+        return -1;
+    *at = na;
+    *at_n = cap;
+    return 0;
+}
+
+/* Grows an array of elements of size sz to hold n. Returns 0 or -1. */
+static int ck_array_grow(void *pp, size_t *cap, size_t n, size_t sz)
+{
+    if (n <= *cap)
+        return 0;
+    void *np = realloc(*(void **)pp, n * sz);
+    if (np == NULL)
+        return -1;
+    *(void **)pp = np;
+    *cap = n;
+    return 0;
+}
+
 /* Starts a checkpoint of everything changed since the last one (of everything, after a failed
- * one or a start without a usable state/), as of now. Members are taken copy-on-write
- * (state_ckpt_begin): only their numbers now; cards and returned quantities, few, are encoded
- * at once. */
+ * one or a start without a usable state/), as of now. Taken copy-on-write (state_ckpt_begin):
+ * only lists now. Cards and returned quantities were encoded here until the sixteenth session:
+ * 21,000-36,000 records, 2.8-4.4 ms of the start's pause on the loop thread. */
 static int ckpt_start(daemon_t *d)
 {
-    if (d->ck_hold == NULL && (d->ck_hold = calloc(1, sizeof *d->ck_hold)) == NULL)
-        return -1;
     uint64_t t0 = uv_hrtime();
     uint64_t live = state_members(d->state) + state_cards(d->state) + state_returns_count(d->state);
     if (d->ck_log_records > CK_LOG_FACTOR * live + CK_LOG_SLACK)
         d->ck_full = true; /* the log is mostly old versions: start a fresh one */
     if (d->ck_full && state_mark_all_dirty(d->state) != 0)
         return -1;
-    batch_reset(d->ck_hold);
-    if (state_foreach_dirty(d->state, NULL, snap_card, d->ck_hold) != 0 ||
-        state_foreach_dirty_returns(d->state, snap_returns, d->ck_hold) != 0)
-        return -1; /* nothing taken: they stay dirty for the next try */
     size_t n_dirty = state_dirty_members(d->state);
     if (d->ck_capd == NULL && (d->ck_capd = calloc(1, sizeof *d->ck_capd)) == NULL)
         return -1;
     batch_reset(d->ck_capd);
-    /* where each capture goes, by member number: 4 bytes a member, kept between checkpoints.
-     * A hash map grown from 1,024 held the loop thread 6 ms in a capture that rehashed it, 45-55
-     * ms in the first (full) checkpoint's */
-    size_t members = state_members(d->state);
-    if (members > d->ck_cap_at_n) {
-        size_t cap = members + members / 8;
-        uint32_t *at = realloc(d->ck_cap_at, cap * sizeof *at);
-        if (at == NULL)
-            return -1;
-        d->ck_cap_at = at;
-        d->ck_cap_at_n = cap;
-    }
-    if (n_dirty > d->ck_ord_cap) {
-        uint32_t *no = realloc(d->ck_ord, n_dirty * sizeof *no);
-        if (no == NULL)
-            return -1;
-        d->ck_ord = no;
-        d->ck_ord_cap = n_dirty;
-    }
+    /* where each capture goes, by member and returns record number: 4 bytes each, kept between
+     * checkpoints. A hash map grown from 1,024 held the loop thread 6 ms in a capture that
+     * rehashed it, 45-55 ms in the first (full) checkpoint's */
+    if (ck_cap_map_grow(&d->ck_cap_at, &d->ck_cap_at_n, state_members(d->state)) != 0 ||
+        ck_cap_map_grow(&d->ck_rcap_at, &d->ck_rcap_at_n, state_returns_count(d->state)) != 0)
+        return -1;
+    if (ck_array_grow(&d->ck_ord, &d->ck_ord_cap, n_dirty, sizeof *d->ck_ord) != 0)
+        return -1;
     if (state_ids_take(d->state, &d->ck_ids) != 0)
         return -1;
-    const uint32_t *list;
-    uint32_t n;
-    if (state_ckpt_begin(d->state, ckpt_capture, d, &list, &n) != 0)
+    const state_ck_capture cap = {ckpt_capture, ckpt_capture_returns, d};
+    if (state_ckpt_begin(d->state, &cap, &d->ck_list) != 0)
         return -1;
-    LT_ASSERT(n == n_dirty);
-    d->ck_list = list;
-    d->ck_ord_n = n;
-    state_clear_dirty(d->state); /* cards and returns (members were handed over) */
-    snaps_fix(d->ck_hold);       /* its snaps are then sorted: their offsets no longer match */
+    LT_ASSERT(d->ck_list.members_n == n_dirty);
+    /* room for the sort's output; if there is none, this checkpoint is dropped and the next
+     * one is a full one (as after a failure): what was handed over is listed again */
+    if (ck_array_grow(&d->ck_cards, &d->ck_cards_cap, d->ck_list.cards_n, sizeof *d->ck_cards) !=
+            0 ||
+        ck_array_grow(&d->ck_rets, &d->ck_rets_cap, d->ck_list.returns_n, sizeof *d->ck_rets) !=
+            0) {
+        d->ck_full = true;
+        return -1;
+    }
+    d->ck_ord_n = d->ck_list.members_n;
+    d->ck_cards_n = d->ck_rets_n = 0; /* until the sort fills them */
     d->ck_this_full = d->ck_full;
     d->ck_full = false;
     d->ck_gen++;
     d->ck_written = 0;
     d->ck_seq = d->next_seq - 1;
     d->ck_next = 0;
-    d->ck_hold_next = 0;
+    d->ck_other_next = 0;
     d->ck_phase = CK_SORTING;
     d->ck_start_ns = uv_hrtime();
     d->ck_chunks = 0;
     d->ck_cap_max_ns = 0;
+    d->ck_rcaptured = 0;
     lt_log(LT_DEBUG, "checkpoint started",
-           "checkpoint_seq=%llu members=%u other=%zu full=%d ms=%.1f",
-           (unsigned long long)d->ck_seq, n, d->ck_hold->snaps_n, d->ck_this_full,
-           (double)(uv_hrtime() - t0) / 1e6);
+           "checkpoint_seq=%llu members=%zu cards=%u returns=%u full=%d ms=%.1f",
+           (unsigned long long)d->ck_seq, d->ck_ord_n, d->ck_list.cards_n, d->ck_list.returns_n,
+           d->ck_this_full, (double)(uv_hrtime() - t0) / 1e6);
     d->ck_sort.data = d;
     if (uv_queue_work(&d->loop, &d->ck_sort, ckpt_sort_work, ckpt_sort_done) == 0) {
         d->ck_sort_busy = true;
     } else {
         ck_ord_unsorted(d, "no thread pool");
+        ck_other_fill(d, false);
         d->ck_phase = CK_WRITING;
     }
     return 0;
 }
 
+/* Records of the checkpoint other than members (the sort's output). */
+static size_t ckpt_others(const daemon_t *d)
+{
+    return d->ck_cards_n + d->ck_rets_n;
+}
+
 /* Whether every record of the checkpoint has been encoded into a chunk. */
 static bool ckpt_filled(const daemon_t *d)
 {
-    return d->ck_hold_next == d->ck_hold->snaps_n && d->ck_next == d->ck_ord_n;
+    return d->ck_other_next == ckpt_others(d) && d->ck_next == d->ck_ord_n;
+}
+
+/* Puts the checkpoint's next card or returns record into b's snaps, as of the checkpoint's
+ * start. Returns 0, or -1 out of memory. */
+static int ckpt_fill_other(daemon_t *d, batch *b, size_t i)
+{
+    if (i < d->ck_cards_n) {
+        const state_card_change *c = d->ck_cards[i];
+        return snap_card(b, c->card,
+                         c->owner == STATE_NO_MEMBER ? NULL
+                                                     : state_ids_member_id(&d->ck_ids, c->owner));
+    }
+    const state_returns_change *r = &d->ck_rets[i - d->ck_cards_n];
+    const int64_t *qty;
+    uint32_t n;
+    if (state_ckpt_take_returns(d->state, r->rec, &qty, &n)) /* not changed since the start */
+        return snap_returns(b, r->seq, qty, n);
+    const batch *cp = d->ck_capd;
+    uint32_t c = d->ck_rcap_at[r->rec];
+    LT_ASSERT(c < cp->snaps_n);
+    return snap_add(b, LEDGER_SNAP_RETURNS, (const char *)cp->snap_bytes + cp->snap_key_off[c],
+                    cp->snap_bytes + cp->snap_val_off[c], cp->snaps[c].len, false);
 }
 
 /* Puts the checkpoint's next records, up to max, into b's snaps: the members first, then the
@@ -695,7 +780,6 @@ static bool ckpt_filled(const daemon_t *d)
  * counted against max. Returns 0, or -1 out of memory. */
 static int ckpt_fill(daemon_t *d, batch *b, size_t max)
 {
-    const batch *h = d->ck_hold;
     size_t k = 0;
     for (; k < max && d->ck_next < d->ck_ord_n; k++, d->ck_next++) {
         uint32_t idx = d->ck_ord[d->ck_next];
@@ -713,9 +797,9 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
         if (rc != 0)
             return -1;
     }
-    for (; k < max && d->ck_hold_next < h->snaps_n; k++, d->ck_hold_next++) {
-        const ledger_snap *sn = &h->snaps[d->ck_hold_next];
-        if (snap_add(b, sn->kind, sn->key, sn->value, sn->len, sn->value == NULL) != 0)
+    for (size_t others = ckpt_others(d); k < max && d->ck_other_next < others;
+         k++, d->ck_other_next++) {
+        if (ckpt_fill_other(d, b, d->ck_other_next) != 0)
             return -1;
     }
     return 0;
@@ -770,8 +854,8 @@ static void ckpt_send_fill(daemon_t *d)
  * is due, at most twice the entries (ckpt_share()). */
 static size_t ckpt_seal_share(const daemon_t *d, uint32_t n, uint64_t now_ns)
 {
-    return ckpt_share((size_t)d->cfg->checkpoint_chunk, n, d->ck_ord_n + d->ck_hold->snaps_n,
-                      d->ck_next + d->ck_hold_next, (now_ns - d->ck_start_ns) / 1000,
+    return ckpt_share((size_t)d->cfg->checkpoint_chunk, n, d->ck_ord_n + ckpt_others(d),
+                      d->ck_next + d->ck_other_next, (now_ns - d->ck_start_ns) / 1000,
                       (uint64_t)d->cfg->checkpoint_interval_ms * 1000 / 2);
 }
 
@@ -865,10 +949,11 @@ static void on_ck_async(uv_async_t *h)
             metrics_set(&d->m.checkpoint_seq, d->checkpoint_seq);
             lt_log(LT_DEBUG, "checkpoint committed",
                    "checkpoint_seq=%llu members=%zu chunks=%u full=%d ms=%.1f captured=%zu "
-                   "capture_max_ms=%.2f",
+                   "captured_returns=%zu capture_max_ms=%.2f",
                    (unsigned long long)j.seq, d->ck_ord_n, d->ck_chunks, d->ck_this_full,
                    (double)(uv_hrtime() - d->ck_start_ns) / 1e6,
-                   d->ck_capd ? d->ck_capd->snaps_n : 0, (double)d->ck_cap_max_ns / 1e6);
+                   d->ck_capd ? d->ck_capd->snaps_n : 0, d->ck_rcaptured,
+                   (double)d->ck_cap_max_ns / 1e6);
             if (j.gen == d->ck_gen && d->ck_phase == CK_COMMITTING)
                 d->ck_phase = CK_IDLE;
         } else if (j.rc != 0 && j.gen == d->ck_gen) {
@@ -2868,10 +2953,9 @@ int daemon_run(const config *cfg)
             batch_free(&d->batches[i]);
         free(d->batches);
     }
-    if (d->ck_hold != NULL) {
-        batch_free(d->ck_hold);
-        free(d->ck_hold);
-    }
+    free(d->ck_cards);
+    free(d->ck_rets);
+    free(d->ck_rcap_at);
     free(d->ck_ord);
     ck_order_free(&d->ck_order);
     state_ids_free(&d->ck_ids);

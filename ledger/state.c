@@ -52,9 +52,10 @@ typedef struct {
 
 typedef struct {
     char card[LT_ID_MAX];
-    uint32_t member;    /* member number, NIL while the record is free */
-    uint32_t next;      /* next card of the same member, or next free record */
-    uint32_t dirty_gen; /* == state.rest_gen: on the dirty list (cleared all at once) */
+    uint32_t member;   /* member number, NIL while the record is free */
+    uint32_t next;     /* next card of the same member, or next free record */
+    uint32_t dirty_at; /* its entry in the dirty cards list, if that entry's rec is this record
+                        * (card_entry()); NIL when linked */
 } crec;
 
 typedef struct {
@@ -85,26 +86,32 @@ struct state {
     uint32_t crecs_n, crecs_cap, cfree;
     uint32_t *dirty_members;
     uint32_t dirty_members_n, dirty_members_cap;
-    char (*dirty_cards)[LT_ID_MAX];
+    state_card_change *dirty_cards; /* each with its link as of its last change */
     uint32_t dirty_cards_n, dirty_cards_cap;
     rrec *rrecs; /* R18 returned quantities */
     uint32_t rrecs_n, rrecs_cap;
     uint32_t *rslots; /* record numbers, NIL = empty; linear probing on the seq's hash */
     uint32_t rmask;   /* rslots - 1 */
-    uint32_t *dirty_returns;
+    state_returns_change *dirty_returns;
     uint32_t dirty_returns_n, dirty_returns_cap;
     uint64_t seq;
     uint32_t dirty_gen;   /* members marked with it are dirty; never 0 */
     uint32_t all_dirty_n; /* and those numbered below it (state_mark_all_dirty(), until the next
                            * generation), whatever their mark says */
-    uint32_t rest_gen;    /* the same for cards and returns records (state_clear_dirty()) */
+    uint32_t rest_gen;    /* the same for returns records (state_clear_dirty()) */
     /* copy-on-write checkpoint: members still to be encoded as of its start, one bit each */
     uint64_t *ck_bits;
     uint32_t ck_bits_words;
     uint32_t *ck_members;
     uint32_t ck_members_n, ck_members_cap;
-    state_ck_capture_fn ck_capture;
-    void *ck_ctx;
+    state_ck_capture ck_cap;
+    /* and its cards and returns records: the lists handed over; returns marked one bit each */
+    state_card_change *ck_cards;
+    uint32_t ck_cards_n, ck_cards_cap;
+    state_returns_change *ck_returns;
+    uint32_t ck_returns_n, ck_returns_cap;
+    uint64_t *ck_rbits;
+    uint32_t ck_rbits_words;
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -335,7 +342,7 @@ int state_new(state **out)
         return -1;
     s->cfree = NIL;
     s->dirty_gen = 1; /* members start at 0: clean */
-    s->rest_gen = 1;  /* and cards and returns records */
+    s->rest_gen = 1;  /* and returns records */
     *out = s;
     return 0;
 }
@@ -357,6 +364,9 @@ void state_destroy(state **sp)
     free(s->ck_members);
     free(s->ck_bits);
     free(s->dirty_cards);
+    free(s->ck_cards);
+    free(s->ck_returns);
+    free(s->ck_rbits);
     for (uint32_t i = 0; i < s->rrecs_n; i++)
         free(s->rrecs[i].qty);
     free(s->rrecs);
@@ -458,12 +468,22 @@ static bool ck_take_bit(state *s, uint32_t idx)
 static void ck_touch(state *s, uint32_t idx)
 {
     if (ck_take_bit(s, idx))
-        s->ck_capture(s->ck_ctx, idx, &member_at(s, idx)->m);
+        s->ck_cap.member(s->ck_cap.ctx, idx, &member_at(s, idx)->m);
 }
 
-#define DIRTY_AHEAD 8 /* lookahead of the passes over dirty cards and returns records */
-#define DIRTY_RING 32 /* the hashes of the cards in flight */
-_Static_assert(DIRTY_RING > 3 * DIRTY_AHEAD, "a card's hash is read 3 * DIRTY_AHEAD later");
+/* Clears returns record rec's checkpoint bit; returns whether it was set. */
+static bool ck_take_rbit(state *s, uint32_t rec)
+{
+    if (rec / 64 >= s->ck_rbits_words)
+        return false;
+    uint64_t bit = 1ull << (rec % 64), *w = &s->ck_rbits[rec / 64];
+    if (!(*w & bit))
+        return false;
+    *w &= ~bit;
+    return true;
+}
+
+#define DIRTY_AHEAD 8 /* lookahead of the pass over dirty returns records */
 
 /* The next dirty generation: every member is clean at once. */
 static void next_dirty_gen(state *s)
@@ -491,46 +511,65 @@ static void mark_member(state *s, uint32_t idx)
     s->dirty_members[s->dirty_members_n++] = idx;
 }
 
-/* A card name goes on the list once per change; a card unlinked and linked again within one
- * checkpoint may appear twice (its record is freed at the unlink), both giving the same link:
- * the daemon's checkpoint, which sorts the list, keeps it once (daemon.c, ck_snaps_unique()). */
-static void mark_card(state *s, const char *card)
+/* Returns record rec changed: listed once per generation, with its sale seq (a checkpoint sorts
+ * the list by it without reading the records). */
+static void mark_returns(state *s, uint32_t rec)
 {
-    crec *c = find_card(s, card);
-    if (c && c->dirty_gen == s->rest_gen)
+    rrec *r = &s->rrecs[rec];
+    if (r->dirty_gen == s->rest_gen)
         return;
-    if (c)
-        c->dirty_gen = s->rest_gen;
+    LT_ASSERT(s->dirty_returns_n < s->dirty_returns_cap);
+    r->dirty_gen = s->rest_gen;
+    s->dirty_returns[s->dirty_returns_n++] = (state_returns_change){r->seq, rec, 0};
+}
+
+/* The dirty list holds each changed card with its link as of its last change, so a checkpoint
+ * takes the list as it is: no lookups at its start (each card was three cache misses there:
+ * the index, the record, the member's id). A linked card's record points at its entry
+ * (dirty_at), which a later change updates; the entry is this record's only while its rec is
+ * the record's number, so a list cleared or handed over needs no pass over the records. */
+static state_card_change *card_entry(state *s, uint32_t ci)
+{
+    const crec *c = &s->crecs[ci];
+    if (c->dirty_at < s->dirty_cards_n && s->dirty_cards[c->dirty_at].rec == ci)
+        return &s->dirty_cards[c->dirty_at];
+    return NULL;
+}
+
+static void card_entry_add(state *s, const char *card, uint32_t owner, uint32_t rec)
+{
     LT_ASSERT(s->dirty_cards_n < s->dirty_cards_cap);
-    strcpy(s->dirty_cards[s->dirty_cards_n++], card);
+    state_card_change *e = &s->dirty_cards[s->dirty_cards_n++];
+    strcpy(e->card, card);
+    e->owner = owner;
+    e->rec = rec;
 }
 
-/* Card j's first index slot, from its hash kept in the ring hs. */
-static const slot *card_home(const state *s, const uint32_t *hs, uint32_t j)
+/* Card record ci was linked or moved to another member: its entry gets the owner. */
+static void mark_card(state *s, uint32_t ci)
 {
-    return &s->ctab.slots[hs[j % DIRTY_RING] & s->ctab.mask];
+    crec *c = &s->crecs[ci];
+    state_card_change *e = card_entry(s, ci);
+    if (e != NULL) {
+        e->owner = c->member;
+        return;
+    }
+    c->dirty_at = s->dirty_cards_n;
+    card_entry_add(s, c->card, c->member, ci);
 }
 
-/* At step i of a pass over the n dirty cards (the card index is not empty): the index slot of
- * card i (its hash kept in hs), the record of card i - DIRTY_AHEAD and the member of card
- * i - 2 * DIRTY_AHEAD are asked for, each stage reading only what the one before loaded; card
- * i - 3 * DIRTY_AHEAD is then handed over. */
-static void dirty_card_ahead(const state *s, uint32_t *hs, uint32_t i, uint32_t n)
+/* Card record ci was unlinked (its record freed, its name still in it): its entry says so. A
+ * card unlinked and linked again gets a second entry with its new record: a checkpoint keeps
+ * the later one (daemon.c, ckpt_sort_work()). */
+static void mark_card_unlinked(state *s, uint32_t ci)
 {
-    if (i < n) {
-        hs[i % DIRTY_RING] = hash_key(s->dirty_cards[i]);
-        __builtin_prefetch(card_home(s, hs, i));
+    state_card_change *e = card_entry(s, ci);
+    if (e != NULL) {
+        e->owner = STATE_NO_MEMBER;
+        e->rec = NIL;
+        return;
     }
-    if (i >= DIRTY_AHEAD && i - DIRTY_AHEAD < n) {
-        const slot *sl = card_home(s, hs, i - DIRTY_AHEAD);
-        if (sl->idx != NIL)
-            __builtin_prefetch(&s->crecs[sl->idx]);
-    }
-    if (i >= 2 * DIRTY_AHEAD && i - 2 * DIRTY_AHEAD < n) {
-        const slot *sl = card_home(s, hs, i - 2 * DIRTY_AHEAD);
-        if (sl->idx != NIL && s->crecs[sl->idx].member < s->members_n)
-            __builtin_prefetch(member_at(s, s->crecs[sl->idx].member));
-    }
+    card_entry_add(s, s->crecs[ci].card, STATE_NO_MEMBER, NIL);
 }
 
 int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_member *m),
@@ -542,66 +581,83 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
         if (rc != 0)
             return rc;
     }
-    /* Each card is a cache miss in the index, one in its record and one in its member (the id):
-     * 50,000 cards took 7-17 ms of a checkpoint's start on the loop thread. So the stages of the
-     * cards ahead are asked for (dirty_card_ahead()) while this one is handed over. */
-    uint32_t hs[DIRTY_RING];
-    const table *t = &s->ctab;
-    uint32_t n = card_fn ? s->dirty_cards_n : 0;
-    bool any = t->n > 0; /* else every card on the list was unlinked */
-    for (uint32_t i = 0; i < n + 3 * DIRTY_AHEAD; i++) {
-        if (any)
-            dirty_card_ahead(s, hs, i, n);
-        if (i < 3 * DIRTY_AHEAD)
-            continue;
-        uint32_t j = i - 3 * DIRTY_AHEAD;
-        const char *card = s->dirty_cards[j];
-        const slot *sl = any ? tab_lookup(s, t, hs[j % DIRTY_RING], card) : NULL;
-        const char *owner =
-            sl == NULL || sl->idx == NIL ? NULL : member_at(s, s->crecs[sl->idx].member)->m.id;
-        int rc = card_fn(ctx, card, owner);
+    for (uint32_t i = 0; card_fn && i < s->dirty_cards_n; i++) {
+        const state_card_change *e = &s->dirty_cards[i];
+        const char *owner = e->owner == STATE_NO_MEMBER ? NULL : member_at(s, e->owner)->m.id;
+        int rc = card_fn(ctx, e->card, owner);
         if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uint32_t **members,
-                     uint32_t *n)
+/* Grows a checkpoint bitmap to cover n records (new words clear). Returns 0 or -1. */
+static int ck_bits_grow(uint64_t **bits, uint32_t *words, uint32_t n)
 {
-    LT_ASSERT(capture != NULL);
-    uint32_t words = (s->members_n + 63) / 64;
-    if (words > s->ck_bits_words) {
-        uint32_t nw = s->ck_bits_words ? s->ck_bits_words : 1024;
-        while (nw < words)
-            nw *= 2;
-        uint64_t *nb = realloc(s->ck_bits, (size_t)nw * sizeof *nb);
-        if (nb == NULL)
-            return -1;
-        memset(nb + s->ck_bits_words, 0, (size_t)(nw - s->ck_bits_words) * sizeof *nb);
-        s->ck_bits = nb;
-        s->ck_bits_words = nw;
-    }
-    for (uint32_t i = 0; i < s->ck_members_n; i++) /* one not finished: its members are done */
+    uint32_t need = (n + 63) / 64;
+    if (need <= *words)
+        return 0;
+    uint32_t nw = *words ? *words : 1024;
+    while (nw < need)
+        nw *= 2;
+    uint64_t *nb = realloc(*bits, (size_t)nw * sizeof *nb);
+    if (nb == NULL)
+        return -1;
+    memset(nb + *words, 0, (size_t)(nw - *words) * sizeof *nb);
+    *bits = nb;
+    *words = nw;
+    return 0;
+}
+
+int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out)
+{
+    LT_ASSERT(cap != NULL && cap->member != NULL && cap->returns != NULL);
+    if (ck_bits_grow(&s->ck_bits, &s->ck_bits_words, s->members_n) != 0 ||
+        ck_bits_grow(&s->ck_rbits, &s->ck_rbits_words, s->rrecs_n) != 0)
+        return -1;
+    /* one not finished: its records are done */
+    for (uint32_t i = 0; i < s->ck_members_n; i++)
         ck_take_bit(s, s->ck_members[i]);
-    /* the dirty list becomes the checkpoint's list, and the old one takes new changes (the
-     * reserve functions grow it on demand) */
-    uint32_t *old = s->ck_members, old_cap = s->ck_members_cap;
+    for (uint32_t i = 0; i < s->ck_returns_n; i++)
+        ck_take_rbit(s, s->ck_returns[i].rec);
+    /* each dirty list becomes the checkpoint's, and the checkpoint's old one takes new changes
+     * (the reserve functions grow it on demand) */
+    uint32_t *om = s->ck_members, om_cap = s->ck_members_cap;
     s->ck_members = s->dirty_members;
     s->ck_members_n = s->dirty_members_n;
     s->ck_members_cap = s->dirty_members_cap;
-    s->dirty_members = old;
-    s->dirty_members_cap = old_cap;
+    s->dirty_members = om;
+    s->dirty_members_cap = om_cap;
     s->dirty_members_n = 0;
+    state_card_change *oc = s->ck_cards;
+    uint32_t oc_cap = s->ck_cards_cap;
+    s->ck_cards = s->dirty_cards;
+    s->ck_cards_n = s->dirty_cards_n;
+    s->ck_cards_cap = s->dirty_cards_cap;
+    s->dirty_cards = oc;
+    s->dirty_cards_cap = oc_cap;
+    s->dirty_cards_n = 0;
+    state_returns_change *orr = s->ck_returns;
+    uint32_t or_cap = s->ck_returns_cap;
+    s->ck_returns = s->dirty_returns;
+    s->ck_returns_n = s->dirty_returns_n;
+    s->ck_returns_cap = s->dirty_returns_cap;
+    s->dirty_returns = orr;
+    s->dirty_returns_cap = or_cap;
+    s->dirty_returns_n = 0;
     next_dirty_gen(s);
+    next_rest_gen(s);
     for (uint32_t i = 0; i < s->ck_members_n; i++) {
         uint32_t idx = s->ck_members[i];
         s->ck_bits[idx / 64] |= 1ull << (idx % 64);
     }
-    s->ck_capture = capture;
-    s->ck_ctx = ctx;
-    *members = s->ck_members;
-    *n = s->ck_members_n;
+    for (uint32_t i = 0; i < s->ck_returns_n; i++) {
+        uint32_t rec = s->ck_returns[i].rec;
+        s->ck_rbits[rec / 64] |= 1ull << (rec % 64);
+    }
+    s->ck_cap = *cap;
+    *out = (state_ckpt_list){s->ck_members, s->ck_members_n, s->ck_cards,
+                             s->ck_cards_n, s->ck_returns,   s->ck_returns_n};
     return 0;
 }
 
@@ -649,6 +705,16 @@ const lt_member *state_ckpt_take(state *s, uint32_t idx)
     return ck_take_bit(s, idx) ? &member_at(s, idx)->m : NULL;
 }
 
+bool state_ckpt_take_returns(state *s, uint32_t rec, const int64_t **qty, uint32_t *n)
+{
+    if (!ck_take_rbit(s, rec))
+        return false;
+    LT_ASSERT(rec < s->rrecs_n);
+    *qty = s->rrecs[rec].qty;
+    *n = s->rrecs[rec].n;
+    return true;
+}
+
 void state_clear_dirty(state *s)
 {
     next_dirty_gen(s);
@@ -664,10 +730,11 @@ int state_mark_all_dirty(state *s)
     if (grow(&dm, &s->dirty_members_cap, s->members_n + 1, sizeof(uint32_t), 256) != 0)
         return -1;
     s->dirty_members = dm;
-    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + s->crecs_n + 1, LT_ID_MAX, 64) != 0)
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + s->crecs_n + 1, sizeof(state_card_change),
+             64) != 0)
         return -1;
     s->dirty_cards = dc;
-    if (grow(&dr, &s->dirty_returns_cap, s->rrecs_n + 1, sizeof(uint32_t), 64) != 0)
+    if (grow(&dr, &s->dirty_returns_cap, s->rrecs_n + 1, sizeof(state_returns_change), 64) != 0)
         return -1;
     s->dirty_returns = dr;
     /* the list is every member number, written without touching the records: marking each of
@@ -679,14 +746,10 @@ int state_mark_all_dirty(state *s)
     s->all_dirty_n = s->members_n;
     for (uint32_t i = 0; i < s->crecs_n; i++) {
         if (s->crecs[i].member != NIL)
-            mark_card(s, s->crecs[i].card);
+            mark_card(s, i);
     }
-    for (uint32_t i = 0; i < s->rrecs_n; i++) {
-        if (s->rrecs[i].dirty_gen != s->rest_gen) {
-            s->rrecs[i].dirty_gen = s->rest_gen;
-            s->dirty_returns[s->dirty_returns_n++] = i;
-        }
-    }
+    for (uint32_t i = 0; i < s->rrecs_n; i++)
+        mark_returns(s, i);
     return 0;
 }
 
@@ -740,7 +803,7 @@ static int card_reserve(state *s)
     return 0;
 }
 
-static void card_link(state *s, const char *card, uint32_t member)
+static uint32_t card_link(state *s, const char *card, uint32_t member)
 {
     uint32_t idx;
     if (s->cfree != NIL) {
@@ -756,16 +819,18 @@ static void card_link(state *s, const char *card, uint32_t member)
     mrec *r = member_at(s, member);
     c->member = member;
     c->next = r->cards;
-    c->dirty_gen = 0;
+    c->dirty_at = NIL;
     r->cards = idx;
     uint32_t h = hash_key(card);
     slot *sl = tab_lookup(s, &s->ctab, h, card);
     LT_ASSERT(sl->idx == NIL);
     *sl = (slot){h, idx};
     s->ctab.n++;
+    return idx;
 }
 
-static void card_unlink(state *s, const char *card)
+/* Unlinks a card; returns its record's number (now free). */
+static uint32_t card_unlink(state *s, const char *card)
 {
     slot *sl = tab_lookup(s, &s->ctab, hash_key(card), card);
     LT_ASSERT(sl->idx != NIL);
@@ -781,6 +846,7 @@ static void card_unlink(state *s, const char *card)
     c->member = NIL;
     c->next = s->cfree;
     s->cfree = idx;
+    return idx;
 }
 
 size_t state_member_cards(const state *s, const char *member_id, const char **cards, size_t max)
@@ -918,7 +984,8 @@ static int returns_prepare(state *s, const lt_entry *e, rplan *rp, char *err, si
         }
     }
     void *d = s->dirty_returns;
-    if (grow(&d, &s->dirty_returns_cap, s->dirty_returns_n + 1, sizeof(uint32_t), 64) != 0)
+    if (grow(&d, &s->dirty_returns_cap, s->dirty_returns_n + 1, sizeof(state_returns_change), 64) !=
+        0)
         goto oom;
     s->dirty_returns = d;
     if (rp->rec == NULL) {
@@ -938,13 +1005,12 @@ static void returns_commit(state *s, const lt_entry *e, rplan *rp)
         returns_add(s, e->original_seq, rp->fresh, e->lines_n);
         rp->rec = &s->rrecs[s->rrecs_n - 1];
     }
+    uint32_t rec = (uint32_t)(rp->rec - s->rrecs);
+    if (ck_take_rbit(s, rec)) /* the checkpoint's, not encoded yet: as it is, first */
+        s->ck_cap.returns(s->ck_cap.ctx, rec, rp->rec->seq, rp->rec->qty, rp->rec->n);
     for (uint32_t i = 0; i < e->lines_n; i++)
         rp->rec->qty[i] += e->lines[i].quantity;
-    if (rp->rec->dirty_gen != s->rest_gen) {
-        LT_ASSERT(s->dirty_returns_n < s->dirty_returns_cap);
-        rp->rec->dirty_gen = s->rest_gen;
-        s->dirty_returns[s->dirty_returns_n++] = (uint32_t)(rp->rec - s->rrecs);
-    }
+    mark_returns(s, rec);
 }
 
 int state_returned(const state *s, uint64_t sale_seq, const int64_t **qty, uint32_t *n)
@@ -969,10 +1035,10 @@ int state_foreach_dirty_returns(const state *s,
     uint32_t n = s->dirty_returns_n;
     for (uint32_t i = 0; i < n; i++) {
         if (i + 2 * DIRTY_AHEAD < n)
-            __builtin_prefetch(&s->rrecs[s->dirty_returns[i + 2 * DIRTY_AHEAD]]);
+            __builtin_prefetch(&s->rrecs[s->dirty_returns[i + 2 * DIRTY_AHEAD].rec]);
         if (i + DIRTY_AHEAD < n)
-            __builtin_prefetch(s->rrecs[s->dirty_returns[i + DIRTY_AHEAD]].qty);
-        const rrec *r = &s->rrecs[s->dirty_returns[i]];
+            __builtin_prefetch(s->rrecs[s->dirty_returns[i + DIRTY_AHEAD].rec].qty);
+        const rrec *r = &s->rrecs[s->dirty_returns[i].rec];
         int rc = fn(ctx, r->seq, r->qty, r->n);
         if (rc != 0)
             return rc;
@@ -1051,7 +1117,7 @@ static int reserve_posting(state *s, const lt_posting *p, mrec *r, const plan *p
     if (grow(&dm, &s->dirty_members_cap, s->dirty_members_n + 1, sizeof(uint32_t), 256) != 0)
         return -1;
     s->dirty_members = dm;
-    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + 2, LT_ID_MAX, 64) != 0)
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + 2, sizeof(state_card_change), 64) != 0)
         return -1;
     s->dirty_cards = dc;
     return 0;
@@ -1145,7 +1211,8 @@ static int reserve_merge(state *s, uint32_t tidx, uint32_t sidx)
     if (grow(&dm, &s->dirty_members_cap, s->dirty_members_n + 2, sizeof(uint32_t), 256) != 0)
         return -1;
     s->dirty_members = dm;
-    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + cards, LT_ID_MAX, 64) != 0)
+    if (grow(&dc, &s->dirty_cards_cap, s->dirty_cards_n + cards, sizeof(state_card_change), 64) !=
+        0)
         return -1;
     s->dirty_cards = dc;
     return 0;
@@ -1184,7 +1251,7 @@ static void relink_cards(state *s, uint32_t from, uint32_t to)
     uint32_t last = NIL;
     for (uint32_t c = f->cards; c != NIL; c = s->crecs[c].next) {
         s->crecs[c].member = to;
-        mark_card(s, s->crecs[c].card);
+        mark_card(s, c);
         last = c;
     }
     if (last == NIL)
@@ -1281,14 +1348,10 @@ static int apply_posting(state *s, const lt_entry *e, const lt_posting *p, char 
         m->last_purchase_at = e->occurred_at;
     }
     apply_markers(m, p);
-    if (pl.unlink) {
-        card_unlink(s, p->unlink_card);
-        mark_card(s, p->unlink_card);
-    }
-    if (pl.link) {
-        card_link(s, p->card, midx);
-        mark_card(s, p->card);
-    }
+    if (pl.unlink)
+        mark_card_unlinked(s, card_unlink(s, p->unlink_card));
+    if (pl.link)
+        mark_card(s, card_link(s, p->card, midx));
     mark_member(s, midx);
     LT_ASSERT(state_balance(m) == p->balance_after);
     return 0;

@@ -9,6 +9,7 @@
 #ifndef LT_STATE_H
 #define LT_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -95,26 +96,57 @@ void state_clear_dirty(state *s);
  * marked, none lost). */
 int state_mark_all_dirty(state *s);
 
-/* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: the members
- * changed since the last checkpoint (the dirty members) are handed over as a list of member
- * numbers (*members, n; valid until the next state_ckpt_begin) and marked; the dirty list
- * starts empty. From then on, before state_apply() changes a marked member it calls
- * capture(ctx, number, member) with the member as it still is (as of the checkpoint's start)
- * and unmarks it. The caller encodes the others when it gets to them: state_ckpt_take() returns
- * the member (unchanged since the start) and unmarks it, or NULL if it was captured. Cards and
- * returned quantities are not part of this: encode them with state_foreach_dirty() /
- * state_foreach_dirty_returns() and state_clear_dirty() right after. A checkpoint begun while
- * another one still had marked members ends that one (its members count as done). Returns 0. */
+/* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: everything
+ * changed since the last checkpoint is handed over (*out, valid until the next
+ * state_ckpt_begin()) and the dirty lists start empty.
+ * - Members: a list of member numbers, each marked. Before state_apply() changes a marked
+ *   member it calls cap->member(ctx, number, member) with the member as it still is (as of the
+ *   checkpoint's start) and unmarks it. The caller encodes the others when it gets to them:
+ *   state_ckpt_take() returns the member (unchanged since the start) and unmarks it, or NULL
+ *   if it was captured.
+ * - Cards: each with its link as of the start (the list keeps a card's link as of its last
+ *   change), so nothing is captured. A card unlinked and linked again may be listed twice: the
+ *   later entry is the link.
+ * - Returned quantities (R18): a list of records by sale seq, each marked, taken as members are:
+ *   cap->returns() before a return changes a marked one, state_ckpt_take_returns() for the
+ *   others.
+ * A checkpoint begun while another one still had marked records ends that one (they count as
+ * done). Returns 0, or -1 out of memory (nothing handed over, nothing lost). */
 /* How many members changed since the last state_clear_dirty() or state_ckpt_begin(). */
 size_t state_dirty_members(const state *s);
-typedef void (*state_ck_capture_fn)(void *ctx, uint32_t number, const lt_member *m);
-int state_ckpt_begin(state *s, state_ck_capture_fn capture, void *ctx, const uint32_t **members,
-                     uint32_t *n);
+#define STATE_NO_MEMBER UINT32_MAX
+typedef struct {
+    char card[LT_ID_MAX];
+    uint32_t owner; /* member number as of the card's last change; STATE_NO_MEMBER: unlinked */
+    uint32_t rec;   /* the state's own: the card's record while it is linked */
+} state_card_change;
+typedef struct {
+    uint64_t seq; /* the sale's ledger sequence */
+    uint32_t rec; /* its record: state_ckpt_take_returns() */
+    uint32_t unused;
+} state_returns_change;
+typedef struct {
+    void (*member)(void *ctx, uint32_t number, const lt_member *m);
+    void (*returns)(void *ctx, uint32_t rec, uint64_t sale_seq, const int64_t *qty, uint32_t n);
+    void *ctx;
+} state_ck_capture;
+typedef struct {
+    const uint32_t *members;
+    uint32_t members_n;
+    const state_card_change *cards;
+    uint32_t cards_n;
+    const state_returns_change *returns;
+    uint32_t returns_n;
+} state_ckpt_list;
+int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out);
 /* The member id of member number idx, without touching the record (no cache miss). The id's
  * bytes never change and the record never moves, so another thread may read them through the
  * returned pointer (a sort), though not call this while the state grows. */
 const char *state_ckpt_member_id(const state *s, uint32_t idx);
 const lt_member *state_ckpt_take(state *s, uint32_t idx);
+/* Returned quantities record rec of the checkpoint's list, as of its start: true and *qty, *n
+ * if it was not captured (it is then unmarked), false if it was. */
+bool state_ckpt_take_returns(state *s, uint32_t rec, const int64_t **qty, uint32_t *n);
 /* Where the member records are, copied (a pointer per 1,024 members) so that another thread can
  * find member ids while this one goes on changing and growing the state: the members that exist
  * at the copy, through state_ids_member_id() (the same pointer as state_ckpt_member_id()).

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,26 @@ int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len)
     snprintf(cmd, sizeof cmd, "%s --endpoint %s --pub %s --query %s --data %s %s", bin, d->ingest,
              d->publish, d->query, d->data, args);
     return h_run(cmd, out, out_len);
+}
+
+int h_log_count(lt_daemon *d, const char *what)
+{
+    regex_t re;
+    if (regcomp(&re, what, REG_NOSUB) != 0)
+        die("h_log_count: bad pattern %s", what);
+    char path[300];
+    snprintf(path, sizeof path, "%s/daemon.log", d->dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (f != NULL && getline(&line, &cap, f) >= 0)
+        n += regexec(&re, line, 0, NULL, 0) == 0;
+    free(line);
+    if (f != NULL)
+        fclose(f);
+    regfree(&re);
+    return n;
 }
 
 int h_run(const char *cmd, char *out, size_t out_len)

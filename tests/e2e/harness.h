@@ -65,6 +65,10 @@ int h_ctl(lt_daemon *d, const char *args, char *out, size_t out_len);
  * status (-1 if it did not exit normally). */
 int h_run(const char *cmd, char *out, size_t out_len);
 
+/* How many lines of the daemon's log (DIR/daemon.log) match `what` (a POSIX basic regular
+ * expression, as grep takes), read directly: cheap enough to poll every few milliseconds. */
+int h_log_count(lt_daemon *d, const char *what);
+
 /* Runs loyaltyd once, on a temporary config file holding `yaml`, stopped after timeout_s if it
  * is still running; its output into out. Returns its exit status (124: it timed out). For
  * daemons a test expects to refuse to start. */

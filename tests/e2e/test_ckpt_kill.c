@@ -181,17 +181,9 @@ static int64_t sell(uint64_t from, uint64_t to, int64_t at, bool only_first)
     return per_sale;
 }
 
-static int log_count(const char *what)
-{
-    char cmd[600], out[256] = "";
-    snprintf(cmd, sizeof cmd, "grep -c '%s' %s/daemon.log", what, g_d.dir);
-    (void)h_run(cmd, out, sizeof out);
-    return atoi(out);
-}
-
 static bool log_has(const char *what)
 {
-    return log_count(what) > 0;
+    return h_log_count(&g_d, what) > 0;
 }
 
 /* A failed checkpoint took its members off the changed list: the next one must write them all,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -337,6 +338,123 @@ static void test_R18_checkpoint_spreads_cards_and_returns_over_commits(void **st
     h_verify(&g_d, "at the end");
 }
 
+#define COW_MEMBERS 3000
+#define COW_RETURNED 20
+#define COW_PER_MESSAGE 100
+
+/* One sale of 1 unit by member "cowfill" (eid), acknowledged: keeps the daemon's loop from
+ * going idle, so that a checkpoint follows its schedule instead of writing whole chunks. */
+static void cow_fill(uint64_t eid)
+{
+    Loyalty__Event *e = h_sale(1, eid, "cowfill", h_now(), 0);
+    h_line(e, "A", "groceries", 1, 1000, 1000, 0);
+    Loyalty__AckBatch *r = send_n(1, &e);
+    assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    h_free_events();
+}
+
+/* One return of `qty` units of line 0 for each of the first COW_RETURNED members' sales
+ * (event ids 10,001...), event ids from eid on, in one message; each `status`. */
+static void cow_returns(uint64_t eid, int64_t qty, Loyalty__Status status)
+{
+    Loyalty__Event *ev[COW_RETURNED];
+    for (int i = 0; i < COW_RETURNED; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "cow%04d", i);
+        ev[i] = ret(eid + (uint64_t)i, id, 10001 + (uint64_t)i, 0, qty);
+    }
+    Loyalty__AckBatch *r = send_n(COW_RETURNED, ev);
+    for (int i = 0; i < COW_RETURNED; i++)
+        assert_int_equal(r->acks[i]->status, status);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    h_free_events();
+    while (g_allocs_n > 0)
+        free(g_allocs[--g_allocs_n]);
+}
+
+/* Waits (up to 20 s), sending fill sales from *eid on, until the log has more than `seen` lines
+ * matching what. */
+static void cow_await_log(const char *what, int seen, uint64_t *eid)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (h_log_count(&g_d, what) > seen)
+            return;
+        cow_fill((*eid)++);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 20);
+    fail_msg("no new log line \"%s\" in 20 s", what);
+}
+
+/* R18, R30: returned quantities changed while a checkpoint is being written go into it as they
+ * were at its start (copy-on-write: captured before the return changes them), and a restart
+ * from that checkpoint replays the return once. The checkpoint is spread over half of
+ * checkpoint_interval_ms while events come in and writes its members (3,000 here) before the
+ * returns records, so returns sent right after its start change records it has not written
+ * yet; its debug log line says they were captured. Each sale: 10 units; one returned before
+ * the checkpoint, one more while it is written, so after the restart 8 are left. */
+static void test_R18_R30_returns_during_a_checkpoint_count_once(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_start(&g_d, "checkpoint_interval_ms: 4000\ncheckpoint_chunk: 64\nlog_level: debug\n");
+    uint64_t eid = 1;
+    for (int i = 0; i < COW_MEMBERS; i += COW_PER_MESSAGE) { /* enrol everybody */
+        Loyalty__Event *ev[COW_PER_MESSAGE];
+        for (int k = 0; k < COW_PER_MESSAGE; k++) {
+            char id[16];
+            snprintf(id, sizeof id, "cow%04d", i + k);
+            ev[k] = h_enrol(1, eid++, id, NULL, NULL, h_now());
+        }
+        loyalty__ack_batch__free_unpacked(send_n(COW_PER_MESSAGE, ev), NULL);
+        h_free_events();
+    }
+    Loyalty__Event *ev[COW_RETURNED];
+    for (int i = 0; i < COW_RETURNED; i++) { /* the sales: event ids 10,001... */
+        char id[16];
+        snprintf(id, sizeof id, "cow%04d", i);
+        ev[i] = h_sale(1, 10001 + (uint64_t)i, id, h_now(), 0);
+        h_line(ev[i], "A", "groceries", 10, 1000, 1000, 0);
+    }
+    Loyalty__AckBatch *r = send_n(COW_RETURNED, ev);
+    for (int i = 0; i < COW_RETURNED; i++)
+        assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+    loyalty__ack_batch__free_unpacked(r, NULL);
+    h_free_events();
+    uint64_t fill = 1000000; /* the fill sales' event ids */
+    /* right after a checkpoint starts, every member and returns record changes: all of them
+     * are the next checkpoint's, which starts about 4 s later */
+    cow_await_log("checkpoint started", h_log_count(&g_d, "checkpoint started"), &fill);
+    int started = h_log_count(&g_d, "checkpoint started");
+    cow_returns(30001, 1, LOYALTY__STATUS__ACCEPTED);
+    for (int i = 0; i < COW_MEMBERS; i += COW_PER_MESSAGE) {
+        Loyalty__Event *sv[COW_PER_MESSAGE];
+        for (int k = 0; k < COW_PER_MESSAGE; k++) {
+            char id[16];
+            snprintf(id, sizeof id, "cow%04d", i + k);
+            sv[k] = h_sale(1, eid++, id, h_now(), 0);
+            h_line(sv[k], "A", "groceries", 1, 1000, 1000, 0);
+        }
+        loyalty__ack_batch__free_unpacked(send_n(COW_PER_MESSAGE, sv), NULL);
+        h_free_events();
+    }
+    assert_int_equal(h_log_count(&g_d, "checkpoint started"), started); /* still the same one */
+    /* the next checkpoint starts: one more unit back of each sale, at once */
+    cow_await_log("checkpoint started", started, &fill);
+    cow_returns(30101, 1, LOYALTY__STATUS__ACCEPTED);
+    int committed = h_log_count(&g_d, "checkpoint committed"); /* the one before this */
+    cow_await_log("checkpoint committed", committed, &fill);
+    assert_int_equal(h_log_count(&g_d, "checkpoint committed.*captured_returns=20 "), 1);
+    assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
+    h_restart(&g_d);
+    cow_returns(30201, 9, LOYALTY__STATUS__REJECTED); /* 2 of 10 are back: 9 exceed */
+    cow_returns(30301, 8, LOYALTY__STATUS__ACCEPTED);
+    cow_returns(30401, 1, LOYALTY__STATUS__REJECTED);
+    h_verify(&g_d, "after the restart");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +466,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_R18_checkpoint_spreads_cards_and_returns_over_commits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_R18_return_after_spending_goes_negative, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_R18_R30_returns_during_a_checkpoint_count_once, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("e2e_returns", tests, NULL, NULL);

@@ -46,6 +46,10 @@ typedef struct {
     char id[8][LT_ID_MAX];
     int64_t balance[8];
     int n;
+    uint32_t rec[8]; /* returns records captured */
+    uint64_t seq[8];
+    int64_t qty0[8]; /* their first line's quantity */
+    int rn;
 } captured;
 
 static void capture(void *ctx, uint32_t number, const lt_member *m)
@@ -55,6 +59,29 @@ static void capture(void *ctx, uint32_t number, const lt_member *m)
     assert_true(c->n < 8);
     strcpy(c->id[c->n], m->id);
     c->balance[c->n++] = state_balance(m);
+}
+
+static void capture_returns(void *ctx, uint32_t rec, uint64_t sale_seq, const int64_t *qty,
+                            uint32_t n)
+{
+    captured *c = ctx;
+    assert_true(c->rn < 8);
+    assert_true(n > 0);
+    c->rec[c->rn] = rec;
+    c->seq[c->rn] = sale_seq;
+    c->qty0[c->rn++] = qty[0];
+}
+
+/* state_ckpt_begin() with the captures into c; the members' list into *list, *n. */
+static state_ckpt_list begin(state *s, captured *c, const uint32_t **list, uint32_t *n)
+{
+    static state_ck_capture cap; /* kept by the state until the next begin */
+    cap = (state_ck_capture){capture, capture_returns, c};
+    state_ckpt_list l;
+    assert_int_equal(state_ckpt_begin(s, &cap, &l), 0);
+    *list = l.members;
+    *n = l.members_n;
+    return l;
 }
 
 static int count_dirty(void *ctx, const lt_member *m)
@@ -90,7 +117,7 @@ static void changes_before_encoding_are_captured_as_at_the_start(void **st)
     captured cap = {0};
     const uint32_t *list;
     uint32_t n;
-    assert_int_equal(state_ckpt_begin(s, capture, &cap, &list, &n), 0);
+    begin(s, &cap, &list, &n);
     assert_int_equal(n, 2); /* A and B changed since the last checkpoint; C did not */
     uint32_t a = number_of(s, list, n, "A"), b = number_of(s, list, n, "B");
     int dirty = 0;
@@ -133,7 +160,7 @@ static void merge_captures_both_members_and_next_begin_ends_the_last(void **st)
     captured cap = {0};
     const uint32_t *list;
     uint32_t n;
-    assert_int_equal(state_ckpt_begin(s, capture, &cap, &list, &n), 0);
+    begin(s, &cap, &list, &n);
     assert_int_equal(n, 2);
     lt_posting *p = posting("T"); /* R7: F folded into T */
     g_entry.kind = LT_ENTRY_MERGE;
@@ -147,13 +174,13 @@ static void merge_captures_both_members_and_next_begin_ends_the_last(void **st)
     assert_int_equal(f_bal, 30);
     /* a new checkpoint while nothing of the first is left: T and F changed since its start */
     captured cap2 = {0};
-    assert_int_equal(state_ckpt_begin(s, capture, &cap2, &list, &n), 0);
+    begin(s, &cap2, &list, &n);
     assert_int_equal(n, 2);
     /* begun again without taking them: the first of those is over, nothing captured twice */
     captured cap3 = {0};
     credit(s, "T", 1, 41);
     assert_int_equal(cap2.n, 1); /* T captured for the second checkpoint */
-    assert_int_equal(state_ckpt_begin(s, capture, &cap3, &list, &n), 0);
+    begin(s, &cap3, &list, &n);
     assert_int_equal(n, 1); /* only T changed since */
     state_destroy(&s);
 }
@@ -224,7 +251,7 @@ static void mark_all_dirty_lists_every_record_once(void **st)
     captured c = {0};
     const uint32_t *list;
     uint32_t n;
-    assert_int_equal(state_ckpt_begin(s, capture, &c, &list, &n), 0);
+    begin(s, &c, &list, &n);
     assert_int_equal(n, 4);
     int listed[4] = {0};
     for (uint32_t i = 0; i < n; i++) {
@@ -394,6 +421,187 @@ static void loading_a_card_without_member_unlinks_it(void **st)
     state_destroy(&s);
 }
 
+static void link_card(state *s, const char *member, const char *card)
+{
+    strcpy(posting(member)->card, card);
+    apply(s);
+}
+
+static void unlink_card(state *s, const char *member, const char *card)
+{
+    strcpy(posting(member)->unlink_card, card);
+    apply(s);
+}
+
+/* R7: member `from` folded into `into`, whose balance is then balance_after. */
+static void merge(state *s, const char *into, const char *from, int64_t balance_after)
+{
+    lt_posting *p = posting(into);
+    g_entry.kind = LT_ENTRY_MERGE;
+    strcpy(p->merge_from, from);
+    p->balance_after = balance_after;
+    apply(s);
+}
+
+/* The owner's id of the last entry for card in l (NULL: unlinked); fails if it is not listed.
+ * *times is how often it is listed. */
+static const char *listed_owner(const state *s, const state_ckpt_list *l, const char *card,
+                                int *times)
+{
+    const state_card_change *last = NULL;
+    *times = 0;
+    for (uint32_t i = 0; i < l->cards_n; i++) {
+        if (strcmp(l->cards[i].card, card) == 0) {
+            last = &l->cards[i];
+            ++*times;
+        }
+    }
+    if (last == NULL)
+        fail_msg("card %s is not in the checkpoint", card);
+    return last->owner == STATE_NO_MEMBER ? NULL : state_ckpt_member_id(s, last->owner);
+}
+
+typedef struct {
+    char card[8][LT_ID_MAX];
+    char owner[8][LT_ID_MAX];
+    int n;
+} card_seen;
+
+static int see_card(void *ctx, const char *card, const char *member_id)
+{
+    card_seen *c = ctx;
+    assert_true(c->n < 8);
+    strcpy(c->card[c->n], card);
+    strcpy(c->owner[c->n++], member_id ? member_id : "-");
+    return 0;
+}
+
+/* A checkpoint's start takes the changed cards without looking them up: each is listed with
+ * its link as of its last change (so as of the start), once per record; a card unlinked and
+ * linked again is listed twice, the later entry its link. Changes after the start (an unlink,
+ * a merge moving a card, R7) are the next checkpoint's and leave the list handed over as it
+ * was. */
+static void cards_are_handed_over_with_their_link_as_of_the_start(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "A");
+    enrol(s, "B");
+    enrol(s, "C");
+    link_card(s, "A", "K0"); /* linked before the last checkpoint: not listed */
+    state_clear_dirty(s);
+    link_card(s, "A", "K1");
+    link_card(s, "B", "K2");
+    link_card(s, "C", "K3");
+    unlink_card(s, "C", "K3");
+    link_card(s, "A", "K3"); /* a new record: a second entry */
+    merge(s, "C", "B", 0);   /* K2 moves to C: its entry updated, not added */
+    captured cap = {0};
+    const uint32_t *list;
+    uint32_t n;
+    state_ckpt_list l = begin(s, &cap, &list, &n);
+    assert_int_equal(l.cards_n, 4); /* K1, K2, K3 twice */
+    int times;
+    assert_string_equal(listed_owner(s, &l, "K1", &times), "A");
+    assert_int_equal(times, 1);
+    assert_string_equal(listed_owner(s, &l, "K2", &times), "C");
+    assert_int_equal(times, 1);
+    assert_string_equal(listed_owner(s, &l, "K3", &times), "A");
+    assert_int_equal(times, 2);
+    for (uint32_t i = 0; i < l.cards_n; i++) /* K3's first entry: unlinked, as it was then */
+        if (strcmp(l.cards[i].card, "K3") == 0)
+            assert_int_equal(l.cards[i].owner, i == l.cards_n - 1 ? 0 : STATE_NO_MEMBER);
+    card_seen seen = {0};
+    assert_int_equal(state_foreach_dirty(s, NULL, see_card, &seen), 0);
+    assert_int_equal(seen.n, 0); /* the dirty list starts empty */
+
+    /* after the start: K1 unlinked, C (with K2) folded into A, K4 linked */
+    unlink_card(s, "A", "K1");
+    merge(s, "A", "C", 0);
+    link_card(s, "B", "K4");
+    assert_string_equal(listed_owner(s, &l, "K1", &times), "A");
+    assert_string_equal(listed_owner(s, &l, "K2", &times), "C");
+    assert_string_equal(listed_owner(s, &l, "K3", &times), "A");
+    assert_int_equal(cap.n, 3); /* members A, C (merge) and B: never cards */
+    assert_int_equal(state_foreach_dirty(s, NULL, see_card, &seen), 0);
+    assert_int_equal(seen.n, 3);
+    assert_string_equal(seen.card[0], "K1");
+    assert_string_equal(seen.owner[0], "-");
+    assert_string_equal(seen.card[1], "K2");
+    assert_string_equal(seen.owner[1], "A");
+    assert_string_equal(seen.card[2], "K4");
+    assert_string_equal(seen.owner[2], "B");
+    /* the next start hands those over, and the list before is done with */
+    l = begin(s, &cap, &list, &n);
+    assert_int_equal(l.cards_n, 3);
+    assert_null(listed_owner(s, &l, "K1", &times));
+    assert_string_equal(listed_owner(s, &l, "K2", &times), "A");
+    state_destroy(&s);
+}
+
+/* R18 with a return of `qty` units of line 0 of sale sale_seq (2 lines) by member. */
+static void return_units(state *s, const char *member, uint64_t sale_seq, int64_t qty)
+{
+    lt_posting *p = posting(member);
+    g_entry.kind = LT_ENTRY_RETURN;
+    g_entry.original_seq = sale_seq;
+    g_entry.lines_n = 2;
+    g_entry.lines[0].quantity = qty;
+    strcpy(p->reason, "return");
+    apply(s);
+}
+
+/* Returned quantities (R18) are taken copy-on-write like members: a record the checkpoint lists
+ * is captured as of the start when a return changes it first, and taken as it is otherwise;
+ * each once. A record made after the start is the next checkpoint's only. */
+static void returns_records_are_captured_as_at_the_start(void **st)
+{
+    (void)st;
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "A");
+    return_units(s, "A", 100, 1);
+    state_clear_dirty(s);
+    return_units(s, "A", 101, 2);
+    return_units(s, "A", 102, 3);
+    return_units(s, "A", 101, 1); /* listed once */
+    captured cap = {0};
+    const uint32_t *list;
+    uint32_t n;
+    state_ckpt_list l = begin(s, &cap, &list, &n);
+    assert_int_equal(l.returns_n, 2);
+    uint32_t r101 = l.returns[0].seq == 101 ? l.returns[0].rec : l.returns[1].rec;
+    uint32_t r102 = l.returns[0].seq == 102 ? l.returns[0].rec : l.returns[1].rec;
+    assert_int_not_equal(r101, r102);
+    /* 101 changes before it is taken: captured as it was (3 units), once */
+    return_units(s, "A", 101, 5);
+    return_units(s, "A", 101, 1);
+    assert_int_equal(cap.rn, 1);
+    assert_int_equal(cap.rec[0], r101);
+    assert_int_equal(cap.seq[0], 101);
+    assert_int_equal(cap.qty0[0], 3);
+    const int64_t *qty;
+    uint32_t qn;
+    assert_false(state_ckpt_take_returns(s, r101, &qty, &qn)); /* captured */
+    /* 102 unchanged: taken as it is, once; a change after that is not captured */
+    assert_true(state_ckpt_take_returns(s, r102, &qty, &qn));
+    assert_int_equal(qn, 2);
+    assert_int_equal(qty[0], 3);
+    assert_false(state_ckpt_take_returns(s, r102, &qty, &qn));
+    return_units(s, "A", 102, 1);
+    /* 100 (not listed) and 103 (new) are not captured */
+    return_units(s, "A", 100, 1);
+    return_units(s, "A", 103, 1);
+    assert_int_equal(cap.rn, 1);
+    /* all four changed since the start: the next checkpoint's; a begin ends this one, so its
+     * records are not captured for it any more */
+    captured cap2 = {0};
+    l = begin(s, &cap2, &list, &n);
+    assert_int_equal(l.returns_n, 4);
+    state_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +611,8 @@ int main(void)
         cmocka_unit_test(loading_a_card_without_member_unlinks_it),
         cmocka_unit_test(many_dirty_cards_and_returns_are_each_handed_over_once),
         cmocka_unit_test(member_ids_are_found_through_a_copy_while_the_state_grows),
+        cmocka_unit_test(cards_are_handed_over_with_their_link_as_of_the_start),
+        cmocka_unit_test(returns_records_are_captured_as_at_the_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
