@@ -660,17 +660,18 @@ static int ck_cap_map_grow(uint32_t **at, size_t *at_n, size_t n)
     return 0;
 }
 
-/* Grows an array of elements of size sz to hold n. Returns 0 or -1. */
-static int ck_array_grow(void *pp, size_t *cap, size_t n, size_t sz)
+/* Room for n elements of size sz (at least one): p if its capacity *cap holds them, else p
+ * reallocated (*cap then n); NULL out of memory (p is kept). */
+static void *ck_room(void *p, size_t *cap, size_t n, size_t sz)
 {
-    if (n <= *cap)
-        return 0;
-    void *np = realloc(*(void **)pp, n * sz);
-    if (np == NULL)
-        return -1;
-    *(void **)pp = np;
-    *cap = n;
-    return 0;
+    if (n == 0)
+        n = 1;
+    if (p != NULL && n <= *cap)
+        return p;
+    void *np = realloc(p, n * sz);
+    if (np != NULL)
+        *cap = n;
+    return np;
 }
 
 /* Starts a checkpoint of everything changed since the last one (of everything, after a failed
@@ -695,8 +696,10 @@ static int ckpt_start(daemon_t *d)
     if (ck_cap_map_grow(&d->ck_cap_at, &d->ck_cap_at_n, state_members(d->state)) != 0 ||
         ck_cap_map_grow(&d->ck_rcap_at, &d->ck_rcap_at_n, state_returns_count(d->state)) != 0)
         return -1;
-    if (ck_array_grow(&d->ck_ord, &d->ck_ord_cap, n_dirty, sizeof *d->ck_ord) != 0)
+    uint32_t *ord = ck_room(d->ck_ord, &d->ck_ord_cap, n_dirty, sizeof *ord);
+    if (ord == NULL)
         return -1;
+    d->ck_ord = ord;
     if (state_ids_take(d->state, &d->ck_ids) != 0)
         return -1;
     const state_ck_capture cap = {ckpt_capture, ckpt_capture_returns, d};
@@ -705,10 +708,15 @@ static int ckpt_start(daemon_t *d)
     LT_ASSERT(d->ck_list.members_n == n_dirty);
     /* room for the sort's output; if there is none, this checkpoint is dropped and the next
      * one is a full one (as after a failure): what was handed over is listed again */
-    if (ck_array_grow(&d->ck_cards, &d->ck_cards_cap, d->ck_list.cards_n, sizeof *d->ck_cards) !=
-            0 ||
-        ck_array_grow(&d->ck_rets, &d->ck_rets_cap, d->ck_list.returns_n, sizeof *d->ck_rets) !=
-            0) {
+    const state_card_change **cards =
+        ck_room(d->ck_cards, &d->ck_cards_cap, d->ck_list.cards_n, sizeof *cards);
+    if (cards != NULL)
+        d->ck_cards = cards;
+    state_returns_change *rets =
+        ck_room(d->ck_rets, &d->ck_rets_cap, d->ck_list.returns_n, sizeof *rets);
+    if (rets != NULL)
+        d->ck_rets = rets;
+    if (cards == NULL || rets == NULL) {
         d->ck_full = true;
         return -1;
     }
