@@ -609,6 +609,25 @@ static int ck_bits_grow(uint64_t **bits, uint32_t *words, uint32_t n)
     return 0;
 }
 
+static void ck_set_bit(uint64_t *bits, uint32_t i)
+{
+    bits[i / 64] |= 1ull << (i % 64);
+}
+
+/* Hands dirty list `what` (dirty_what, _n, _cap) over to the checkpoint (ck_what, _n, _cap);
+ * the dirty side gets the checkpoint's old buffer, empty. */
+#define HAND_OVER(s, what)                                                                         \
+    do {                                                                                           \
+        void *buf_ = (s)->ck_##what;                                                               \
+        uint32_t cap_ = (s)->ck_##what##_cap;                                                      \
+        (s)->ck_##what = (s)->dirty_##what;                                                        \
+        (s)->ck_##what##_n = (s)->dirty_##what##_n;                                                \
+        (s)->ck_##what##_cap = (s)->dirty_##what##_cap;                                            \
+        (s)->dirty_##what = buf_;                                                                  \
+        (s)->dirty_##what##_cap = cap_;                                                            \
+        (s)->dirty_##what##_n = 0;                                                                 \
+    } while (0)
+
 int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out)
 {
     LT_ASSERT(cap != NULL && cap->member != NULL && cap->returns != NULL);
@@ -622,39 +641,15 @@ int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out
         ck_take_rbit(s, s->ck_returns[i].rec);
     /* each dirty list becomes the checkpoint's, and the checkpoint's old one takes new changes
      * (the reserve functions grow it on demand) */
-    uint32_t *om = s->ck_members, om_cap = s->ck_members_cap;
-    s->ck_members = s->dirty_members;
-    s->ck_members_n = s->dirty_members_n;
-    s->ck_members_cap = s->dirty_members_cap;
-    s->dirty_members = om;
-    s->dirty_members_cap = om_cap;
-    s->dirty_members_n = 0;
-    state_card_change *oc = s->ck_cards;
-    uint32_t oc_cap = s->ck_cards_cap;
-    s->ck_cards = s->dirty_cards;
-    s->ck_cards_n = s->dirty_cards_n;
-    s->ck_cards_cap = s->dirty_cards_cap;
-    s->dirty_cards = oc;
-    s->dirty_cards_cap = oc_cap;
-    s->dirty_cards_n = 0;
-    state_returns_change *orr = s->ck_returns;
-    uint32_t or_cap = s->ck_returns_cap;
-    s->ck_returns = s->dirty_returns;
-    s->ck_returns_n = s->dirty_returns_n;
-    s->ck_returns_cap = s->dirty_returns_cap;
-    s->dirty_returns = orr;
-    s->dirty_returns_cap = or_cap;
-    s->dirty_returns_n = 0;
+    HAND_OVER(s, members);
+    HAND_OVER(s, cards);
+    HAND_OVER(s, returns);
     next_dirty_gen(s);
     next_rest_gen(s);
-    for (uint32_t i = 0; i < s->ck_members_n; i++) {
-        uint32_t idx = s->ck_members[i];
-        s->ck_bits[idx / 64] |= 1ull << (idx % 64);
-    }
-    for (uint32_t i = 0; i < s->ck_returns_n; i++) {
-        uint32_t rec = s->ck_returns[i].rec;
-        s->ck_rbits[rec / 64] |= 1ull << (rec % 64);
-    }
+    for (uint32_t i = 0; i < s->ck_members_n; i++)
+        ck_set_bit(s->ck_bits, s->ck_members[i]);
+    for (uint32_t i = 0; i < s->ck_returns_n; i++)
+        ck_set_bit(s->ck_rbits, s->ck_returns[i].rec);
     s->ck_cap = *cap;
     *out = (state_ckpt_list){s->ck_members, s->ck_members_n, s->ck_cards,
                              s->ck_cards_n, s->ck_returns,   s->ck_returns_n};
