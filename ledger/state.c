@@ -77,6 +77,12 @@ typedef struct {
     uint32_t dirty_gen; /* == state.rest_gen: on the dirty list */
 } rrec;
 
+/* One bit per member or returns record number, the copy-on-write checkpoint's marks. */
+typedef struct {
+    uint64_t *w;
+    uint32_t words;
+} bitmap;
+
 struct state {
     mrec **chunks;
     uint32_t chunks_n, chunks_cap;
@@ -100,8 +106,7 @@ struct state {
                            * generation), whatever their mark says */
     uint32_t rest_gen;    /* the same for returns records (state_clear_dirty()) */
     /* copy-on-write checkpoint: members still to be encoded as of its start, one bit each */
-    uint64_t *ck_bits;
-    uint32_t ck_bits_words;
+    bitmap ck_mbits;
     uint32_t *ck_members;
     uint32_t ck_members_n, ck_members_cap;
     state_ck_capture ck_cap;
@@ -110,8 +115,7 @@ struct state {
     uint32_t ck_cards_n, ck_cards_cap;
     state_returns_change *ck_returns;
     uint32_t ck_returns_n, ck_returns_cap;
-    uint64_t *ck_rbits;
-    uint32_t ck_rbits_words;
+    bitmap ck_rbits;
 };
 
 /* ------------------------------------------------------------------ small helpers */
@@ -362,11 +366,11 @@ void state_destroy(state **sp)
     free(s->crecs);
     free(s->dirty_members);
     free(s->ck_members);
-    free(s->ck_bits);
+    free(s->ck_mbits.w);
     free(s->dirty_cards);
     free(s->ck_cards);
     free(s->ck_returns);
-    free(s->ck_rbits);
+    free(s->ck_rbits.w);
     for (uint32_t i = 0; i < s->rrecs_n; i++)
         free(s->rrecs[i].qty);
     free(s->rrecs);
@@ -451,36 +455,42 @@ static void lots_add(lt_member *m, lt_lot lot)
 
 /* ------------------------------------------------------------------ dirty tracking */
 
+/* Clears bit i; returns whether it was set. */
+static bool bits_take(bitmap *b, uint32_t i)
+{
+    if (i / 64 >= b->words)
+        return false;
+    uint64_t bit = 1ull << (i % 64), *w = &b->w[i / 64];
+    if (!(*w & bit))
+        return false;
+    *w &= ~bit;
+    return true;
+}
+
+static void bits_set(bitmap *b, uint32_t i)
+{
+    LT_ASSERT(i / 64 < b->words);
+    b->w[i / 64] |= 1ull << (i % 64);
+}
+
+/* Grows b to cover n bits (new words clear). Returns 0 or -1. */
+static int bits_grow(bitmap *b, uint32_t n)
+{
+    uint32_t old = b->words;
+    void *p = b->w;
+    if (grow(&p, &b->words, (n + 63) / 64, sizeof(uint64_t), 1024) != 0)
+        return -1;
+    b->w = p;
+    memset(b->w + old, 0, (size_t)(b->words - old) * sizeof *b->w);
+    return 0;
+}
+
 /* Before a member changes: if the checkpoint being taken has not encoded it yet, it gets the
  * member as it is now (as of the checkpoint's start) first. */
-/* Clears member idx's checkpoint bit; returns whether it was set. */
-static bool ck_take_bit(state *s, uint32_t idx)
-{
-    if (idx / 64 >= s->ck_bits_words)
-        return false;
-    uint64_t bit = 1ull << (idx % 64), *w = &s->ck_bits[idx / 64];
-    if (!(*w & bit))
-        return false;
-    *w &= ~bit;
-    return true;
-}
-
 static void ck_touch(state *s, uint32_t idx)
 {
-    if (ck_take_bit(s, idx))
+    if (bits_take(&s->ck_mbits, idx))
         s->ck_cap.member(s->ck_cap.ctx, idx, &member_at(s, idx)->m);
-}
-
-/* Clears returns record rec's checkpoint bit; returns whether it was set. */
-static bool ck_take_rbit(state *s, uint32_t rec)
-{
-    if (rec / 64 >= s->ck_rbits_words)
-        return false;
-    uint64_t bit = 1ull << (rec % 64), *w = &s->ck_rbits[rec / 64];
-    if (!(*w & bit))
-        return false;
-    *w &= ~bit;
-    return true;
 }
 
 #define DIRTY_AHEAD 8 /* lookahead of the pass over dirty returns records */
@@ -591,29 +601,6 @@ int state_foreach_dirty(const state *s, int (*member_fn)(void *ctx, const lt_mem
     return 0;
 }
 
-/* Grows a checkpoint bitmap to cover n records (new words clear). Returns 0 or -1. */
-static int ck_bits_grow(uint64_t **bits, uint32_t *words, uint32_t n)
-{
-    uint32_t need = (n + 63) / 64;
-    if (need <= *words)
-        return 0;
-    uint32_t nw = *words ? *words : 1024;
-    while (nw < need)
-        nw *= 2;
-    uint64_t *nb = realloc(*bits, (size_t)nw * sizeof *nb);
-    if (nb == NULL)
-        return -1;
-    memset(nb + *words, 0, (size_t)(nw - *words) * sizeof *nb);
-    *bits = nb;
-    *words = nw;
-    return 0;
-}
-
-static void ck_set_bit(uint64_t *bits, uint32_t i)
-{
-    bits[i / 64] |= 1ull << (i % 64);
-}
-
 /* Hands dirty list `what` (dirty_what, _n, _cap) over to the checkpoint (ck_what, _n, _cap);
  * the dirty side gets the checkpoint's old buffer, empty. */
 #define HAND_OVER(s, what)                                                                         \
@@ -631,14 +618,13 @@ static void ck_set_bit(uint64_t *bits, uint32_t i)
 int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out)
 {
     LT_ASSERT(cap != NULL && cap->member != NULL && cap->returns != NULL);
-    if (ck_bits_grow(&s->ck_bits, &s->ck_bits_words, s->members_n) != 0 ||
-        ck_bits_grow(&s->ck_rbits, &s->ck_rbits_words, s->rrecs_n) != 0)
+    if (bits_grow(&s->ck_mbits, s->members_n) != 0 || bits_grow(&s->ck_rbits, s->rrecs_n) != 0)
         return -1;
     /* one not finished: its records are done */
     for (uint32_t i = 0; i < s->ck_members_n; i++)
-        ck_take_bit(s, s->ck_members[i]);
+        bits_take(&s->ck_mbits, s->ck_members[i]);
     for (uint32_t i = 0; i < s->ck_returns_n; i++)
-        ck_take_rbit(s, s->ck_returns[i].rec);
+        bits_take(&s->ck_rbits, s->ck_returns[i].rec);
     /* each dirty list becomes the checkpoint's, and the checkpoint's old one takes new changes
      * (the reserve functions grow it on demand) */
     HAND_OVER(s, members);
@@ -647,9 +633,9 @@ int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out
     next_dirty_gen(s);
     next_rest_gen(s);
     for (uint32_t i = 0; i < s->ck_members_n; i++)
-        ck_set_bit(s->ck_bits, s->ck_members[i]);
+        bits_set(&s->ck_mbits, s->ck_members[i]);
     for (uint32_t i = 0; i < s->ck_returns_n; i++)
-        ck_set_bit(s->ck_rbits, s->ck_returns[i].rec);
+        bits_set(&s->ck_rbits, s->ck_returns[i].rec);
     s->ck_cap = *cap;
     *out = (state_ckpt_list){s->ck_members, s->ck_members_n, s->ck_cards,
                              s->ck_cards_n, s->ck_returns,   s->ck_returns_n};
@@ -697,12 +683,12 @@ void state_ids_free(state_ids *v)
 
 const lt_member *state_ckpt_take(state *s, uint32_t idx)
 {
-    return ck_take_bit(s, idx) ? &member_at(s, idx)->m : NULL;
+    return bits_take(&s->ck_mbits, idx) ? &member_at(s, idx)->m : NULL;
 }
 
 bool state_ckpt_take_returns(state *s, uint32_t rec, const int64_t **qty, uint32_t *n)
 {
-    if (!ck_take_rbit(s, rec))
+    if (!bits_take(&s->ck_rbits, rec))
         return false;
     LT_ASSERT(rec < s->rrecs_n);
     *qty = s->rrecs[rec].qty;
@@ -1001,7 +987,7 @@ static void returns_commit(state *s, const lt_entry *e, rplan *rp)
         rp->rec = &s->rrecs[s->rrecs_n - 1];
     }
     uint32_t rec = (uint32_t)(rp->rec - s->rrecs);
-    if (ck_take_rbit(s, rec)) /* the checkpoint's, not encoded yet: as it is, first */
+    if (bits_take(&s->ck_rbits, rec)) /* the checkpoint's, not encoded yet: as it is, first */
         s->ck_cap.returns(s->ck_cap.ctx, rec, rp->rec->seq, rp->rec->qty, rp->rec->n);
     for (uint32_t i = 0; i < e->lines_n; i++)
         rp->rec->qty[i] += e->lines[i].quantity;
