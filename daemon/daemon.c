@@ -202,8 +202,6 @@ typedef struct {
     state_ckpt_list ck_list;            /* what it covers (state_ckpt_begin), in no order */
     const state_card_change **ck_cards; /* its cards, in key order (the pool's sort), each once */
     size_t ck_cards_n, ck_cards_cap;
-    state_returns_change *ck_rets; /* its returns records, in key order (the pool's sort) */
-    size_t ck_rets_n, ck_rets_cap;
     state_ids ck_ids;    /* where their ids are, for the thread pool */
     ck_order ck_order;   /* every member in id order, kept between checkpoints (the pool's) */
     batch *ck_capd;      /* members and returns records captured before a change
@@ -214,7 +212,7 @@ typedef struct {
     uint32_t *ck_rcap_at; /* the same for returns records, by record number */
     size_t ck_rcap_at_n;
     size_t ck_next;          /* next member (ck_ord) to encode */
-    size_t ck_other_next;    /* next of ck_cards, then of ck_rets, to encode */
+    size_t ck_other_next;    /* next of ck_cards, then of ck_list.returns, to encode */
     uint64_t ck_seq;         /* the sequence it covers */
     int ck_phase;            /* CK_IDLE, CK_SORTING, CK_WRITING, CK_COMMITTING */
     uv_work_t ck_sort;       /* sorts ck_ord (the members) by id in libuv's thread pool */
@@ -498,21 +496,18 @@ static int ck_ret_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* The checkpoint's cards and returns records into ck_cards and ck_rets (room made at its
- * start), sorted by key if sort, so that they are appended at the log's end like the members.
- * Of a card listed twice only the later entry is kept, its link as of the start; unsorted,
- * both are written in the list's order and the later one replaces the earlier (a record of the
- * same key in one generation). Reads only the lists handed over, which the loop thread no
- * longer writes. */
+/* The checkpoint's cards into ck_cards (room made at its start), and with sort the cards and the
+ * returns list (in place) in key order, so that they are appended at the log's end like the
+ * members. Of a card listed twice only the later entry is kept, its link as of the start;
+ * unsorted, both are written in the list's order and the later one replaces the earlier (a
+ * record of the same key in one generation). Touches only the lists handed over, which the loop
+ * thread no longer writes. */
 static void ck_other_fill(daemon_t *d, bool sort)
 {
     const state_ckpt_list *l = &d->ck_list;
     for (uint32_t i = 0; i < l->cards_n; i++)
         d->ck_cards[i] = &l->cards[i];
     d->ck_cards_n = l->cards_n;
-    if (l->returns_n > 0) /* else ck_rets may be NULL */
-        memcpy(d->ck_rets, l->returns, l->returns_n * sizeof *d->ck_rets);
-    d->ck_rets_n = l->returns_n;
     if (!sort)
         return;
     qsort(d->ck_cards, d->ck_cards_n, sizeof *d->ck_cards, ck_card_cmp);
@@ -523,7 +518,7 @@ static void ck_other_fill(daemon_t *d, bool sort)
         d->ck_cards[k++] = d->ck_cards[i];
     }
     d->ck_cards_n = k;
-    qsort(d->ck_rets, d->ck_rets_n, sizeof *d->ck_rets, ck_ret_cmp);
+    qsort(l->returns, l->returns_n, sizeof *l->returns, ck_ret_cmp);
 }
 
 /* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted (the
@@ -646,31 +641,19 @@ static void ckpt_capture_returns(void *ctx, uint32_t rec, uint64_t sale_seq, con
     d->ck_rcaptured++;
 }
 
-/* Grows a capture map (record number -> snap) to hold n records. Returns 0 or -1. */
-static int ck_cap_map_grow(uint32_t **at, size_t *at_n, size_t n)
-{
-    if (n <= *at_n)
-        return 0;
-    size_t cap = n + n / 8;
-    uint32_t *na = realloc(*at, cap * sizeof *na);
-    if (na == NULL)
-        return -1;
-    *at = na;
-    *at_n = cap;
-    return 0;
-}
-
 /* Room for n elements of size sz (at least one): p if its capacity *cap holds them, else p
- * reallocated (*cap then n); NULL out of memory (p is kept). */
+ * reallocated with an eighth to spare, as the state grows between checkpoints (*cap then the
+ * new capacity); NULL out of memory (p is kept). */
 static void *ck_room(void *p, size_t *cap, size_t n, size_t sz)
 {
     if (n == 0)
         n = 1;
     if (p != NULL && n <= *cap)
         return p;
-    void *np = realloc(p, n * sz);
+    size_t ncap = n + n / 8;
+    void *np = realloc(p, ncap * sz);
     if (np != NULL)
-        *cap = n;
+        *cap = ncap;
     return np;
 }
 
@@ -693,9 +676,14 @@ static int ckpt_start(daemon_t *d)
     /* where each capture goes, by member and returns record number: 4 bytes each, kept between
      * checkpoints. A hash map grown from 1,024 held the loop thread 6 ms in a capture that
      * rehashed it, 45-55 ms in the first (full) checkpoint's */
-    if (ck_cap_map_grow(&d->ck_cap_at, &d->ck_cap_at_n, state_members(d->state)) != 0 ||
-        ck_cap_map_grow(&d->ck_rcap_at, &d->ck_rcap_at_n, state_returns_count(d->state)) != 0)
+    uint32_t *at = ck_room(d->ck_cap_at, &d->ck_cap_at_n, state_members(d->state), sizeof *at);
+    if (at == NULL)
         return -1;
+    d->ck_cap_at = at;
+    at = ck_room(d->ck_rcap_at, &d->ck_rcap_at_n, state_returns_count(d->state), sizeof *at);
+    if (at == NULL)
+        return -1;
+    d->ck_rcap_at = at;
     uint32_t *ord = ck_room(d->ck_ord, &d->ck_ord_cap, n_dirty, sizeof *ord);
     if (ord == NULL)
         return -1;
@@ -710,18 +698,13 @@ static int ckpt_start(daemon_t *d)
      * one is a full one (as after a failure): what was handed over is listed again */
     const state_card_change **cards =
         ck_room(d->ck_cards, &d->ck_cards_cap, d->ck_list.cards_n, sizeof *cards);
-    if (cards != NULL)
-        d->ck_cards = cards;
-    state_returns_change *rets =
-        ck_room(d->ck_rets, &d->ck_rets_cap, d->ck_list.returns_n, sizeof *rets);
-    if (rets != NULL)
-        d->ck_rets = rets;
-    if (cards == NULL || rets == NULL) {
+    if (cards == NULL) {
         d->ck_full = true;
         return -1;
     }
+    d->ck_cards = cards;
     d->ck_ord_n = d->ck_list.members_n;
-    d->ck_cards_n = d->ck_rets_n = 0; /* until the sort fills them */
+    d->ck_cards_n = 0; /* until the sort fills it */
     d->ck_this_full = d->ck_full;
     d->ck_full = false;
     d->ck_gen++;
@@ -752,13 +735,23 @@ static int ckpt_start(daemon_t *d)
 /* Records of the checkpoint other than members (the sort's output). */
 static size_t ckpt_others(const daemon_t *d)
 {
-    return d->ck_cards_n + d->ck_rets_n;
+    return d->ck_cards_n + d->ck_list.returns_n;
 }
 
 /* Whether every record of the checkpoint has been encoded into a chunk. */
 static bool ckpt_filled(const daemon_t *d)
 {
     return d->ck_other_next == ckpt_others(d) && d->ck_next == d->ck_ord_n;
+}
+
+/* Puts record c of the checkpoint's captures (ck_capd) into b's snaps. Returns 0, or -1 out of
+ * memory. */
+static int ckpt_copy_captured(const daemon_t *d, batch *b, uint32_t c)
+{
+    const batch *cp = d->ck_capd;
+    LT_ASSERT(c < cp->snaps_n);
+    return snap_add(b, cp->snaps[c].kind, (const char *)cp->snap_bytes + cp->snap_key_off[c],
+                    cp->snap_bytes + cp->snap_val_off[c], cp->snaps[c].len, false);
 }
 
 /* Puts the checkpoint's next card or returns record into b's snaps, as of the checkpoint's
@@ -771,16 +764,12 @@ static int ckpt_fill_other(daemon_t *d, batch *b, size_t i)
                          c->owner == STATE_NO_MEMBER ? NULL
                                                      : state_ids_member_id(&d->ck_ids, c->owner));
     }
-    const state_returns_change *r = &d->ck_rets[i - d->ck_cards_n];
+    const state_returns_change *r = &d->ck_list.returns[i - d->ck_cards_n];
     const int64_t *qty;
     uint32_t n;
     if (state_ckpt_take_returns(d->state, r->rec, &qty, &n)) /* not changed since the start */
         return snap_returns(b, r->seq, qty, n);
-    const batch *cp = d->ck_capd;
-    uint32_t c = d->ck_rcap_at[r->rec];
-    LT_ASSERT(c < cp->snaps_n);
-    return snap_add(b, LEDGER_SNAP_RETURNS, (const char *)cp->snap_bytes + cp->snap_key_off[c],
-                    cp->snap_bytes + cp->snap_val_off[c], cp->snaps[c].len, false);
+    return ckpt_copy_captured(d, b, d->ck_rcap_at[r->rec]);
 }
 
 /* Puts the checkpoint's next records, up to max, into b's snaps: the members first, then the
@@ -793,15 +782,10 @@ static int ckpt_fill(daemon_t *d, batch *b, size_t max)
         uint32_t idx = d->ck_ord[d->ck_next];
         const lt_member *m = state_ckpt_take(d->state, idx);
         int rc;
-        if (m != NULL) { /* not captured, so not changed since the start */
+        if (m != NULL) /* not captured, so not changed since the start */
             rc = snap_member(b, m);
-        } else {
-            const batch *cp = d->ck_capd;
-            uint32_t c = d->ck_cap_at[idx];
-            LT_ASSERT(c < cp->snaps_n);
-            rc = snap_add(b, LEDGER_SNAP_MEMBER, state_ids_member_id(&d->ck_ids, idx),
-                          cp->snap_bytes + cp->snap_val_off[c], cp->snaps[c].len, false);
-        }
+        else
+            rc = ckpt_copy_captured(d, b, d->ck_cap_at[idx]);
         if (rc != 0)
             return -1;
     }
@@ -2962,7 +2946,6 @@ int daemon_run(const config *cfg)
         free(d->batches);
     }
     free(d->ck_cards);
-    free(d->ck_rets);
     free(d->ck_rcap_at);
     free(d->ck_ord);
     ck_order_free(&d->ck_order);

@@ -135,7 +135,7 @@ typedef struct {
     uint32_t members_n;
     const state_card_change *cards;
     uint32_t cards_n;
-    const state_returns_change *returns;
+    state_returns_change *returns; /* the caller may reorder it (a sort) */
     uint32_t returns_n;
 } state_ckpt_list;
 int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out);
