@@ -99,10 +99,7 @@ static void kill_at(const char *step, bool warm, void (*check)(void))
     }
     assert_true(per_sale > 0);
     assert_int_equal(h_stop(&g_d, SIGKILL), 128 + SIGKILL);
-    char cmd[600], out[4096];
-    snprintf(cmd, sizeof cmd, "grep -c 'test hook: SIGKILL after a checkpoint step' %s/daemon.log",
-             g_d.dir);
-    if (h_run(cmd, out, sizeof out) != 0)
+    if (h_log_count(&g_d, "test hook: SIGKILL after a checkpoint step") == 0)
         fail_msg("the daemon stopped answering but its hook did not fire (%s)", step);
 
     h_restart(&g_d);

@@ -119,9 +119,7 @@ static void test_R30_checkpoint_records_appended_in_key_order(void **state)
     /* a stop writes the last checkpoint; the start loads state/ and replays nothing */
     assert_int_equal(h_stop(&g_d, SIGTERM), 0);
     h_restart(&g_d);
-    char cmd[600], out[4096];
-    snprintf(cmd, sizeof cmd, "grep -c 'checkpoint=state' %s/daemon.log", g_d.dir);
-    if (h_run(cmd, out, sizeof out) != 0)
+    if (h_log_count(&g_d, "checkpoint=state") == 0)
         fail_msg("the restart did not load state/");
     check_balances("after the restart");
     h_verify(&g_d, "after the restart");
