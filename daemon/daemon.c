@@ -518,7 +518,8 @@ static void ck_other_fill(daemon_t *d, bool sort)
         d->ck_cards[k++] = d->ck_cards[i];
     }
     d->ck_cards_n = k;
-    qsort(l->returns, l->returns_n, sizeof *l->returns, ck_ret_cmp);
+    if (l->returns_n > 1) /* else l->returns may be NULL */
+        qsort(l->returns, l->returns_n, sizeof *l->returns, ck_ret_cmp);
 }
 
 /* The checkpoint's members into ck_ord in no particular order, when they cannot be sorted (the

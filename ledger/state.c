@@ -481,7 +481,8 @@ static int bits_grow(bitmap *b, uint32_t n)
     if (grow(&p, &b->words, (n + 63) / 64, sizeof(uint64_t), 1024) != 0)
         return -1;
     b->w = p;
-    memset(b->w + old, 0, (size_t)(b->words - old) * sizeof *b->w);
+    if (b->words > old) /* else b->w may still be NULL */
+        memset(b->w + old, 0, (size_t)(b->words - old) * sizeof *b->w);
     return 0;
 }
 
