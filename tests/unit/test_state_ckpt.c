@@ -84,6 +84,17 @@ static state_ckpt_list begin(state *s, captured *c, const uint32_t **list, uint3
     return l;
 }
 
+/* A new state with members A, B and C enrolled (numbers 0, 1, 2). */
+static state *new_abc(void)
+{
+    state *s;
+    assert_int_equal(state_new(&s), 0);
+    enrol(s, "A");
+    enrol(s, "B");
+    enrol(s, "C");
+    return s;
+}
+
 static int count_dirty(void *ctx, const lt_member *m)
 {
     (void)m;
@@ -103,11 +114,7 @@ static uint32_t number_of(const state *s, const uint32_t *list, uint32_t n, cons
 static void changes_before_encoding_are_captured_as_at_the_start(void **st)
 {
     (void)st;
-    state *s;
-    assert_int_equal(state_new(&s), 0);
-    enrol(s, "A");
-    enrol(s, "B");
-    enrol(s, "C");
+    state *s = new_abc();
     credit(s, "A", 10, 10);
     credit(s, "B", 20, 20);
     state_clear_dirty(s); /* a checkpoint happened: C, A, B clean */
@@ -207,11 +214,7 @@ static int count_returns(void *ctx, uint64_t sale_seq, const int64_t *qty, uint3
 static void mark_all_dirty_lists_every_record_once(void **st)
 {
     (void)st;
-    state *s;
-    assert_int_equal(state_new(&s), 0);
-    enrol(s, "A");
-    enrol(s, "B");
-    enrol(s, "C");
+    state *s = new_abc();
     assert_int_equal(state_load_card(s, "CARD1", "B"), 0);
     int64_t qty[2] = {0, 3};
     uint8_t rec[STATE_RETURNS_BYTES_MAX];
@@ -484,11 +487,7 @@ static int see_card(void *ctx, const char *card, const char *member_id)
 static void cards_are_handed_over_with_their_link_as_of_the_start(void **st)
 {
     (void)st;
-    state *s;
-    assert_int_equal(state_new(&s), 0);
-    enrol(s, "A");
-    enrol(s, "B");
-    enrol(s, "C");
+    state *s = new_abc();
     link_card(s, "A", "K0"); /* linked before the last checkpoint: not listed */
     state_clear_dirty(s);
     link_card(s, "A", "K1");
