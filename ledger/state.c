@@ -55,7 +55,7 @@ typedef struct {
     uint32_t member;   /* member number, NIL while the record is free */
     uint32_t next;     /* next card of the same member, or next free record */
     uint32_t dirty_at; /* its entry in the dirty cards list, if that entry's rec is this record
-                        * (card_entry()); NIL when linked */
+                        * (card_entry()); NIL until the link is marked */
 } crec;
 
 typedef struct {

@@ -96,24 +96,10 @@ void state_clear_dirty(state *s);
  * marked, none lost). */
 int state_mark_all_dirty(state *s);
 
-/* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: everything
- * changed since the last checkpoint is handed over (*out, valid until the next
- * state_ckpt_begin()) and the dirty lists start empty.
- * - Members: a list of member numbers, each marked. Before state_apply() changes a marked
- *   member it calls cap->member(ctx, number, member) with the member as it still is (as of the
- *   checkpoint's start) and unmarks it. The caller encodes the others when it gets to them:
- *   state_ckpt_take() returns the member (unchanged since the start) and unmarks it, or NULL
- *   if it was captured.
- * - Cards: each with its link as of the start (the list keeps a card's link as of its last
- *   change), so nothing is captured. A card unlinked and linked again may be listed twice: the
- *   later entry is the link.
- * - Returned quantities (R18): a list of records by sale seq, each marked, taken as members are:
- *   cap->returns() before a return changes a marked one, state_ckpt_take_returns() for the
- *   others.
- * A checkpoint begun while another one still had marked records ends that one (they count as
- * done). Returns 0, or -1 out of memory (nothing handed over, nothing lost). */
 /* How many members changed since the last state_clear_dirty() or state_ckpt_begin(). */
 size_t state_dirty_members(const state *s);
+
+/* What state_ckpt_begin() hands over and calls back, below. */
 #define STATE_NO_MEMBER UINT32_MAX
 typedef struct {
     char card[LT_ID_MAX];
@@ -138,6 +124,23 @@ typedef struct {
     state_returns_change *returns; /* the caller may reorder it (a sort) */
     uint32_t returns_n;
 } state_ckpt_list;
+
+/* A checkpoint taken copy-on-write, so that starting one costs no encoding pause: everything
+ * changed since the last checkpoint is handed over (*out, valid until the next
+ * state_ckpt_begin()) and the dirty lists start empty.
+ * - Members: a list of member numbers, each marked. Before state_apply() changes a marked
+ *   member it calls cap->member(ctx, number, member) with the member as it still is (as of the
+ *   checkpoint's start) and unmarks it. The caller encodes the others when it gets to them:
+ *   state_ckpt_take() returns the member (unchanged since the start) and unmarks it, or NULL
+ *   if it was captured.
+ * - Cards: each with its link as of the start (the list keeps a card's link as of its last
+ *   change), so nothing is captured. A card unlinked and linked again may be listed twice: the
+ *   later entry is the link.
+ * - Returned quantities (R18): a list of records by sale seq, each marked, taken as members are:
+ *   cap->returns() before a return changes a marked one, state_ckpt_take_returns() for the
+ *   others.
+ * A checkpoint begun while another one still had marked records ends that one (they count as
+ * done). Returns 0, or -1 out of memory (nothing handed over, nothing lost). */
 int state_ckpt_begin(state *s, const state_ck_capture *cap, state_ckpt_list *out);
 /* The member id of member number idx, without touching the record (no cache miss). The id's
  * bytes never change and the record never moves, so another thread may read them through the
