@@ -342,6 +342,33 @@ static void test_R18_checkpoint_spreads_cards_and_returns_over_commits(void **st
 #define COW_RETURNED 20
 #define COW_PER_MESSAGE 100
 
+/* Member i's id. */
+static void cow_id(char id[16], int i)
+{
+    snprintf(id, 16, "cow%04d", i);
+}
+
+/* Sends each of the COW_MEMBERS members an enrolment (enrol) or else a sale of 1 unit, event
+ * ids from *eid on, in messages of COW_PER_MESSAGE events (their acks not checked). */
+static void cow_to_all(uint64_t *eid, bool enrol)
+{
+    for (int i = 0; i < COW_MEMBERS; i += COW_PER_MESSAGE) {
+        Loyalty__Event *ev[COW_PER_MESSAGE];
+        for (int k = 0; k < COW_PER_MESSAGE; k++) {
+            char id[16];
+            cow_id(id, i + k);
+            if (enrol) {
+                ev[k] = h_enrol(1, (*eid)++, id, NULL, NULL, h_now());
+            } else {
+                ev[k] = h_sale(1, (*eid)++, id, h_now(), 0);
+                h_line(ev[k], "A", "groceries", 1, 1000, 1000, 0);
+            }
+        }
+        loyalty__ack_batch__free_unpacked(send_n(COW_PER_MESSAGE, ev), NULL);
+        h_free_events();
+    }
+}
+
 /* One sale of 1 unit by member "cowfill" (eid), acknowledged: keeps the daemon's loop from
  * going idle, so that a checkpoint follows its schedule instead of writing whole chunks. */
 static void cow_fill(uint64_t eid)
@@ -361,7 +388,7 @@ static void cow_returns(uint64_t eid, int64_t qty, Loyalty__Status status)
     Loyalty__Event *ev[COW_RETURNED];
     for (int i = 0; i < COW_RETURNED; i++) {
         char id[16];
-        snprintf(id, sizeof id, "cow%04d", i);
+        cow_id(id, i);
         ev[i] = ret(eid + (uint64_t)i, id, 10001 + (uint64_t)i, 0, qty);
     }
     Loyalty__AckBatch *r = send_n(COW_RETURNED, ev);
@@ -401,20 +428,11 @@ static void test_R18_R30_returns_during_a_checkpoint_count_once(void **state)
     h_cleanup(&g_d);
     h_start(&g_d, "checkpoint_interval_ms: 4000\ncheckpoint_chunk: 64\nlog_level: debug\n");
     uint64_t eid = 1;
-    for (int i = 0; i < COW_MEMBERS; i += COW_PER_MESSAGE) { /* enrol everybody */
-        Loyalty__Event *ev[COW_PER_MESSAGE];
-        for (int k = 0; k < COW_PER_MESSAGE; k++) {
-            char id[16];
-            snprintf(id, sizeof id, "cow%04d", i + k);
-            ev[k] = h_enrol(1, eid++, id, NULL, NULL, h_now());
-        }
-        loyalty__ack_batch__free_unpacked(send_n(COW_PER_MESSAGE, ev), NULL);
-        h_free_events();
-    }
+    cow_to_all(&eid, true); /* enrol everybody */
     Loyalty__Event *ev[COW_RETURNED];
     for (int i = 0; i < COW_RETURNED; i++) { /* the sales: event ids 10,001... */
         char id[16];
-        snprintf(id, sizeof id, "cow%04d", i);
+        cow_id(id, i);
         ev[i] = h_sale(1, 10001 + (uint64_t)i, id, h_now(), 0);
         h_line(ev[i], "A", "groceries", 10, 1000, 1000, 0);
     }
@@ -429,17 +447,7 @@ static void test_R18_R30_returns_during_a_checkpoint_count_once(void **state)
     cow_await_log("checkpoint started", h_log_count(&g_d, "checkpoint started"), &fill);
     int started = h_log_count(&g_d, "checkpoint started");
     cow_returns(30001, 1, LOYALTY__STATUS__ACCEPTED);
-    for (int i = 0; i < COW_MEMBERS; i += COW_PER_MESSAGE) {
-        Loyalty__Event *sv[COW_PER_MESSAGE];
-        for (int k = 0; k < COW_PER_MESSAGE; k++) {
-            char id[16];
-            snprintf(id, sizeof id, "cow%04d", i + k);
-            sv[k] = h_sale(1, eid++, id, h_now(), 0);
-            h_line(sv[k], "A", "groceries", 1, 1000, 1000, 0);
-        }
-        loyalty__ack_batch__free_unpacked(send_n(COW_PER_MESSAGE, sv), NULL);
-        h_free_events();
-    }
+    cow_to_all(&eid, false);
     assert_int_equal(h_log_count(&g_d, "checkpoint started"), started); /* still the same one */
     /* the next checkpoint starts: one more unit back of each sale, at once */
     cow_await_log("checkpoint started", started, &fill);
