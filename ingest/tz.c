@@ -3,8 +3,11 @@
  * Tills may name their zone instead of sending an offset. We read /usr/share/zoneinfo/NAME once
  * (version 2+ 64-bit section), keep its transitions, and answer offsets by binary search. Times
  * after the last transition use the last transition's offset (Debian's zone files carry
- * transitions to 2037). Not thread-safe: called from the daemon's loop thread only.
+ * transitions to 2037). The cache is shared: the daemon decodes on its loop thread and on its
+ * decode thread, so a lookup holds g_mu (uncontended almost always; only events that name a
+ * zone come here).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,7 @@ typedef struct {
 static tz_zone g_zones[TZ_ZONES_MAX];
 static size_t g_zones_n;
 static size_t g_zones_next; /* once full, the entry the next new zone replaces */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -132,10 +136,8 @@ static tz_zone *load_zone(const char *name)
     return z;
 }
 
-int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min)
+static int zone_offset(const char *zone, int64_t t, int32_t *off_min)
 {
-    if (!valid_name(zone))
-        return -1;
     tz_zone *z = NULL;
     for (size_t i = 0; i < g_zones_n; i++) {
         if (strcmp(g_zones[i].name, zone) == 0) {
@@ -159,4 +161,14 @@ int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min)
     }
     *off_min = off / 60;
     return 0;
+}
+
+int ingest_zone_offset(const char *zone, int64_t t, int32_t *off_min)
+{
+    if (!valid_name(zone))
+        return -1;
+    pthread_mutex_lock(&g_mu);
+    int rc = zone_offset(zone, t, off_min);
+    pthread_mutex_unlock(&g_mu);
+    return rc;
 }
