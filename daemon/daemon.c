@@ -4,7 +4,8 @@
  *   loop thread  ZeroMQ ingest and query sockets, rules, state, the open batch, acks;
  *   commit       ledger_commit() of sealed batches, in order, one fsync each;
  *   publisher    the PUB socket: entries of committed batches, heartbeats;
- *   checkpoint   DATA_DIR/state/ (ck_main): the chunks of a checkpoint the loop encodes.
+ *   checkpoint   DATA_DIR/state/ (ck_main): the chunks of a checkpoint the loop encodes;
+ *   decode       the till message read ahead of the one the loop handles (dec_main).
  * A batch moves FREE -> OPEN (loop fills it) -> QUEUED (sealed) -> committed; it is FREE again
  * once the loop has sent its acks and the publisher has published it. All moves happen under
  * one mutex; the data inside a batch is written only by the loop thread while OPEN and only
@@ -16,6 +17,8 @@
  * checkpoint and the ledger (storage_failure(), rebuild_state()).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -81,6 +84,41 @@ typedef struct {
     uint32_t ack_first, ack_n;
     uint64_t t0_ns; /* arrival, for the ack latency histogram */
 } req_t;
+
+/* One event of a till message, decoded and validated (ingest_batch_event()): its verdict, its
+ * message if rejected, the event and its digest if not. */
+typedef struct {
+    int rc;          /* LT_R_* */
+    uint64_t digest; /* ingest_event_digest_ev(), when rc is LT_R_NONE */
+    char msg[MSG_BYTES_MAX];
+    lt_event ev;
+} dec_event;
+
+/* A till message read from the ingest socket: its envelope, its payload, and the verdict of
+ * ingest_batch_scan() on it (into eb). A message of DECODE_AHEAD_MIN events or more that is
+ * read ahead of the one being handled is decoded by the decode thread meanwhile (dec_main()),
+ * into dec; any other is decoded event by event as it is handled. */
+enum { SCAN_OK = 0, SCAN_TOO_LARGE, SCAN_BAD };
+#define DECODE_AHEAD_MIN 8
+typedef struct {
+    req_t r;
+    zmq_msg_t payload;
+    const char *uid; /* the connection's ZAP User-Id (CURVE), NULL without CURVE */
+    int scan;        /* SCAN_* */
+    ingest_batch *eb;
+    /* With the decode thread: it claims events one at a time (dec_claim), decodes each into
+     * dec and then moves dec_upto past it; the loop handles event i from dec once i < dec_upto,
+     * and otherwise takes the rest of the message (dec_claim to the end) and decodes as before.
+     * So the loop never waits for the thread, only for its message's slot to be reused. */
+    bool dec_sent;            /* handed to the decode thread (the loop's) */
+    bool dec_busy;            /* in the decode thread's queue or being decoded (under dec_mu) */
+    size_t dec_n;             /* events to decode */
+    _Atomic size_t dec_claim; /* the next event not claimed yet */
+    _Atomic size_t dec_upto;  /* the thread has decoded every event before this it claimed */
+    ingest_limits lim;        /* what it is decoded against: the loop's limits when it was read */
+    dec_event *dec;
+    size_t dec_cap;
+} inmsg;
 
 typedef struct {
     uint64_t node, eid, seq;
@@ -171,7 +209,22 @@ typedef struct {
     metrics m;
     uv_timer_t ckpt_timer;
     uv_async_t async;
-    ingest_batch in_batch; /* the till message being handled, read in place (ingest/wire.c) */
+    /* the till message being handled and the one read ahead of it (in_held), read in place
+     * (ingest/wire.c): in[in_cur] is the next to handle */
+    inmsg in[2];
+    ingest_batch in_batch[2];
+    unsigned in_cur;
+    bool in_held;
+    /* the decode thread and its queue of messages (at most the two of in[]), under dec_mu */
+    uv_thread_t dec_thread;
+    uv_mutex_t dec_mu;
+    uv_cond_t dec_cv, dec_done_cv;
+    inmsg *dec_q[2];
+    unsigned dec_q_head, dec_q_n;
+    inmsg *dec_cur; /* the message it decodes, taken off the queue */
+    bool dec_stop, dec_running;
+    dec_event dec1;         /* an event decoded as it is handled */
+    const lt_event *cur_ev; /* the event being processed (its kind, for the metrics) */
     ingest_limits lim;
 
     /* dedup: event ids of batches not acknowledged yet -> (seq, digest); per till: max event
@@ -1497,7 +1550,8 @@ static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
     LT_ASSERT(reason > 0 && reason < LT_R__COUNT);
     d->st.rejected++;
     d->st.by_reason[reason]++;
-    metrics_inc(&d->m.events[d->ev.kind < METRICS_KINDS ? d->ev.kind : 0][METRIC_REJECTED], 1);
+    lt_event_kind kind = d->cur_ev != NULL ? d->cur_ev->kind : LT_EV_NONE;
+    metrics_inc(&d->m.events[kind < METRICS_KINDS ? kind : 0][METRIC_REJECTED], 1);
     metrics_inc(&d->m.rejects[reason], 1);
     lt_event_id id = {a->node, a->eid};
     dead_letter(d, reason, msg, &id, d->cur_event, NULL, 0, d->cur_req);
@@ -1676,22 +1730,24 @@ static int apply_due(daemon_t *d, batch *b, const char *member_id, int64_t t, in
 
 /* Rates, applies and records one event. Returns true if the request must wait for a commit.
  * user_id is the connection's ZAP User-Id (CURVE), NULL without CURVE. */
-static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, const char *user_id,
-                          ack_t *a)
+static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, const dec_event *dv,
+                          const char *user_id, ack_t *a)
 {
     char msg[MSG_BYTES_MAX];
     memset(a, 0, sizeof *a);
     a->msg_off = UINT32_MAX;
     d->cur_event = pe;
+    d->cur_ev = &dv->ev;
     a->node = pe->node_id;
     a->eid = pe->event_id;
-    int rc = ingest_batch_event(pe, &d->lim, &d->ev, msg, sizeof msg);
+    int rc = dv->rc;
     if (rc == LT_R_TIMESTAMP_OUT_OF_RANGE) {
         /* a resend of an event applied long ago is still a DUPLICATE (R29), however late */
         ingest_limits any = {d->lim.now, INT64_MAX / 4, INT64_MAX / 4};
         char msg2[MSG_BYTES_MAX];
         uint64_t seq = 0, orig = 0;
         bool pend;
+        d->cur_ev = &d->ev;
         if (ingest_batch_event(pe, &any, &d->ev, msg2, sizeof msg2) == LT_R_NONE &&
             find_duplicate(d, d->ev.id, &seq, &orig, &pend) == 1 &&
             orig == ingest_event_digest_ev(&d->ev)) {
@@ -1703,19 +1759,20 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
         }
     }
     if (rc != LT_R_NONE) {
-        reject(d, b, a, rc, msg);
+        reject(d, b, a, rc, dv->msg);
         return false;
     }
-    if (d->auth != NULL && !auth_node_allowed(user_id, d->ev.id.node_id)) {
+    const lt_event *ev = &dv->ev;
+    if (d->auth != NULL && !auth_node_allowed(user_id, ev->id.node_id)) {
         snprintf(msg, sizeof msg, "this till's key may not submit events for node %llu",
-                 (unsigned long long)d->ev.id.node_id);
+                 (unsigned long long)ev->id.node_id);
         reject(d, b, a, LT_R_NODE_NOT_ALLOWED, msg);
         return false;
     }
-    uint64_t digest = ingest_event_digest_ev(&d->ev);
+    uint64_t digest = dv->digest;
     uint64_t seq = 0, orig_digest = 0;
     bool pending;
-    int dup = find_duplicate(d, d->ev.id, &seq, &orig_digest, &pending);
+    int dup = find_duplicate(d, ev->id, &seq, &orig_digest, &pending);
     if (dup < 0) {
         reject(d, b, a, LT_R_INTERNAL_ERROR, "ledger read failed");
         return false;
@@ -1730,16 +1787,16 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
         a->status = LOYALTY__STATUS__DUPLICATE;
         a->seq = seq;
         d->st.duplicate++;
-        metrics_inc(&d->m.events[d->ev.kind][METRIC_DUPLICATE], 1);
+        metrics_inc(&d->m.events[ev->kind][METRIC_DUPLICATE], 1);
         return pending;
     }
     /* R20: what fell due for this member by the event's time is written first (expiry, the
      * end of a tier period, notices), so that the event is rated against it */
     const char *mid =
-        d->ev.member_id[0] != '\0' ? d->ev.member_id : state_card_owner(d->state, d->ev.card);
-    if (mid != NULL && apply_due(d, b, mid, d->ev.occurred_at, d->ev.utc_offset_min) < 0)
+        ev->member_id[0] != '\0' ? ev->member_id : state_card_owner(d->state, ev->card);
+    if (mid != NULL && apply_due(d, b, mid, ev->occurred_at, ev->utc_offset_min) < 0)
         return false;
-    rc = rules_rate(d->rules, &d->view, &d->ev, &d->entry);
+    rc = rules_rate(d->rules, &d->view, ev, &d->entry);
     if (rc != LT_R_NONE) {
         reject(d, b, a, rc, NULL);
         /* the rejection rests on state that may not be durable yet (MEMBER_EXISTS,
@@ -1758,7 +1815,7 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
     if (apply_due(d, b, e->member_id, d->lim.now, e->utc_offset_min) < 0)
         return false;
     a->status = LOYALTY__STATUS__ACCEPTED;
-    a->kind = (uint8_t)d->ev.kind;
+    a->kind = (uint8_t)ev->kind;
     a->seq = e->seq;
     a->earned = e->points_earned;
     a->redeemed = e->points_redeemed;
@@ -1788,25 +1845,183 @@ static void prefetch_ahead(const daemon_t *d, const ingest_batch *eb, size_t i)
     }
 }
 
-static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t len,
-                           const char *user_id)
+/* ------------------------------------------------------------------ the decode thread */
+
+static void decode_one(const ingest_event_span *pe, const ingest_limits *lim, dec_event *out)
+{
+    out->rc = ingest_batch_event(pe, lim, &out->ev, out->msg, sizeof out->msg);
+    out->digest = out->rc == LT_R_NONE ? ingest_event_digest_ev(&out->ev) : 0;
+}
+
+/* Decodes the messages the loop reads ahead (dec_q), in order, while the loop handles the one
+ * before: decoding is a fifth of the loop thread's work per event (docs/performance.md), and it
+ * needs nothing but the message's bytes and the limits. */
+static void dec_main(void *arg)
+{
+    daemon_t *d = arg;
+    /* Woken once per message, it would preempt the loop thread on the loop's own core while the
+     * other core idles; under SCHED_BATCH it waits for a free core or the loop's time slice, as
+     * ZeroMQ's I/O thread does (io_thread_batch) */
+    struct sched_param sp = {0};
+    if (sched_getscheduler(0) == SCHED_OTHER)
+        (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    uv_mutex_lock(&d->dec_mu);
+    for (;;) {
+        while (d->dec_q_n == 0 && !d->dec_stop)
+            uv_cond_wait(&d->dec_cv, &d->dec_mu);
+        if (d->dec_q_n == 0)
+            break; /* stopping, and nothing handed over is left undone */
+        inmsg *m = d->dec_q[d->dec_q_head];
+        d->dec_q_head = (d->dec_q_head + 1) % 2;
+        d->dec_q_n--;
+        d->dec_cur = m;
+        uv_mutex_unlock(&d->dec_mu);
+        for (;;) {
+            size_t i = atomic_fetch_add_explicit(&m->dec_claim, 1, memory_order_relaxed);
+            if (i >= m->dec_n)
+                break; /* done, or the loop took the rest */
+            decode_one(&m->eb->events[i], &m->lim, &m->dec[i]);
+            atomic_store_explicit(&m->dec_upto, i + 1, memory_order_release);
+        }
+        uv_mutex_lock(&d->dec_mu);
+        d->dec_cur = NULL;
+        m->dec_busy = false;
+        uv_cond_signal(&d->dec_done_cv);
+    }
+    uv_mutex_unlock(&d->dec_mu);
+}
+
+/* Takes the events of m the decode thread has not claimed: the loop decodes them itself.
+ * Returns the first of them. */
+static size_t decode_take_rest(inmsg *m)
+{
+    size_t c = atomic_exchange_explicit(&m->dec_claim, m->dec_n, memory_order_relaxed);
+    return c < m->dec_n ? c : m->dec_n;
+}
+
+/* Before m's slot takes a new message: takes its last one off the decode thread's queue if the
+ * thread has not started on it, or else waits until the thread is done with it (it claims no
+ * more events of it: at most the one it decodes is left). */
+static void decode_release(daemon_t *d, inmsg *m)
+{
+    if (!m->dec_sent)
+        return;
+    (void)decode_take_rest(m);
+    uv_mutex_lock(&d->dec_mu);
+    if (m->dec_busy && d->dec_cur != m) { /* queued: the oldest, at the head */
+        LT_ASSERT(d->dec_q_n > 0 && d->dec_q[d->dec_q_head] == m);
+        d->dec_q_head = (d->dec_q_head + 1) % 2;
+        d->dec_q_n--;
+        m->dec_busy = false;
+    }
+    while (m->dec_busy)
+        uv_cond_wait(&d->dec_done_cv, &d->dec_mu);
+    uv_mutex_unlock(&d->dec_mu);
+    m->dec_sent = false;
+}
+
+/* Hands message m, just read, to the decode thread if it is worth it: a scanned message of
+ * DECODE_AHEAD_MIN events or more. Without memory for its events, m is decoded as it is
+ * handled. */
+static void decode_ahead(daemon_t *d, inmsg *m)
+{
+    if (!d->dec_running || m->scan != SCAN_OK || m->eb->events_n < DECODE_AHEAD_MIN ||
+        m->eb->events_n > LT_BATCH_EVENTS_MAX)
+        return;
+    size_t n = m->eb->events_n;
+    if (m->dec_cap < n) {
+        dec_event *nd = realloc(m->dec, n * sizeof *nd);
+        if (nd == NULL)
+            return;
+        m->dec = nd;
+        m->dec_cap = n;
+    }
+    m->lim = d->lim;
+    m->dec_n = n;
+    atomic_store_explicit(&m->dec_claim, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->dec_upto, 0, memory_order_relaxed);
+    m->dec_sent = true;
+    uv_mutex_lock(&d->dec_mu);
+    LT_ASSERT(d->dec_q_n < 2);
+    m->dec_busy = true;
+    d->dec_q[(d->dec_q_head + d->dec_q_n) % 2] = m;
+    d->dec_q_n++;
+    uv_cond_signal(&d->dec_cv);
+    uv_mutex_unlock(&d->dec_mu);
+}
+
+/* Event i of message m is about to be handled: its decoding, from the decode thread if it
+ * has done it, or else decoded here into d->dec1. (*rest: whether the loop took the rest.) */
+static const dec_event *decode_get(daemon_t *d, inmsg *m, size_t i, bool *rest)
+{
+    if (m->dec_sent) {
+        if (i < atomic_load_explicit(&m->dec_upto, memory_order_acquire))
+            return &m->dec[i];
+        if (!*rest) {
+            (void)decode_take_rest(m);
+            *rest = true;
+        }
+    }
+    decode_one(&m->eb->events[i], &d->lim, &d->dec1);
+    return &d->dec1;
+}
+
+static int dec_start(daemon_t *d)
+{
+    if (uv_mutex_init(&d->dec_mu) != 0)
+        return -1;
+    if (uv_cond_init(&d->dec_cv) != 0 || uv_cond_init(&d->dec_done_cv) != 0 ||
+        uv_thread_create(&d->dec_thread, dec_main, d) != 0) {
+        lt_log(LT_WARN, "no decode thread: events are decoded on the loop thread", NULL);
+        return -1;
+    }
+    d->dec_running = true;
+    return 0;
+}
+
+static void dec_stop(daemon_t *d)
+{
+    if (!d->dec_running)
+        return;
+    uv_mutex_lock(&d->dec_mu);
+    d->dec_stop = true;
+    uv_cond_signal(&d->dec_cv);
+    uv_mutex_unlock(&d->dec_mu);
+    uv_thread_join(&d->dec_thread);
+    d->dec_running = false;
+}
+
+/* Memory hints for the first events of a till message read ahead of the one being handled,
+ * at one stage of state_prefetch(): one-event messages get the same head start as the events
+ * inside a message (prefetch_ahead()). */
+static void prefetch_message(const daemon_t *d, const ingest_batch *eb, unsigned stage)
+{
+    for (size_t k = 0; k < STATE_PREFETCH_AHEAD && k < eb->events_n; k++)
+        state_prefetch(d->state, eb->events[k].member_id, eb->events[k].member_id_len, stage);
+}
+
+/* Handles till message m; next is the message read ahead of it (scanned), or NULL. */
+static void handle_message(daemon_t *d, inmsg *m, const inmsg *next)
 {
     char msg[MSG_BYTES_MAX];
+    req_t *r = &m->r;
+    const uint8_t *data = zmq_msg_data(&m->payload);
+    size_t len = zmq_msg_size(&m->payload);
     d->st.messages++;
     metrics_inc(&d->m.messages, 1);
     d->cur_req = r;
-    if (len > LT_MESSAGE_BYTES_MAX) {
+    if (m->scan == SCAN_TOO_LARGE) {
         snprintf(msg, sizeof msg, "message of %zu bytes exceeds the limit of %d", len,
                  LT_MESSAGE_BYTES_MAX);
         refuse_message(d, r, LT_R_MESSAGE_TOO_LARGE, msg, data, len);
         return;
     }
-    ingest_batch *eb = &d->in_batch;
-    if (ingest_batch_scan(data, len, eb) != 0) {
+    if (m->scan == SCAN_BAD) {
         refuse_message(d, r, LT_R_DECODE_ERROR, "message is not a valid loyalty.EventBatch", data,
                        len);
         return;
     }
+    const ingest_batch *eb = m->eb;
     r->has_batch_id = eb->has_batch_id;
     r->batch_id = eb->batch_id;
     if (eb->events_n > LT_BATCH_EVENTS_MAX) {
@@ -1830,12 +2045,16 @@ static void handle_message(daemon_t *d, req_t *r, const uint8_t *data, size_t le
     r->ack_first = b->acks_n;
     r->ack_n = (uint32_t)eb->events_n;
     bool wait = false;
+    bool rest = false; /* the loop took the rest of m from the decode thread */
     for (size_t i = 0; i < eb->events_n && !d->failed; i++) {
         prefetch_ahead(d, eb, i);
-        wait |= process_event(d, b, &eb->events[i], user_id, &b->acks[b->acks_n + i]);
+        const dec_event *dv = decode_get(d, m, i, &rest);
+        wait |= process_event(d, b, &eb->events[i], dv, m->uid, &b->acks[b->acks_n + i]);
     }
     if (d->failed)
         return;
+    if (next != NULL && next->scan == SCAN_OK) /* its index slots were asked for on reading */
+        prefetch_message(d, next->eb, 2);
     if (wait) {
         b->acks_n += r->ack_n;
         b->reqs[b->reqs_n++] = *r;
@@ -1883,13 +2102,40 @@ static int recv_request(void *sock, req_t *r, zmq_msg_t *payload)
     return 1;
 }
 
+/* Reads the next till message into m and checks it (ingest_batch_scan()). Returns 1 if one was
+ * read, 0 if none is waiting; *done counts what was taken off the socket, malformed envelopes
+ * (dropped) included. */
+static int read_message(daemon_t *d, inmsg *m, size_t *done)
+{
+    decode_release(d, m);
+    for (;;) {
+        int rc = recv_request(d->ingest_sock, &m->r, &m->payload);
+        if (rc == 0)
+            return 0;
+        ++*done;
+        if (rc > 0)
+            break;
+        lt_log(LT_WARN, "malformed envelope dropped", NULL);
+    }
+    size_t len = zmq_msg_size(&m->payload);
+    m->uid = d->auth != NULL ? zmq_msg_gets(&m->payload, "User-Id") : NULL;
+    if (len > LT_MESSAGE_BYTES_MAX)
+        m->scan = SCAN_TOO_LARGE;
+    else
+        m->scan =
+            ingest_batch_scan(zmq_msg_data(&m->payload), len, m->eb) == 0 ? SCAN_OK : SCAN_BAD;
+    return 1;
+}
+
+/* Drains the ingest socket, one message read ahead of the one being handled: the decode thread
+ * decodes it meanwhile (decode_ahead()), and its first members' index slots and records are on
+ * their way from memory. A message read ahead stays held (in_held) only when the loop stops
+ * taking messages before handling it: no free batch (handled on resume) or a fatal failure. */
 static size_t on_ingest(zwatch *w, size_t budget)
 {
     daemon_t *d = w->data;
     size_t done = 0;
-    zmq_msg_t payload;
-    zmq_msg_init(&payload);
-    while (done < budget && !d->failed) {
+    while (!d->failed) {
         batch *b = open_batch(d);
         if (b != NULL && batch_full(d, b)) {
             seal(d);
@@ -1898,21 +2144,24 @@ static size_t on_ingest(zwatch *w, size_t budget)
         if (b == NULL) {
             zwatch_pause(w); /* every batch is in the pipeline: backpressure to ZeroMQ */
             metrics_set(&d->m.ingest_paused, 1);
+            metrics_inc(&d->m.ingest_pauses, 1);
             break;
         }
-        req_t r;
-        int rc = recv_request(d->ingest_sock, &r, &payload);
-        if (rc == 0)
+        inmsg *cur = &d->in[d->in_cur], *next = &d->in[d->in_cur ^ 1u];
+        if (!d->in_held && (done >= budget || read_message(d, cur, &done) == 0))
             break;
-        done++;
-        if (rc < 0) {
-            lt_log(LT_WARN, "malformed envelope dropped", NULL);
-            continue;
+        d->in_held = false;
+        bool ahead = done < budget && read_message(d, next, &done) == 1;
+        if (ahead && next->scan == SCAN_OK) {
+            prefetch_message(d, next->eb, STATE_PREFETCH_AHEAD);
+            decode_ahead(d, next);
         }
-        const char *uid = d->auth != NULL ? zmq_msg_gets(&payload, "User-Id") : NULL;
-        handle_message(d, &r, zmq_msg_data(&payload), zmq_msg_size(&payload), uid);
+        handle_message(d, cur, ahead ? next : NULL);
+        if (ahead) {
+            d->in_cur ^= 1u;
+            d->in_held = true;
+        }
     }
-    zmq_msg_close(&payload);
     if (!d->failed)
         maybe_seal(d);
     return done;
@@ -2885,6 +3134,10 @@ int daemon_run(const config *cfg)
     if (d == NULL)
         return 1;
     d->cfg = cfg;
+    for (int i = 0; i < 2; i++) {
+        zmq_msg_init(&d->in[i].payload);
+        d->in[i].eb = &d->in_batch[i];
+    }
     uv_loop_init(&d->loop);
     uv_prepare_t prep;
     uv_prepare_init(&d->loop, &prep);
@@ -2897,8 +3150,10 @@ int daemon_run(const config *cfg)
         code = 1;
     } else {
         threads = true;
+        (void)dec_start(d); /* without it, the loop thread decodes */
         uv_run(&d->loop, UV_RUN_DEFAULT);
         code = d->failed ? d->exit_code : 0;
+        dec_stop(d);
     }
     if (threads) {
         uv_mutex_lock(&d->mu);
@@ -2968,6 +3223,10 @@ int daemon_run(const config *cfg)
     free(d->hash_waiters);
     free(d->sweep_waiters);
     free(d->sweep_waiter_pass);
+    for (int i = 0; i < 2; i++) {
+        zmq_msg_close(&d->in[i].payload);
+        free(d->in[i].dec);
+    }
     free(d);
     return code;
 }

@@ -172,6 +172,9 @@ size_t metrics_render(metrics *m, char *buf, size_t cap)
           rd(&m->subscribers));
     gauge(&o, "loyaltyd_ingest_paused", "1 while ingest is paused by backpressure.",
           rd(&m->ingest_paused));
+    counter(&o, "loyaltyd_ingest_pauses_total",
+            "Times ingest was paused by backpressure (every batch in the pipeline).",
+            rd(&m->ingest_pauses));
     gauge(&o, "loyaltyd_storage_unavailable",
           "1 while the daemon recovers from a failed commit (map or disk full, I/O error).",
           rd(&m->storage_unavailable));

@@ -37,6 +37,7 @@ typedef struct metrics {
     _Atomic uint64_t pub_messages, pub_dropped, subscribers;
     _Atomic uint64_t query_requests, rules_reloads, rules_reload_failures;
     _Atomic uint64_t ingest_paused;       /* 1 while backpressure holds ingest */
+    _Atomic uint64_t ingest_pauses;       /* times backpressure held ingest */
     _Atomic uint64_t storage_unavailable; /* 1 while a failed commit is being recovered */
     _Atomic uint64_t rejects_unkept;      /* rejections not kept as dead letters */
     _Atomic uint64_t sweep_passes;        /* sweep passes completed */

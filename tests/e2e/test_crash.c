@@ -827,8 +827,10 @@ static void test_sigkill_storm_loses_and_repeats_nothing(void **state)
         fail_msg("%" PRIu64 " INTERNAL_ERROR/STORAGE_UNAVAILABLE acks, %" PRIu64
                  " refused messages: see daemon.log (LT_KEEP=1)",
                  sum.internal, sum.refused);
-    /* the storm hit traffic: kills met batches in flight and events had to be resent */
-    assert_true(busy_kills >= kills / 4);
+    /* the storm hit traffic: kills met batches in flight and events had to be resent. How many
+     * kills find a batch unanswered depends on how fast the daemon answers: 25-29 of 60 before
+     * the decode thread's read-ahead (eighteenth session), 12-24 of 60 after */
+    assert_true(busy_kills >= kills / 8);
     assert_true(sum.resent_events > 0);
     assert_true(unsent > 0); /* the tills did not run dry before the last kill */
     free(c);

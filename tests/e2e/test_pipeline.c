@@ -344,6 +344,31 @@ static void test_R15_redemption_through_daemon(void **state)
     loyalty__ack_batch__free_unpacked(r, NULL);
 }
 
+static void send_nowait(Loyalty__EventBatch *eb, uint64_t batch_id)
+{
+    eb->has_batch_id = 1;
+    eb->batch_id = batch_id;
+    size_t n = loyalty__event_batch__get_packed_size(eb);
+    uint8_t *buf = malloc(n);
+    assert_non_null(buf);
+    loyalty__event_batch__pack(eb, buf);
+    assert_true(zmq_send(g_d.dealer, buf, n, 0) >= 0);
+    free(buf);
+}
+
+static Loyalty__AckBatch *recv_acks(uint64_t batch_id)
+{
+    zmq_pollitem_t it = {g_d.dealer, 0, ZMQ_POLLIN, 0};
+    assert_true(zmq_poll(&it, 1, 10000) > 0);
+    static uint8_t buf[65536];
+    int n = zmq_recv(g_d.dealer, buf, sizeof buf, 0);
+    assert_true(n > 0);
+    Loyalty__AckBatch *r = loyalty__ack_batch__unpack(NULL, (size_t)n, buf);
+    assert_non_null(r);
+    assert_int_equal(r->batch_id, batch_id);
+    return r;
+}
+
 static void test_pipelined_batches_get_gap_free_sequences(void **state)
 {
     (void)state;
@@ -356,25 +381,11 @@ static void test_pipelined_batches_get_gap_free_sequences(void **state)
             ev[i] = h_sale(7, (uint64_t)(b * PER + i + 1), member, h_now(), 0);
             h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
         }
-        Loyalty__EventBatch *eb = h_batch(PER, ev);
-        eb->has_batch_id = 1;
-        eb->batch_id = (uint64_t)b + 1000;
-        size_t n = loyalty__event_batch__get_packed_size(eb);
-        uint8_t *buf = malloc(n);
-        loyalty__event_batch__pack(eb, buf);
-        assert_true(zmq_send(g_d.dealer, buf, n, 0) >= 0); /* no wait: pipelined */
-        free(buf);
+        send_nowait(h_batch(PER, ev), (uint64_t)b + 1000); /* pipelined */
     }
     uint64_t expect = 1;
-    zmq_pollitem_t it = {g_d.dealer, 0, ZMQ_POLLIN, 0};
     for (int b = 0; b < BATCHES; b++) {
-        assert_true(zmq_poll(&it, 1, 10000) > 0);
-        uint8_t buf[65536];
-        int n = zmq_recv(g_d.dealer, buf, sizeof buf, 0);
-        assert_true(n > 0);
-        Loyalty__AckBatch *r = loyalty__ack_batch__unpack(NULL, (size_t)n, buf);
-        assert_non_null(r);
-        assert_int_equal(r->batch_id, (uint64_t)b + 1000); /* replies in request order */
+        Loyalty__AckBatch *r = recv_acks((uint64_t)b + 1000); /* replies in request order */
         for (size_t i = 0; i < r->n_acks; i++) {
             assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
             assert_int_equal(r->acks[i]->points_earned, 30);
@@ -384,6 +395,104 @@ static void test_pipelined_batches_get_gap_free_sequences(void **state)
         h_free_events();
     }
     assert_int_equal(expect, BATCHES * PER + 1);
+}
+
+/* A message sent right behind another is read ahead and decoded by the daemon's decode thread
+ * while the first is handled (daemon.c, decode_ahead()): its valid events, rejections (with
+ * their messages), a late event and a resend of an event of the first message (still waiting
+ * for its commit: R29) are answered exactly as in a message of their own. */
+static void test_events_decoded_ahead_answered_as_alone(void **state)
+{
+    (void)state;
+    int64_t now = h_now();
+    Loyalty__Event *first[10];
+    for (int i = 0; i < 10; i++) {
+        first[i] = h_sale(12, (uint64_t)i + 1, "ahead", now, 0);
+        h_line(first[i], "A", "groceries", 2, 1550, 1500, 0);
+    }
+    send_nowait(h_batch(10, first), 1);
+    Loyalty__Event *second[12];
+    for (int i = 0; i < 12; i++) {
+        second[i] = h_sale(12, (uint64_t)i + 11, "ahead", now, 0);
+        h_line(second[i], "A", "groceries", 2, 1550, 1500, 0);
+    }
+    second[2] = h_sale(12, 13, "ahead", now, 0);
+    h_line(second[2], "A", "groceries", 0, 100, 100, 0); /* quantity 0 */
+    second[5] = h_sale(12, 16, "ahead", now + 30 * 86400, 0);
+    h_line(second[5], "A", "groceries", 1, 100, 100, 0); /* a month ahead */
+    second[7] = h_sale(12, 3, "ahead", now, 0);
+    h_line(second[7], "A", "groceries", 2, 1550, 1500, 0); /* a resend of event 3 */
+    second[9] = h_sale(12, 20, "ahead", now, 0);
+    h_line(second[9], "A", "groceries", 1, 100, 200, 0); /* paid above list */
+    send_nowait(h_batch(12, second), 2);
+
+    Loyalty__AckBatch *r1 = recv_acks(1);
+    assert_int_equal(r1->n_acks, 10);
+    for (size_t i = 0; i < 10; i++) {
+        assert_int_equal(r1->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+        assert_int_equal(r1->acks[i]->seq, i + 1);
+    }
+    Loyalty__AckBatch *r2 = recv_acks(2);
+    assert_int_equal(r2->n_acks, 12);
+    uint64_t seq = 11;
+    for (size_t i = 0; i < 12; i++) {
+        const Loyalty__Ack *a = r2->acks[i];
+        if (i == 2 || i == 5 || i == 9) {
+            int want = i == 2   ? LOYALTY__REASON__INVALID_QUANTITY
+                       : i == 5 ? LOYALTY__REASON__TIMESTAMP_OUT_OF_RANGE
+                                : LOYALTY__REASON__INVALID_PRICE;
+            assert_int_equal(a->status, LOYALTY__STATUS__REJECTED);
+            assert_int_equal(a->reason, want);
+            /* the same answer as the event alone, message included */
+            second[i]->id->event_id += 1000;
+            Loyalty__AckBatch *alone = h_send(&g_d, h_batch(1, &second[i]), 10000);
+            assert_non_null(alone);
+            assert_int_equal(alone->acks[0]->reason, want);
+            assert_non_null(a->message);
+            assert_string_equal(a->message, alone->acks[0]->message);
+            loyalty__ack_batch__free_unpacked(alone, NULL);
+        } else if (i == 7) {
+            assert_int_equal(a->status, LOYALTY__STATUS__DUPLICATE);
+            assert_int_equal(a->seq, r1->acks[2]->seq);
+        } else {
+            assert_int_equal(a->status, LOYALTY__STATUS__ACCEPTED);
+            assert_int_equal(a->seq, seq++);
+        }
+    }
+    assert_int_equal(seq, 11 + 8);
+    loyalty__ack_batch__free_unpacked(r1, NULL);
+    loyalty__ack_batch__free_unpacked(r2, NULL);
+    h_verify(&g_d, "after messages decoded ahead");
+}
+
+/* One event per message, sent without waiting, into a pipeline of two one-event batches: the
+ * daemon runs out of batches over and over, each time holding the message it read ahead of the
+ * one it handled (daemon.c, on_ingest()), and must answer every one, in order, gap-free. */
+static void test_read_ahead_message_answered_after_backpressure(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    h_start(&g_d, "heartbeat_ms: 100\nbatches_max: 2\nbatch_events_max: 1\n");
+    enum { MESSAGES = 2000 };
+    for (int i = 0; i < MESSAGES; i++) {
+        char member[32];
+        snprintf(member, sizeof member, "bp%d", i % 53);
+        Loyalty__Event *e = h_sale(9, (uint64_t)i + 1, member, h_now(), 0);
+        h_line(e, "A", "groceries", 2, 1550, 1500, 0);
+        send_nowait(h_batch(1, &e), (uint64_t)i + 1);
+        h_free_events();
+    }
+    for (int i = 0; i < MESSAGES; i++) {
+        Loyalty__AckBatch *r = recv_acks((uint64_t)i + 1);
+        assert_int_equal(r->n_acks, 1);
+        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
+        assert_int_equal(r->acks[0]->seq, (uint64_t)i + 1);
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    char body[65536];
+    assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
+    assert_true(h_metric(body, "loyaltyd_ingest_pauses_total") > 0); /* it did run out */
+    assert_int_equal((int)h_metric(body, "loyaltyd_messages_total"), MESSAGES);
 }
 
 static void test_sigterm_restart_keeps_state(void **state)
@@ -537,6 +646,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_R15_redemption_through_daemon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_batches_get_gap_free_sequences, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_events_decoded_ahead_answered_as_alone, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_read_ahead_message_answered_after_backpressure, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart_keeps_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_loses_nothing_acknowledged, setup, teardown),
