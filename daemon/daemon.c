@@ -105,14 +105,13 @@ typedef struct {
     zmq_msg_t payload;
     const char *uid; /* the connection's ZAP User-Id (CURVE), NULL without CURVE */
     int scan;        /* SCAN_* */
-    ingest_batch *eb;
+    ingest_batch eb;
     /* With the decode thread: it claims events one at a time (dec_claim), decodes each into
      * dec and then moves dec_upto past it; the loop handles event i from dec once i < dec_upto,
      * and otherwise takes the rest of the message (dec_claim to the end) and decodes as before.
      * So the loop never waits for the thread, only for its message's slot to be reused. */
     bool dec_sent;            /* handed to the decode thread (the loop's) */
     bool dec_busy;            /* in the decode thread's queue or being decoded (under dec_mu) */
-    size_t dec_n;             /* events to decode */
     _Atomic size_t dec_claim; /* the next event not claimed yet */
     _Atomic size_t dec_upto;  /* the thread has decoded every event before this it claimed */
     ingest_limits lim;        /* what it is decoded against: the loop's limits when it was read */
@@ -212,7 +211,6 @@ typedef struct {
     /* the till message being handled and the one read ahead of it (in_held), read in place
      * (ingest/wire.c): in[in_cur] is the next to handle */
     inmsg in[2];
-    ingest_batch in_batch[2];
     unsigned in_cur;
     bool in_held;
     /* the decode thread and its queue of messages (at most the two of in[]), under dec_mu */
@@ -223,8 +221,7 @@ typedef struct {
     unsigned dec_q_head, dec_q_n;
     inmsg *dec_cur; /* the message it decodes, taken off the queue */
     bool dec_stop, dec_running;
-    dec_event dec1;         /* an event decoded as it is handled */
-    const lt_event *cur_ev; /* the event being processed (its kind, for the metrics) */
+    dec_event dec1; /* an event decoded as it is handled */
     ingest_limits lim;
 
     /* dedup: event ids of batches not acknowledged yet -> (seq, digest); per till: max event
@@ -1550,8 +1547,7 @@ static void reject(daemon_t *d, batch *b, ack_t *a, int reason, const char *msg)
     LT_ASSERT(reason > 0 && reason < LT_R__COUNT);
     d->st.rejected++;
     d->st.by_reason[reason]++;
-    lt_event_kind kind = d->cur_ev != NULL ? d->cur_ev->kind : LT_EV_NONE;
-    metrics_inc(&d->m.events[kind < METRICS_KINDS ? kind : 0][METRIC_REJECTED], 1);
+    metrics_inc(&d->m.events[a->kind < METRICS_KINDS ? a->kind : 0][METRIC_REJECTED], 1);
     metrics_inc(&d->m.rejects[reason], 1);
     lt_event_id id = {a->node, a->eid};
     dead_letter(d, reason, msg, &id, d->cur_event, NULL, 0, d->cur_req);
@@ -1737,7 +1733,7 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
     memset(a, 0, sizeof *a);
     a->msg_off = UINT32_MAX;
     d->cur_event = pe;
-    d->cur_ev = &dv->ev;
+    a->kind = (uint8_t)dv->ev.kind;
     a->node = pe->node_id;
     a->eid = pe->event_id;
     int rc = dv->rc;
@@ -1747,9 +1743,9 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
         char msg2[MSG_BYTES_MAX];
         uint64_t seq = 0, orig = 0;
         bool pend;
-        d->cur_ev = &d->ev;
-        if (ingest_batch_event(pe, &any, &d->ev, msg2, sizeof msg2) == LT_R_NONE &&
-            find_duplicate(d, d->ev.id, &seq, &orig, &pend) == 1 &&
+        int again = ingest_batch_event(pe, &any, &d->ev, msg2, sizeof msg2);
+        a->kind = (uint8_t)d->ev.kind; /* counted by the event as decoded again */
+        if (again == LT_R_NONE && find_duplicate(d, d->ev.id, &seq, &orig, &pend) == 1 &&
             orig == ingest_event_digest_ev(&d->ev)) {
             a->status = LOYALTY__STATUS__DUPLICATE;
             a->seq = seq;
@@ -1815,7 +1811,6 @@ static bool process_event(daemon_t *d, batch *b, const ingest_event_span *pe, co
     if (apply_due(d, b, e->member_id, d->lim.now, e->utc_offset_min) < 0)
         return false;
     a->status = LOYALTY__STATUS__ACCEPTED;
-    a->kind = (uint8_t)ev->kind;
     a->seq = e->seq;
     a->earned = e->points_earned;
     a->redeemed = e->points_redeemed;
@@ -1878,9 +1873,9 @@ static void dec_main(void *arg)
         uv_mutex_unlock(&d->dec_mu);
         for (;;) {
             size_t i = atomic_fetch_add_explicit(&m->dec_claim, 1, memory_order_relaxed);
-            if (i >= m->dec_n)
+            if (i >= m->eb.events_n)
                 break; /* done, or the loop took the rest */
-            decode_one(&m->eb->events[i], &m->lim, &m->dec[i]);
+            decode_one(&m->eb.events[i], &m->lim, &m->dec[i]);
             atomic_store_explicit(&m->dec_upto, i + 1, memory_order_release);
         }
         uv_mutex_lock(&d->dec_mu);
@@ -1891,12 +1886,10 @@ static void dec_main(void *arg)
     uv_mutex_unlock(&d->dec_mu);
 }
 
-/* Takes the events of m the decode thread has not claimed: the loop decodes them itself.
- * Returns the first of them. */
-static size_t decode_take_rest(inmsg *m)
+/* Takes the events of m the decode thread has not claimed: the loop decodes them itself. */
+static void decode_take_rest(inmsg *m)
 {
-    size_t c = atomic_exchange_explicit(&m->dec_claim, m->dec_n, memory_order_relaxed);
-    return c < m->dec_n ? c : m->dec_n;
+    atomic_store_explicit(&m->dec_claim, m->eb.events_n, memory_order_relaxed);
 }
 
 /* Before m's slot takes a new message: takes its last one off the decode thread's queue if the
@@ -1906,7 +1899,7 @@ static void decode_release(daemon_t *d, inmsg *m)
 {
     if (!m->dec_sent)
         return;
-    (void)decode_take_rest(m);
+    decode_take_rest(m);
     uv_mutex_lock(&d->dec_mu);
     if (m->dec_busy && d->dec_cur != m) { /* queued: the oldest, at the head */
         LT_ASSERT(d->dec_q_n > 0 && d->dec_q[d->dec_q_head] == m);
@@ -1925,10 +1918,10 @@ static void decode_release(daemon_t *d, inmsg *m)
  * handled. */
 static void decode_ahead(daemon_t *d, inmsg *m)
 {
-    if (!d->dec_running || m->scan != SCAN_OK || m->eb->events_n < DECODE_AHEAD_MIN ||
-        m->eb->events_n > LT_BATCH_EVENTS_MAX)
+    if (!d->dec_running || m->scan != SCAN_OK || m->eb.events_n < DECODE_AHEAD_MIN ||
+        m->eb.events_n > LT_BATCH_EVENTS_MAX)
         return;
-    size_t n = m->eb->events_n;
+    size_t n = m->eb.events_n;
     if (m->dec_cap < n) {
         dec_event *nd = realloc(m->dec, n * sizeof *nd);
         if (nd == NULL)
@@ -1937,7 +1930,6 @@ static void decode_ahead(daemon_t *d, inmsg *m)
         m->dec_cap = n;
     }
     m->lim = d->lim;
-    m->dec_n = n;
     atomic_store_explicit(&m->dec_claim, 0, memory_order_relaxed);
     atomic_store_explicit(&m->dec_upto, 0, memory_order_relaxed);
     m->dec_sent = true;
@@ -1958,11 +1950,11 @@ static const dec_event *decode_get(daemon_t *d, inmsg *m, size_t i, bool *rest)
         if (i < atomic_load_explicit(&m->dec_upto, memory_order_acquire))
             return &m->dec[i];
         if (!*rest) {
-            (void)decode_take_rest(m);
+            decode_take_rest(m);
             *rest = true;
         }
     }
-    decode_one(&m->eb->events[i], &d->lim, &d->dec1);
+    decode_one(&m->eb.events[i], &d->lim, &d->dec1);
     return &d->dec1;
 }
 
@@ -2021,7 +2013,7 @@ static void handle_message(daemon_t *d, inmsg *m, const inmsg *next)
                        len);
         return;
     }
-    const ingest_batch *eb = m->eb;
+    const ingest_batch *eb = &m->eb;
     r->has_batch_id = eb->has_batch_id;
     r->batch_id = eb->batch_id;
     if (eb->events_n > LT_BATCH_EVENTS_MAX) {
@@ -2054,7 +2046,7 @@ static void handle_message(daemon_t *d, inmsg *m, const inmsg *next)
     if (d->failed)
         return;
     if (next != NULL && next->scan == SCAN_OK) /* its index slots were asked for on reading */
-        prefetch_message(d, next->eb, 2);
+        prefetch_message(d, &next->eb, 2);
     if (wait) {
         b->acks_n += r->ack_n;
         b->reqs[b->reqs_n++] = *r;
@@ -2123,7 +2115,7 @@ static int read_message(daemon_t *d, inmsg *m, size_t *done)
         m->scan = SCAN_TOO_LARGE;
     else
         m->scan =
-            ingest_batch_scan(zmq_msg_data(&m->payload), len, m->eb) == 0 ? SCAN_OK : SCAN_BAD;
+            ingest_batch_scan(zmq_msg_data(&m->payload), len, &m->eb) == 0 ? SCAN_OK : SCAN_BAD;
     return 1;
 }
 
@@ -2153,7 +2145,7 @@ static size_t on_ingest(zwatch *w, size_t budget)
         d->in_held = false;
         bool ahead = done < budget && read_message(d, next, &done) == 1;
         if (ahead && next->scan == SCAN_OK) {
-            prefetch_message(d, next->eb, STATE_PREFETCH_AHEAD);
+            prefetch_message(d, &next->eb, STATE_PREFETCH_AHEAD);
             decode_ahead(d, next);
         }
         handle_message(d, cur, ahead ? next : NULL);
@@ -3134,10 +3126,8 @@ int daemon_run(const config *cfg)
     if (d == NULL)
         return 1;
     d->cfg = cfg;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++)
         zmq_msg_init(&d->in[i].payload);
-        d->in[i].eb = &d->in_batch[i];
-    }
     uv_loop_init(&d->loop);
     uv_prepare_t prep;
     uv_prepare_init(&d->loop, &prep);
