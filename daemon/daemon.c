@@ -1960,10 +1960,8 @@ static const dec_event *decode_get(daemon_t *d, inmsg *m, size_t i, bool *rest)
 
 static int dec_start(daemon_t *d)
 {
-    if (uv_mutex_init(&d->dec_mu) != 0)
-        return -1;
-    if (uv_cond_init(&d->dec_cv) != 0 || uv_cond_init(&d->dec_done_cv) != 0 ||
-        uv_thread_create(&d->dec_thread, dec_main, d) != 0) {
+    if (uv_mutex_init(&d->dec_mu) != 0 || uv_cond_init(&d->dec_cv) != 0 ||
+        uv_cond_init(&d->dec_done_cv) != 0 || uv_thread_create(&d->dec_thread, dec_main, d) != 0) {
         lt_log(LT_WARN, "no decode thread: events are decoded on the loop thread", NULL);
         return -1;
     }
