@@ -1,7 +1,8 @@
 /* state.c: member state as a projection of the ledger (R30): members, lots, cards, dirty sets.
  *
  * Members live by value in fixed-size chunks (pointers stay valid as the state grows; members
- * are never deleted) and are found through an open-addressing index of 8-byte slots (32-bit
+ * are never deleted), carved out of 2 MiB slabs on transparent huge pages (hugemem.h), and are
+ * found through an open-addressing index of 8-byte slots (32-bit
  * hash tag + member number), linear probing, grown at 70% load: about 160 bytes per member plus
  * 24 per lot. Cards live in a record array with a free list, indexed the same way (deleted with
  * backward shift, no tombstones), and chained per member so a member's cards are found without
@@ -18,6 +19,8 @@
  */
 #include "state.h"
 
+#include "hugemem.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 
 #define CHUNK_SHIFT 10
 #define CHUNK_MEMBERS (1u << CHUNK_SHIFT)
+#define SLAB_CHUNKS ((uint32_t)(LT_HUGE_PAGE / (CHUNK_MEMBERS * sizeof(mrec))))
 #define NIL UINT32_MAX
 #define MEMBERS_MAX (UINT32_MAX - 1)
 #define TABLE_SLOTS_MIN 1024u
@@ -49,6 +53,7 @@ typedef struct {
     uint32_t dirty_gen; /* == state.dirty_gen, or its number below state.all_dirty_n: on the
                          * dirty list (no pass over members to clear) */
 } mrec;
+_Static_assert(SLAB_CHUNKS >= 1, "a member chunk fits a huge page");
 
 typedef struct {
     char card[LT_ID_MAX];
@@ -86,6 +91,8 @@ typedef struct {
 struct state {
     mrec **chunks;
     uint32_t chunks_n, chunks_cap;
+    void **slabs; /* the huge pages the chunks are carved from, SLAB_CHUNKS each */
+    uint32_t slabs_n, slabs_cap;
     uint32_t members_n;
     table mtab, ctab;
     crec *crecs;
@@ -179,6 +186,29 @@ static slot *tab_lookup(const state *s, const table *t, uint32_t h, const char *
     }
 }
 
+/* An index of n slots (a power of two) filled with NIL: on huge pages from a megabyte up
+ * (1 M members have 2 M slots, 16 MiB, probed at random), from malloc() below. */
+static slot *slots_alloc(uint64_t n)
+{
+    size_t bytes = (size_t)n * sizeof(slot);
+    slot *p = bytes >= LT_HUGE_PAGE / 2 ? lt_huge_alloc(bytes) : malloc(bytes);
+    if (p != NULL)
+        memset(p, 0xff, bytes);
+    return p;
+}
+
+static void slots_free(table *t)
+{
+    if (t->slots == NULL)
+        return;
+    size_t bytes = ((size_t)t->mask + 1) * sizeof(slot);
+    if (bytes >= LT_HUGE_PAGE / 2)
+        lt_huge_free(t->slots, bytes);
+    else
+        free(t->slots);
+    t->slots = NULL;
+}
+
 /* Makes room for one more key (70% load). Returns 0 or -1 on allocation failure. */
 static int tab_reserve(table *t)
 {
@@ -188,10 +218,9 @@ static int tab_reserve(table *t)
     uint64_t nslots = slots ? slots * 2 : TABLE_SLOTS_MIN;
     if (nslots > ((uint64_t)1 << 32))
         return -1;
-    slot *ns = malloc(nslots * sizeof(*ns));
+    slot *ns = slots_alloc(nslots);
     if (ns == NULL)
         return -1;
-    memset(ns, 0xff, nslots * sizeof(*ns));
     uint32_t mask = (uint32_t)(nslots - 1);
     for (uint64_t i = 0; i < slots; i++) {
         if (t->slots[i].idx == NIL)
@@ -201,7 +230,7 @@ static int tab_reserve(table *t)
             j = (j + 1) & mask;
         ns[j] = t->slots[i];
     }
-    free(t->slots);
+    slots_free(t);
     t->slots = ns;
     t->mask = mask;
     return 0;
@@ -358,11 +387,12 @@ void state_destroy(state **sp)
     state *s = *sp;
     for (uint32_t i = 0; i < s->members_n; i++)
         free(member_at(s, i)->m.lots);
-    for (uint32_t i = 0; i < s->chunks_n; i++)
-        free(s->chunks[i]);
+    for (uint32_t i = 0; i < s->slabs_n; i++)
+        lt_huge_free(s->slabs[i], LT_HUGE_PAGE);
+    free(s->slabs);
     free(s->chunks);
-    free(s->mtab.slots);
-    free(s->ctab.slots);
+    slots_free(&s->mtab);
+    slots_free(&s->ctab);
     free(s->crecs);
     free(s->dirty_members);
     free(s->ck_members);
@@ -748,10 +778,18 @@ static int member_reserve(state *s)
     if (grow(&p, &s->chunks_cap, s->chunks_n + 1, sizeof(mrec *), 16) != 0)
         return -1;
     s->chunks = p;
-    mrec *chunk = malloc(CHUNK_MEMBERS * sizeof(mrec));
-    if (chunk == NULL)
-        return -1;
-    s->chunks[s->chunks_n++] = chunk;
+    uint32_t k = s->chunks_n % SLAB_CHUNKS; /* the chunk's place in its slab */
+    if (k == 0) {
+        p = s->slabs;
+        if (grow(&p, &s->slabs_cap, s->slabs_n + 1, sizeof(void *), 16) != 0)
+            return -1;
+        s->slabs = p;
+        void *slab = lt_huge_alloc(LT_HUGE_PAGE);
+        if (slab == NULL)
+            return -1;
+        s->slabs[s->slabs_n++] = slab;
+    }
+    s->chunks[s->chunks_n++] = (mrec *)s->slabs[s->slabs_n - 1] + (size_t)k * CHUNK_MEMBERS;
     return 0;
 }
 
