@@ -195,7 +195,9 @@ static void test_put_max_and_copy(void **state)
     idmap_free(&m);
 }
 
-static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_every)
+/* Random puts and removes of `keys` keys, (k % 5, k / 5 * stride): stride 1 gives each node
+ * consecutive ids (home() groups them by 8), a large odd stride scattered ones. */
+static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_every, uint64_t stride)
 {
     idmap m;
     assert_int_equal(idmap_init(&m, 0), 0);
@@ -208,7 +210,7 @@ static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_ever
     for (size_t op = 0; op < ops; op++) {
         uint64_t r = rng_next(&s);
         size_t k = (size_t)(r % keys);
-        uint64_t a = k % 5, b = k / 5 * 1000003u; /* node-like a, sparse b */
+        uint64_t a = k % 5, b = k / 5 * stride; /* node-like a */
         if ((r >> 32) % 100 < 55) {
             assert_int_equal(idmap_put(&m, a, b, r, k), 0);
             if (!present[k])
@@ -225,7 +227,7 @@ static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_ever
         /* the touched key and one random other key agree with the reference */
         for (int t = 0; t < 2; t++) {
             size_t q = t == 0 ? k : (size_t)(rng_next(&s) % keys);
-            idmap_slot *sl = idmap_get(&m, q % 5, q / 5 * 1000003u);
+            idmap_slot *sl = idmap_get(&m, q % 5, q / 5 * stride);
             if (!present[q]) {
                 assert_null(sl);
             } else {
@@ -237,12 +239,12 @@ static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_ever
         if (op % check_every == 0) {
             check_invariants(&m);
             for (size_t q = 0; q < keys; q++)
-                assert_true((idmap_get(&m, q % 5, q / 5 * 1000003u) != NULL) == present[q]);
+                assert_true((idmap_get(&m, q % 5, q / 5 * stride) != NULL) == present[q]);
         }
     }
     check_invariants(&m);
     for (size_t q = 0; q < keys; q++) {
-        idmap_slot *sl = idmap_get(&m, q % 5, q / 5 * 1000003u);
+        idmap_slot *sl = idmap_get(&m, q % 5, q / 5 * stride);
         assert_true((sl != NULL) == present[q]);
         if (sl != NULL)
             assert_int_equal(sl->v1, val[q]);
@@ -255,20 +257,30 @@ static void random_ops(size_t keys, size_t ops, uint64_t seed, size_t check_ever
 static void test_random_small_table(void **state)
 {
     (void)state;
-    random_ops(12, 100000, 0x9E3779B97F4A7C15ull, 1);
+    random_ops(12, 100000, 0x9E3779B97F4A7C15ull, 1, 1000003u);
 }
 
 static void test_random_medium(void **state)
 {
     (void)state;
-    random_ops(3000, 100000, 42, 997);
+    random_ops(3000, 100000, 42, 997, 1000003u);
 }
 
 static void test_random_many_seeds(void **state)
 {
     (void)state;
     for (uint64_t seed = 1; seed <= 50; seed++)
-        random_ops(9, 4000, seed * 7919, 1);
+        random_ops(9, 4000, seed * 7919, 1, 1000003u);
+}
+
+/* Consecutive ids of a few nodes: groups of 8 neighbouring homes, probe runs that meet and
+ * wrap around the table's end, removes shifting members of one group past another's. */
+static void test_random_consecutive_ids(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 50; seed++)
+        random_ops(40, 4000, seed * 104729, 1, 1);
+    random_ops(3000, 200000, 77, 997, 1);
 }
 
 /* Finds keys whose home slot in a 16-slot table is `home`: a lone key sits in its home. */
@@ -327,6 +339,30 @@ static void test_remove_wrapping_cluster(void **state)
     }
 }
 
+/* A till's consecutive event ids sit in neighbouring slots, ascending (home(): one hash per 8
+ * ids), so a batch's puts and a commit's removes touch a few cache lines, not one each. */
+static void test_consecutive_ids_neighbouring_slots(void **state)
+{
+    (void)state;
+    idmap m;
+    assert_int_equal(idmap_init(&m, 4096), 0);
+    for (uint64_t id = 800; id < 864; id++)
+        assert_int_equal(idmap_put(&m, 42, id, id, 0), 0);
+    size_t runs = 0;
+    for (uint64_t id = 800; id < 864; id += 8) {
+        idmap_slot *first = idmap_get(&m, 42, id);
+        assert_non_null(first);
+        for (uint64_t k = 1; k < 8; k++)
+            assert_ptr_equal(idmap_get(&m, 42, id + k), first + k);
+        runs += (size_t)(first - m.slots) % 8 == 0;
+    }
+    assert_int_equal(runs, 8); /* each group of 8 starts at a multiple of 8: never split */
+    for (uint64_t id = 800; id < 864; id++)
+        idmap_remove(&m, 42, id);
+    assert_int_equal(m.n, 0);
+    idmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +374,8 @@ int main(void)
         cmocka_unit_test(test_random_small_table),
         cmocka_unit_test(test_random_medium),
         cmocka_unit_test(test_random_many_seeds),
+        cmocka_unit_test(test_random_consecutive_ids),
+        cmocka_unit_test(test_consecutive_ids_neighbouring_slots),
         cmocka_unit_test(test_remove_wrapping_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
