@@ -495,6 +495,46 @@ static void test_read_ahead_message_answered_after_backpressure(void **state)
     assert_int_equal((int)h_metric(body, "loyaltyd_messages_total"), MESSAGES);
 }
 
+/* More messages waiting than one turn of the loop reads (256) while the decode thread has
+ * started on neither message slot: the slot handled last in a turn, with no read-ahead, is read
+ * into again at the next turn while the other slot still waits in the thread's queue before it.
+ * That release once found its message behind the queue's head and aborted the daemon (batches_max
+ * 8 in the bench). LOYALTYD_TEST_DECODE_HOLD keeps the thread from starting on anything. */
+static void test_read_ahead_released_behind_queue_head(void **state)
+{
+    (void)state;
+    h_cleanup(&g_d);
+    setenv("LOYALTYD_TEST_DECODE_HOLD", "1", 1);
+    h_start(&g_d, "heartbeat_ms: 100\nbatches_max: 64\nbatch_events_max: 100000\n");
+    unsetenv("LOYALTYD_TEST_DECODE_HOLD");
+    enum { MESSAGES = 1500, PER = 10 };
+    for (int m = 0; m < MESSAGES; m++) {
+        Loyalty__Event *ev[PER];
+        for (int i = 0; i < PER; i++) {
+            char member[32];
+            snprintf(member, sizeof member, "rh%d", (m * PER + i) % 89);
+            ev[i] = h_sale(11, (uint64_t)(m * PER + i + 1), member, h_now(), 0);
+            h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
+        }
+        send_nowait(h_batch(PER, ev), (uint64_t)m + 1); /* decoded ahead: 8 events or more */
+        h_free_events();
+    }
+    uint64_t expect = 1;
+    for (int m = 0; m < MESSAGES; m++) {
+        Loyalty__AckBatch *r = recv_acks((uint64_t)m + 1);
+        assert_int_equal(r->n_acks, PER);
+        for (size_t i = 0; i < r->n_acks; i++) {
+            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+            assert_int_equal(r->acks[i]->seq, expect++);
+        }
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    char body[65536];
+    assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
+    assert_int_equal((int)h_metric(body, "loyaltyd_messages_total"), MESSAGES);
+    h_verify(&g_d, "after messages taken back from the decode thread");
+}
+
 static void test_sigterm_restart_keeps_state(void **state)
 {
     (void)state;
@@ -650,6 +690,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_decoded_ahead_answered_as_alone, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_read_ahead_message_answered_after_backpressure, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_read_ahead_released_behind_queue_head, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart_keeps_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_loses_nothing_acknowledged, setup, teardown),
