@@ -413,8 +413,10 @@ static void d_i64(dbuf *b, int64_t v)
 
 uint64_t ingest_event_digest_ev(const lt_event *ev)
 {
-    /* the largest event: 200 lines of two strings and four numbers, plus the header */
-    static uint8_t buf[LT_SALE_LINES_MAX * (2 * LT_ID_MAX + 5 * 8) + 16 * LT_TEXT_MAX];
+    /* the largest event: 200 lines of two strings and four numbers, plus the header; one per
+     * thread, as the daemon's loop and decode threads digest at the same time */
+    static _Thread_local uint8_t
+        buf[LT_SALE_LINES_MAX * (2 * LT_ID_MAX + 5 * 8) + 16 * LT_TEXT_MAX];
     dbuf b = {buf, buf + sizeof buf};
     d_i64(&b, ev->kind);
     d_str(&b, ev->member_id);

@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+
 #include "ingest.h"
 
 #define NOW 1767225600LL /* 2026-01-01T00:00:00Z */
@@ -1063,6 +1065,43 @@ static void test_digest_ev_sale(void **state)
     free(g);
 }
 
+typedef struct {
+    const lt_event *ev;
+    uint64_t want;
+    int rounds;
+    int wrong;
+} digest_job;
+
+static void *digest_many(void *arg)
+{
+    digest_job *j = arg;
+    for (int i = 0; i < j->rounds; i++)
+        j->wrong += ingest_event_digest_ev(j->ev) != j->want;
+    return NULL;
+}
+
+/* The daemon digests on two threads at once (its loop and its decode thread): each must get
+ * its own event's digest. A buffer shared by the two once mixed their bytes, silently (a wrong
+ * digest in the ledger turns every later honest resend into a CONFLICT, R29). */
+static void test_digest_ev_two_threads(void **state)
+{
+    (void)state;
+    fx *f = fx_new(), *g = fx_new();
+    fx_sale(f, 60);
+    fx_sale(g, 60);
+    g->pe.member_id = "M0002";
+    digest_job a = {&f->out, dig(f), 20000, 0}, b = {&g->out, dig(g), 20000, 0};
+    assert_int_not_equal(a.want, b.want);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, digest_many, &b), 0);
+    digest_many(&a);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.wrong, 0);
+    assert_int_equal(b.wrong, 0);
+    free(f);
+    free(g);
+}
+
 static void test_digest_ev_other_kinds(void **state)
 {
     (void)state;
@@ -1268,6 +1307,7 @@ int main(void)
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_digest_ev_sale),
         cmocka_unit_test(test_digest_ev_other_kinds),
+        cmocka_unit_test(test_digest_ev_two_threads),
         cmocka_unit_test(test_digest_ev_reused_output),
         cmocka_unit_test(test_zone_offsets),
         cmocka_unit_test(test_zone_rejections),
