@@ -2,7 +2,8 @@
  * members created through state_apply() exactly as replay and the daemon do, each enrolled by
  * a posting that also credits one lot of points (a member who bought once), measured as the
  * growth of the heap in use (mallinfo2: allocated chunks with their headers, and mmapped
- * blocks), which unlike RSS does not depend on what earlier phases freed; the growth of
+ * blocks) plus the huge pages the state maps itself (lt_huge_mapped(): its member slabs and
+ * indexes), which unlike RSS does not depend on what earlier phases freed; the growth of
  * anonymous RSS where mallinfo2 sees nothing (under a sanitizer's allocator).
  */
 #include <inttypes.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "hugemem.h"
 #include "state.h"
 
 long bench_rss_anon_kib(pid_t pid)
@@ -41,7 +43,7 @@ int bench_mem_run(uint32_t members, mem_result *r)
     memset(r, 0, sizeof *r);
     state *s = NULL;
     lt_entry *e = calloc(1, sizeof *e);
-    uint64_t before = heap_in_use();
+    uint64_t before = heap_in_use(), huge_before = lt_huge_mapped();
     long rss_before = bench_rss_anon_kib(getpid());
     if (e == NULL || state_new(&s) < 0) {
         fprintf(stderr, "lt-bench: memory: out of memory\n");
@@ -74,7 +76,8 @@ int bench_mem_run(uint32_t members, mem_result *r)
     if (rc < 0)
         fprintf(stderr, "lt-bench: memory: state_apply: %s\n", err);
     r->members = state_members(s);
-    r->bytes = after > before ? after - before : 0;
+    uint64_t huge = lt_huge_mapped() - huge_before;
+    r->bytes = after > before ? after - before + huge : 0;
     if (r->bytes == 0) {
         /* an allocator mallinfo2 does not see (a sanitizer's): the growth of resident memory */
         long rss_after = bench_rss_anon_kib(getpid());

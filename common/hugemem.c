@@ -1,8 +1,11 @@
 /* hugemem.c: large arrays on transparent huge pages (hugemem.h). */
 #include "hugemem.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
+
+static _Atomic size_t g_mapped;
 
 static size_t huge_round(size_t n)
 {
@@ -28,11 +31,19 @@ void *lt_huge_alloc(size_t n)
 #ifdef MADV_HUGEPAGE
     (void)madvise(a, len, MADV_HUGEPAGE); /* a hint: EINVAL without THP changes nothing */
 #endif
+    atomic_fetch_add_explicit(&g_mapped, len, memory_order_relaxed);
     return a;
 }
 
 void lt_huge_free(void *p, size_t n)
 {
-    if (p != NULL && n > 0)
-        munmap(p, huge_round(n));
+    if (p == NULL || n == 0)
+        return;
+    munmap(p, huge_round(n));
+    atomic_fetch_sub_explicit(&g_mapped, huge_round(n), memory_order_relaxed);
+}
+
+size_t lt_huge_mapped(void)
+{
+    return atomic_load_explicit(&g_mapped, memory_order_relaxed);
 }

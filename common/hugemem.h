@@ -19,4 +19,8 @@ void *lt_huge_alloc(size_t n);
 
 void lt_huge_free(void *p, size_t n);
 
+/* Bytes the process holds from lt_huge_alloc() (whole huge pages), for memory accounting:
+ * malloc's own statistics (mallinfo2()) do not see them. */
+size_t lt_huge_mapped(void);
+
 #endif

@@ -40,9 +40,10 @@ static void vm_flags(const void *p, char *out, size_t cap)
 static void test_huge_alloc_aligned_zeroed_writable(void **st)
 {
     (void)st;
-    size_t n = 3 * LT_HUGE_PAGE + 12345;
+    size_t n = 3 * LT_HUGE_PAGE + 12345, mapped = lt_huge_mapped();
     uint8_t *p = lt_huge_alloc(n);
     assert_non_null(p);
+    assert_int_equal(lt_huge_mapped(), mapped + 4 * LT_HUGE_PAGE); /* whole huge pages */
     assert_int_equal((uintptr_t)p % LT_HUGE_PAGE, 0);
     for (size_t i = 0; i < n; i += 4096)
         assert_int_equal(p[i], 0);
@@ -50,6 +51,7 @@ static void test_huge_alloc_aligned_zeroed_writable(void **st)
     memset(p, 0xab, n);
     assert_int_equal(p[n - 1], 0xab);
     lt_huge_free(p, n);
+    assert_int_equal(lt_huge_mapped(), mapped);
 
     /* one page at a time, again and again: what one call maps the other unmaps */
     for (int i = 0; i < 64; i++) {
@@ -61,6 +63,7 @@ static void test_huge_alloc_aligned_zeroed_writable(void **st)
     assert_null(lt_huge_alloc(0));
     assert_null(lt_huge_alloc(SIZE_MAX));
     lt_huge_free(NULL, 10); /* nothing */
+    assert_int_equal(lt_huge_mapped(), mapped);
 }
 
 static void test_huge_alloc_is_advised_for_huge_pages(void **st)
