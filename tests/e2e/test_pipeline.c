@@ -397,6 +397,18 @@ static void test_pipelined_batches_get_gap_free_sequences(void **state)
     assert_int_equal(expect, BATCHES * PER + 1);
 }
 
+/* Two rejection messages are the same but for the daemon's clock in a "(now T)" part: the
+ * event sent alone is judged later, and under valgrind that can be the next second. */
+static void assert_same_but_now(const char *a, const char *b)
+{
+    const char *na = strstr(a, " (now "), *nb = strstr(b, " (now ");
+    size_t la = na != NULL ? (size_t)(na - a) : strlen(a);
+    size_t lb = nb != NULL ? (size_t)(nb - b) : strlen(b);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    assert_true((na == NULL) == (nb == NULL));
+}
+
 /* A message sent right behind another is read ahead and decoded by the daemon's decode thread
  * while the first is handled (daemon.c, decode_ahead()): its valid events, rejections (with
  * their messages), a late event and a resend of an event of the first message (still waiting
@@ -449,7 +461,7 @@ static void test_events_decoded_ahead_answered_as_alone(void **state)
             assert_non_null(alone);
             assert_int_equal(alone->acks[0]->reason, want);
             assert_non_null(a->message);
-            assert_string_equal(a->message, alone->acks[0]->message);
+            assert_same_but_now(a->message, alone->acks[0]->message);
             loyalty__ack_batch__free_unpacked(alone, NULL);
         } else if (i == 7) {
             assert_int_equal(a->status, LOYALTY__STATUS__DUPLICATE);
