@@ -3,6 +3,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 static _Atomic size_t g_mapped;
@@ -16,6 +17,8 @@ void *lt_huge_alloc(size_t n)
 {
     if (n == 0 || n > SIZE_MAX / 2)
         return NULL;
+    if (n < LT_HUGE_MIN)
+        return calloc(1, n);
     size_t len = huge_round(n);
     /* map one huge page more than needed and trim both ends to an aligned range: mmap()
      * itself promises only 4 KiB alignment */
@@ -39,6 +42,10 @@ void lt_huge_free(void *p, size_t n)
 {
     if (p == NULL || n == 0)
         return;
+    if (n < LT_HUGE_MIN) {
+        free(p);
+        return;
+    }
     munmap(p, huge_round(n));
     atomic_fetch_sub_explicit(&g_mapped, huge_round(n), memory_order_relaxed);
 }

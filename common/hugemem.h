@@ -10,11 +10,13 @@
 #include <stddef.h>
 
 #define LT_HUGE_PAGE ((size_t)2 << 20)
+#define LT_HUGE_MIN (LT_HUGE_PAGE / 2) /* smaller arrays come from calloc() */
 
-/* n bytes (n > 0) of zeroes aligned to LT_HUGE_PAGE, advised for transparent huge pages
+/* n bytes (n > 0) of zeroes, or NULL if the memory cannot be had. From LT_HUGE_MIN up, whole
+ * huge pages aligned to LT_HUGE_PAGE and advised for transparent huge pages
  * (madvise(MADV_HUGEPAGE); without THP in the kernel they are small pages, nothing else
- * changes), or NULL if the memory cannot be had. Whole huge pages are mapped: meant for arrays
- * of a megabyte or more. Free with lt_huge_free() and the same n. */
+ * changes); below, calloc(), as an array that may still grow past it takes no 2 MiB early.
+ * Free with lt_huge_free() and the same n. */
 void *lt_huge_alloc(size_t n);
 
 void lt_huge_free(void *p, size_t n);

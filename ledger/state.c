@@ -2,11 +2,10 @@
  *
  * Members live by value in fixed-size chunks (pointers stay valid as the state grows; members
  * are never deleted), carved out of 2 MiB slabs on transparent huge pages (hugemem.h), and are
- * found through an open-addressing index of 8-byte slots (32-bit
- * hash tag + member number), linear probing, grown at 70% load: about 160 bytes per member plus
- * 24 per lot. Cards live in a record array with a free list, indexed the same way (deleted with
- * backward shift, no tombstones), and chained per member so a member's cards are found without
- * a scan.
+ * found through an open-addressing index of 8-byte slots (32-bit hash tag + member number),
+ * linear probing, grown at 70% load: about 160 bytes per member plus 24 per lot. Cards live in a
+ * record array with a free list, indexed the same way (deleted with backward shift, no tombstones),
+ * and chained per member so a member's cards are found without a scan.
  *
  * state_apply() checks a posting completely and reserves every allocation it may need before
  * changing anything, so a failing posting leaves its member as it was.
@@ -186,26 +185,20 @@ static slot *tab_lookup(const state *s, const table *t, uint32_t h, const char *
     }
 }
 
-/* An index of n slots (a power of two) filled with NIL: on huge pages from a megabyte up
- * (1 M members have 2 M slots, 16 MiB, probed at random), from malloc() below. */
+/* An index of n slots (a power of two) filled with NIL, on huge pages once it is large (1 M
+ * members have 2 M slots, 16 MiB, probed at random). */
 static slot *slots_alloc(uint64_t n)
 {
-    size_t bytes = (size_t)n * sizeof(slot);
-    slot *p = bytes >= LT_HUGE_PAGE / 2 ? lt_huge_alloc(bytes) : malloc(bytes);
+    slot *p = lt_huge_alloc((size_t)n * sizeof(slot));
     if (p != NULL)
-        memset(p, 0xff, bytes);
+        memset(p, 0xff, (size_t)n * sizeof(slot));
     return p;
 }
 
 static void slots_free(table *t)
 {
-    if (t->slots == NULL)
-        return;
-    size_t bytes = ((size_t)t->mask + 1) * sizeof(slot);
-    if (bytes >= LT_HUGE_PAGE / 2)
-        lt_huge_free(t->slots, bytes);
-    else
-        free(t->slots);
+    if (t->slots != NULL)
+        lt_huge_free(t->slots, ((size_t)t->mask + 1) * sizeof(slot));
     t->slots = NULL;
 }
 

@@ -1,5 +1,6 @@
 /* test_common_hugemem.c: lt_huge_alloc() gives zeroed, writable memory aligned to a huge page and
- * advised for transparent huge pages (the member state's slabs and index, docs/performance.md). */
+ * advised for transparent huge pages (the member state's slabs and index, docs/performance.md),
+ * and small arrays from calloc(). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -66,6 +67,25 @@ static void test_huge_alloc_aligned_zeroed_writable(void **st)
     assert_int_equal(lt_huge_mapped(), mapped);
 }
 
+/* Below LT_HUGE_MIN the memory comes from calloc(): no huge page taken for a small array. */
+static void test_small_alloc_from_calloc(void **st)
+{
+    (void)st;
+    size_t mapped = lt_huge_mapped();
+    uint8_t *p = lt_huge_alloc(LT_HUGE_MIN - 1);
+    assert_non_null(p);
+    assert_int_equal(lt_huge_mapped(), mapped);
+    for (size_t i = 0; i < LT_HUGE_MIN - 1; i += 4096)
+        assert_int_equal(p[i], 0);
+    p[LT_HUGE_MIN - 2] = 1;
+    lt_huge_free(p, LT_HUGE_MIN - 1);
+    uint8_t *q = lt_huge_alloc(LT_HUGE_MIN);
+    assert_non_null(q);
+    assert_int_equal(lt_huge_mapped(), mapped + LT_HUGE_PAGE);
+    lt_huge_free(q, LT_HUGE_MIN);
+    assert_int_equal(lt_huge_mapped(), mapped);
+}
+
 static void test_huge_alloc_is_advised_for_huge_pages(void **st)
 {
     (void)st;
@@ -83,6 +103,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_huge_alloc_aligned_zeroed_writable),
+        cmocka_unit_test(test_small_alloc_from_calloc),
         cmocka_unit_test(test_huge_alloc_is_advised_for_huge_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
