@@ -369,32 +369,51 @@ static Loyalty__AckBatch *recv_acks(uint64_t batch_id)
     return r;
 }
 
+/* Sends `messages` messages of `per` sales (two units of 15.00 groceries each) from till node,
+ * event ids 1, 2, ..., to members "<prefix>0" .. "<prefix><members - 1>" in turn, batch ids
+ * batch0, batch0 + 1, ..., without waiting for acks (pipelined). */
+static void send_sales(uint64_t node, int messages, int per, const char *prefix, int members,
+                       uint64_t batch0)
+{
+    Loyalty__Event *ev[100];
+    assert_true(per >= 1 && per <= 100);
+    for (int m = 0; m < messages; m++) {
+        for (int i = 0; i < per; i++) {
+            char member[32];
+            snprintf(member, sizeof member, "%s%d", prefix, (m * per + i) % members);
+            ev[i] = h_sale(node, (uint64_t)(m * per + i + 1), member, h_now(), 0);
+            h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
+        }
+        send_nowait(h_batch((size_t)per, ev), batch0 + (uint64_t)m);
+        h_free_events();
+    }
+}
+
+/* Reads the acks of send_sales(): in request order, `per` each, every event ACCEPTED (earning
+ * `earned` points, unless earned < 0) with sequences 1, 2, ... gap-free. */
+static void expect_accepted(int messages, int per, uint64_t batch0, int64_t earned)
+{
+    uint64_t expect = 1;
+    for (int m = 0; m < messages; m++) {
+        Loyalty__AckBatch *r = recv_acks(batch0 + (uint64_t)m); /* replies in request order */
+        assert_int_equal(r->n_acks, per);
+        for (size_t i = 0; i < r->n_acks; i++) {
+            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
+            if (earned >= 0)
+                assert_int_equal(r->acks[i]->points_earned, earned);
+            assert_int_equal(r->acks[i]->seq, expect++);
+        }
+        loyalty__ack_batch__free_unpacked(r, NULL);
+    }
+    assert_int_equal(expect, (uint64_t)messages * (uint64_t)per + 1);
+}
+
 static void test_pipelined_batches_get_gap_free_sequences(void **state)
 {
     (void)state;
     enum { BATCHES = 30, PER = 100 };
-    for (int b = 0; b < BATCHES; b++) {
-        Loyalty__Event *ev[PER];
-        for (int i = 0; i < PER; i++) {
-            char member[32];
-            snprintf(member, sizeof member, "p%d", (b * PER + i) % 97);
-            ev[i] = h_sale(7, (uint64_t)(b * PER + i + 1), member, h_now(), 0);
-            h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
-        }
-        send_nowait(h_batch(PER, ev), (uint64_t)b + 1000); /* pipelined */
-    }
-    uint64_t expect = 1;
-    for (int b = 0; b < BATCHES; b++) {
-        Loyalty__AckBatch *r = recv_acks((uint64_t)b + 1000); /* replies in request order */
-        for (size_t i = 0; i < r->n_acks; i++) {
-            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
-            assert_int_equal(r->acks[i]->points_earned, 30);
-            assert_int_equal(r->acks[i]->seq, expect++);
-        }
-        loyalty__ack_batch__free_unpacked(r, NULL);
-        h_free_events();
-    }
-    assert_int_equal(expect, BATCHES * PER + 1);
+    send_sales(7, BATCHES, PER, "p", 97, 1000);
+    expect_accepted(BATCHES, PER, 1000, 30);
 }
 
 /* Two rejection messages are the same but for the daemon's clock in a "(now T)" part: the
@@ -486,21 +505,8 @@ static void test_read_ahead_message_answered_after_backpressure(void **state)
     h_cleanup(&g_d);
     h_start(&g_d, "heartbeat_ms: 100\nbatches_max: 2\nbatch_events_max: 1\n");
     enum { MESSAGES = 2000 };
-    for (int i = 0; i < MESSAGES; i++) {
-        char member[32];
-        snprintf(member, sizeof member, "bp%d", i % 53);
-        Loyalty__Event *e = h_sale(9, (uint64_t)i + 1, member, h_now(), 0);
-        h_line(e, "A", "groceries", 2, 1550, 1500, 0);
-        send_nowait(h_batch(1, &e), (uint64_t)i + 1);
-        h_free_events();
-    }
-    for (int i = 0; i < MESSAGES; i++) {
-        Loyalty__AckBatch *r = recv_acks((uint64_t)i + 1);
-        assert_int_equal(r->n_acks, 1);
-        assert_int_equal(r->acks[0]->status, LOYALTY__STATUS__ACCEPTED);
-        assert_int_equal(r->acks[0]->seq, (uint64_t)i + 1);
-        loyalty__ack_batch__free_unpacked(r, NULL);
-    }
+    send_sales(9, MESSAGES, 1, "bp", 53, 1);
+    expect_accepted(MESSAGES, 1, 1, -1);
     char body[65536];
     assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
     assert_true(h_metric(body, "loyaltyd_ingest_pauses_total") > 0); /* it did run out */
@@ -519,28 +525,9 @@ static void test_read_ahead_released_behind_queue_head(void **state)
     setenv("LOYALTYD_TEST_DECODE_HOLD", "1", 1);
     h_start(&g_d, "heartbeat_ms: 100\nbatches_max: 64\nbatch_events_max: 100000\n");
     unsetenv("LOYALTYD_TEST_DECODE_HOLD");
-    enum { MESSAGES = 1500, PER = 10 };
-    for (int m = 0; m < MESSAGES; m++) {
-        Loyalty__Event *ev[PER];
-        for (int i = 0; i < PER; i++) {
-            char member[32];
-            snprintf(member, sizeof member, "rh%d", (m * PER + i) % 89);
-            ev[i] = h_sale(11, (uint64_t)(m * PER + i + 1), member, h_now(), 0);
-            h_line(ev[i], "A", "groceries", 2, 1550, 1500, 0);
-        }
-        send_nowait(h_batch(PER, ev), (uint64_t)m + 1); /* decoded ahead: 8 events or more */
-        h_free_events();
-    }
-    uint64_t expect = 1;
-    for (int m = 0; m < MESSAGES; m++) {
-        Loyalty__AckBatch *r = recv_acks((uint64_t)m + 1);
-        assert_int_equal(r->n_acks, PER);
-        for (size_t i = 0; i < r->n_acks; i++) {
-            assert_int_equal(r->acks[i]->status, LOYALTY__STATUS__ACCEPTED);
-            assert_int_equal(r->acks[i]->seq, expect++);
-        }
-        loyalty__ack_batch__free_unpacked(r, NULL);
-    }
+    enum { MESSAGES = 1500, PER = 10 }; /* decoded ahead: 8 events or more */
+    send_sales(11, MESSAGES, PER, "rh", 89, 1);
+    expect_accepted(MESSAGES, PER, 1, -1);
     char body[65536];
     assert_int_equal(h_http_get(&g_d, "/metrics", body, sizeof body), 200);
     assert_int_equal((int)h_metric(body, "loyaltyd_messages_total"), MESSAGES);
