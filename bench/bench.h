@@ -62,6 +62,27 @@ const char *bench_tmp_dir(void);
 /* Removes a directory tree (the temp dirs). Returns 0 or -1. */
 int bench_rm_tree(const char *dir);
 
+/* ---- subscribers (sub.c): what the daemon publishes, received and checked ---- */
+
+#define BENCH_SUBS_MAX 8
+
+typedef struct bench_subs bench_subs;
+
+typedef struct {
+    uint64_t messages; /* entries' messages received (heartbeats not counted) */
+    uint64_t gaps;     /* messages that did not follow the one before (sub_check.h) */
+    uint64_t missed;   /* entries with a message skipped: lost at a high-water mark */
+    uint64_t bad;      /* messages that did not parse */
+} bench_sub_counts;
+
+/* Starts n subscribers (0: none, *out NULL) on the publish endpoint, each a SUB socket on every
+ * topic in a thread of its own. Returns 0, or -1 (message printed). */
+int bench_subs_start(bench_subs **out, const char *endpoint, int n);
+/* The counts so far, summed over the subscribers (all zero for NULL). */
+void bench_subs_read(bench_subs *b, bench_sub_counts *c);
+/* Stops the threads, closes the sockets and frees. Safe on NULL. */
+void bench_subs_stop(bench_subs **b);
+
 /* ---- the load run (load.c) ---- */
 
 #define BENCH_TIMELINE_MAX 3600 /* seconds of per-second throughput and latency */
@@ -102,7 +123,8 @@ typedef struct {
     uint64_t lost_batches;    /* no reply before the drain deadline */
     uint64_t sales, redemptions, returns, enrolments;
     uint64_t reasons[LT_R__COUNT];
-    hist latency_us; /* per message: (intended) send to ack */
+    hist latency_us;            /* per message: (intended) send to ack */
+    bench_sub_counts published; /* what the subscribers received during the run, summed */
     double steal_ms; /* CPU time the hypervisor gave this machine's CPUs to others during the
                       * run (/proc/stat "steal", all CPUs), or -1: a VM's stalls show here */
     uint32_t seconds_n;

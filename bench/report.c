@@ -167,6 +167,37 @@ static void steal(FILE *f, const bench_results *r)
     fprintf(f, "\n");
 }
 
+/* What the subscribers received in each run, and whether the stream had gaps. */
+static void published(FILE *f, const bench_cfg *b, const bench_results *r)
+{
+    if (b->subscribers == 0) {
+        fprintf(f, "  published: no subscriber (--subscribers 0): messages handed to the PUB "
+                   "socket, none delivered\n");
+        return;
+    }
+    const load_result *runs[] = {r->closed, r->batch1, r->open};
+    const char *names[] = {"batched", "one-event", "open loop"};
+    fprintf(f, "  published, received by %d subscriber%s on every topic:", b->subscribers,
+            b->subscribers > 1 ? "s" : "");
+    for (int i = 0; i < 3; i++) {
+        const load_result *x = runs[i];
+        if (x == NULL || x->elapsed_s <= 0)
+            continue;
+        uint64_t events = x->accepted + x->duplicate + x->rejected;
+        fprintf(f, " %s %.0f msg/s (%.2f per event), ", names[i],
+                (double)x->published.messages / x->elapsed_s,
+                events ? (double)x->published.messages / (double)events / b->subscribers : 0);
+        if (x->published.messages == 0)
+            fprintf(f, "NOTHING received;"); /* every entry publishes: the subscriber is broken */
+        else if (x->published.gaps == 0)
+            fprintf(f, "no gaps;");
+        else
+            fprintf(f, "%" PRIu64 " gaps, %" PRIu64 " entries missed at the high-water mark;",
+                    x->published.gaps, x->published.missed);
+    }
+    fprintf(f, "\n");
+}
+
 void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
 {
     char name[64];
@@ -205,6 +236,7 @@ void bench_report_print(const bench_cfg *b, const bench_results *r, FILE *f)
     reasons(f, "one-event", r->batch1);
     reasons(f, "open-loop", r->open);
     steal(f, r);
+    published(f, b, r);
 
     fprintf(f, "\nceilings on this machine, and loyaltyd's share of them:\n");
     double zb = zmq_rate(&r->zmq_batch), z1 = zmq_rate(&r->zmq_one), lm = lmdb_rate(&r->lmdb);
@@ -291,12 +323,14 @@ static void json_run(FILE *f, const char *key, const load_result *r, bool last)
             ", \"accepted\": %" PRIu64 ", \"duplicate\": %" PRIu64 ", \"rejected\": %" PRIu64
             ", \"refused_messages\": %" PRIu64 ", \"lost_messages\": %" PRIu64
             ", \"latency_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, "
-            "\"lowest_second_events\": %.0f, \"cpu_steal_ms\": %.0f, \"per_second_events\": [",
+            "\"lowest_second_events\": %.0f, \"cpu_steal_ms\": %.0f, \"published\": "
+            "{\"messages\": %" PRIu64 ", \"gaps\": %" PRIu64 ", \"missed_entries\": %" PRIu64
+            "}, \"per_second_events\": [",
             key, bench_load_rate(r), r->elapsed_s, r->messages_sent, r->accepted, r->duplicate,
             r->rejected, r->refused_batches, r->lost_batches,
             ms(hist_quantile(&r->latency_us, 0.5)), ms(hist_quantile(&r->latency_us, 0.99)),
             ms(hist_quantile(&r->latency_us, 0.999)), ms(r->latency_us.max), sustained(r),
-            r->steal_ms);
+            r->steal_ms, r->published.messages, r->published.gaps, r->published.missed);
     for (uint32_t s = 0; s < r->seconds_n; s++)
         fprintf(f, "%s%" PRIu64, s ? ", " : "", r->seconds[s].events);
     fprintf(f, "]}%s\n", last ? "" : ",");
@@ -321,10 +355,10 @@ static int write_json(const bench_cfg *b, const bench_results *r)
     double closed = bench_load_rate(r->closed);
     fprintf(f,
             "{\n  \"config\": {\"tills\": %d, \"nodes_per_till\": %d, \"window\": %d, "
-            "\"batch1_window\": %d, \"batch\": %d, \"members\": %" PRIu32
+            "\"batch1_window\": %d, \"batch\": %d, \"subscribers\": %d, \"members\": %" PRIu32
             ", \"seconds\": %.1f, \"seed\": %" PRIu64 ", \"open_rate\": %.0f},\n",
-            b->tills, b->nodes, b->window, b->batch1_window, b->batch, b->members, b->seconds,
-            b->seed, r->open_rate);
+            b->tills, b->nodes, b->window, b->batch1_window, b->batch, b->subscribers, b->members,
+            b->seconds, b->seed, r->open_rate);
     json_run(f, "population", r->population, false);
     json_run(f, "closed_batched", r->closed, false);
     json_run(f, "closed_single", r->batch1, false);

@@ -13,7 +13,8 @@
 typedef struct {
     double seconds, batch1_seconds, open_seconds, open_rate, pg_seconds;
     int tills, window, batch1_window, batch;
-    int nodes; /* node ids per till (--nodes) */
+    int subscribers; /* --subscribers: SUB sockets reading every topic during the runs */
+    int nodes;       /* node ids per till (--nodes) */
     uint32_t members, mem_members;
     size_t fresh_mib; /* the fresh-memory probe's mapping */
     bool replay, keep;
