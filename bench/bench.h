@@ -80,6 +80,10 @@ typedef struct {
 int bench_subs_start(bench_subs **out, const char *endpoint, int n);
 /* The counts so far, summed over the subscribers (all zero for NULL). */
 void bench_subs_read(bench_subs *b, bench_sub_counts *c);
+/* Waits up to timeout_ms until every subscriber has received a message of entry seq or later
+ * (the daemon's last committed entry: what a run published has then arrived, unless it was
+ * dropped). Returns whether they all had. */
+bool bench_subs_wait(bench_subs *b, uint64_t seq, int timeout_ms);
 /* Stops the threads, closes the sockets and frees. Safe on NULL. */
 void bench_subs_stop(bench_subs **b);
 

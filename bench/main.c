@@ -5,7 +5,8 @@
  *      ceilings: ZeroMQ tcp loopback (the run's batch message and a one-event message) and
  *      LMDB sequential append with the daemon's commit size;
  *   2. RAM per member: a member state of --mem-members members built through state_apply();
- *   3. loyaltyd, started on a temp data dir and free loopback ports: the population enrolled
+ *   3. loyaltyd, started on a temp data dir and free loopback ports, with --subscribers
+ *      subscribers reading every topic it publishes (bench/sub.c): the population enrolled
  *      (closed loop), the maximum with --batch events per message (closed loop, --seconds), the
  *      maximum with one event per message, and an open-loop run at half the batched maximum
  *      for latency; then its RAM, ledger bytes per event, and a replay of its ledger with
@@ -43,11 +44,12 @@ static const char usage[] =
     "\n"
     "The loyaltyd benchmark (`make bench`): what fresh memory costs, raw ceilings (ZeroMQ\n"
     "loopback, LMDB append), RAM per member, loyaltyd closed-loop maximum (batched and one\n"
-    "event per message), open-loop latency at half the maximum, ledger replay, and\n"
-    "PostgreSQL on the same workload. Prints a table with each target, writes\n"
-    "OUT/bench-result.json, OUT/timeline.dat and (with gnuplot) OUT/timeline.png. Exit status:\n"
-    "0 the runs completed without losing an acknowledgement (a missed target is reported, not\n"
-    "an error), 1 a run failed, 2 usage.\n"
+    "event per message) with a subscriber reading what it publishes, open-loop latency at\n"
+    "half the maximum, ledger replay, and PostgreSQL on the same workload. Prints a table\n"
+    "with each target, writes OUT/bench-result.json, OUT/timeline.dat and (with gnuplot)\n"
+    "OUT/timeline.png. Exit status: 0 the runs completed without losing an acknowledgement\n"
+    "(a missed target is reported, not an error), 1 a run failed or a published message\n"
+    "could not be read, 2 usage.\n"
     "\n"
     "options:\n"
     "  --seconds S        closed-loop batched run (default 60)\n"
@@ -290,15 +292,18 @@ static int run_ceilings(const bench_cfg *b, bench_results *res)
     return rc;
 }
 
-/* One load run; with subscribers, r->published is what they received meanwhile (its last
- * few milliseconds of publications may count in the next run's). */
-static int run_load(const bench_cfg *b, const char *ingest, bench_subs *subs, load_mode mode,
+#define SUBS_CATCH_UP_MS 2000 /* after a run, the longest wait for its publications */
+
+/* One load run against daemon d; with subscribers, r->published is what they received from its
+ * start until they had the daemon's last committed entry (at most SUBS_CATCH_UP_MS after the
+ * run). */
+static int run_load(const bench_cfg *b, const bench_daemon *d, bench_subs *subs, load_mode mode,
                     int batch, int window, double seconds, double rate, uint64_t node_base,
                     load_result *r)
 {
     static const char *names[] = {"closed loop", "open loop", "population"};
     load_opts o = {0};
-    o.ingest = ingest;
+    o.ingest = d->ingest;
     o.mode = mode;
     o.tills = b->tills;
     o.nodes = b->nodes;
@@ -319,6 +324,13 @@ static int run_load(const bench_cfg *b, const char *ingest, bench_subs *subs, lo
     bench_sub_counts c0, c1;
     bench_subs_read(subs, &c0);
     int rc = bench_load_run(&o, r);
+    uint64_t seq = 0, members = 0;
+    if (subs != NULL && bench_status(d->query, 5000, &seq, &members) == 0 &&
+        !bench_subs_wait(subs, seq, SUBS_CATCH_UP_MS))
+        fprintf(stderr,
+                "lt-bench: the subscribers had not received entry %" PRIu64 " %d ms after the "
+                "run (dropped, or slow)\n",
+                seq, SUBS_CATCH_UP_MS);
     bench_subs_read(subs, &c1);
     r->published = (bench_sub_counts){c1.messages - c0.messages, c1.gaps - c0.gaps,
                                       c1.missed - c0.missed, c1.bad - c0.bad};
@@ -338,19 +350,18 @@ static int run_daemon(const bench_cfg *b, bench_results *res)
     bench_subs *subs = NULL;
     int rc = bench_subs_start(&subs, d.pub, b->subscribers);
     if (rc == 0)
-        rc = run_load(b, d.ingest, subs, LOAD_POPULATION, b->batch, b->window, 0, 0, 1000,
+        rc = run_load(b, &d, subs, LOAD_POPULATION, b->batch, b->window, 0, 0, 1000,
                       res->population);
     if (rc == 0 && !bench_stop)
-        rc = run_load(b, d.ingest, subs, LOAD_CLOSED, b->batch, b->window, b->seconds, 0, 0,
-                      res->closed);
+        rc = run_load(b, &d, subs, LOAD_CLOSED, b->batch, b->window, b->seconds, 0, 0, res->closed);
     if (rc == 0 && b->batch1_seconds > 0 && !bench_stop)
-        rc = run_load(b, d.ingest, subs, LOAD_CLOSED, 1, b->batch1_window, b->batch1_seconds, 0,
-                      100, res->batch1);
+        rc = run_load(b, &d, subs, LOAD_CLOSED, 1, b->batch1_window, b->batch1_seconds, 0, 100,
+                      res->batch1);
     res->open_rate = b->open_rate > 0 ? b->open_rate : OPEN_FRACTION * bench_load_rate(res->closed);
     if (rc == 0 && b->open_seconds > 0 && res->open_rate >= 1 && !bench_stop) {
         /* the window only bounds memory here: a message waiting for a free slot still
          * counts its latency from when it was due */
-        rc = run_load(b, d.ingest, subs, LOAD_OPEN, b->batch, BENCH_WINDOW_MAX, b->open_seconds,
+        rc = run_load(b, &d, subs, LOAD_OPEN, b->batch, BENCH_WINDOW_MAX, b->open_seconds,
                       res->open_rate, 200, res->open);
     }
     bench_subs_stop(&subs);

@@ -177,16 +177,15 @@ static void published(FILE *f, const bench_cfg *b, const bench_results *r)
     }
     const load_result *runs[] = {r->closed, r->batch1, r->open};
     const char *names[] = {"batched", "one-event", "open loop"};
-    fprintf(f, "  published, received by %d subscriber%s on every topic:", b->subscribers,
-            b->subscribers > 1 ? "s" : "");
+    fprintf(f,
+            "  published, received per subscriber (%d, every topic; gaps summed):", b->subscribers);
     for (int i = 0; i < 3; i++) {
         const load_result *x = runs[i];
         if (x == NULL || x->elapsed_s <= 0)
             continue;
-        uint64_t events = x->accepted + x->duplicate + x->rejected;
-        fprintf(f, " %s %.0f msg/s (%.2f per event), ", names[i],
-                (double)x->published.messages / x->elapsed_s,
-                events ? (double)x->published.messages / (double)events / b->subscribers : 0);
+        double each = (double)x->published.messages / b->subscribers;
+        fprintf(f, " %s %.0f msg/s (%.2f per accepted event), ", names[i], each / x->elapsed_s,
+                x->accepted ? each / (double)x->accepted : 0);
         if (x->published.messages == 0)
             fprintf(f, "NOTHING received;"); /* every entry publishes: the subscriber is broken */
         else if (x->published.gaps == 0)
@@ -325,12 +324,13 @@ static void json_run(FILE *f, const char *key, const load_result *r, bool last)
             ", \"latency_ms\": {\"p50\": %.3f, \"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, "
             "\"lowest_second_events\": %.0f, \"cpu_steal_ms\": %.0f, \"published\": "
             "{\"messages\": %" PRIu64 ", \"gaps\": %" PRIu64 ", \"missed_entries\": %" PRIu64
-            "}, \"per_second_events\": [",
+            ", \"unreadable\": %" PRIu64 "}, \"per_second_events\": [",
             key, bench_load_rate(r), r->elapsed_s, r->messages_sent, r->accepted, r->duplicate,
             r->rejected, r->refused_batches, r->lost_batches,
             ms(hist_quantile(&r->latency_us, 0.5)), ms(hist_quantile(&r->latency_us, 0.99)),
             ms(hist_quantile(&r->latency_us, 0.999)), ms(r->latency_us.max), sustained(r),
-            r->steal_ms, r->published.messages, r->published.gaps, r->published.missed);
+            r->steal_ms, r->published.messages, r->published.gaps, r->published.missed,
+            r->published.bad);
     for (uint32_t s = 0; s < r->seconds_n; s++)
         fprintf(f, "%s%" PRIu64, s ? ", " : "", r->seconds[s].events);
     fprintf(f, "]}%s\n", last ? "" : ",");

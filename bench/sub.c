@@ -9,24 +9,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
 #include "bench.h"
 #include "sub_check.h"
 
-#define SUB_RCVHWM 100000    /* as the daemon's PUB side (publisher/pub.c) */
-#define SUB_RCVTIMEO_MS 100  /* how soon a subscriber sees the stop */
-#define SUB_PUBLISH_EVERY 64 /* messages between updates of the shared counts */
+#define SUB_RCVHWM 100000  /* as the daemon's PUB side (publisher/pub.c) */
+#define SUB_RCVTIMEO_MS 50 /* how soon a subscriber sees the stop */
+#define SUB_WAIT_STEP_US 2000
 
 typedef struct {
     void *sock;
     pthread_t th;
     bool running;
     atomic_int *stop;
-    sub_track t;                             /* the thread's own */
-    _Atomic uint64_t messages, gaps, missed; /* copies of t's, for bench_subs_read() */
-    _Atomic uint64_t bad;                    /* payloads that did not parse */
+    sub_track t; /* the thread's own */
+    /* copies for bench_subs_read(), written after every message (one writer) */
+    _Atomic uint64_t messages, gaps, missed, bad, last_seq;
 } subscriber;
 
 struct bench_subs {
@@ -36,11 +37,30 @@ struct bench_subs {
     subscriber s[BENCH_SUBS_MAX];
 };
 
-static void share(subscriber *s)
+static void share(subscriber *s, uint64_t bad)
 {
     atomic_store_explicit(&s->messages, s->t.messages, memory_order_relaxed);
     atomic_store_explicit(&s->gaps, s->t.gaps, memory_order_relaxed);
     atomic_store_explicit(&s->missed, s->t.missed, memory_order_relaxed);
+    atomic_store_explicit(&s->bad, bad, memory_order_relaxed);
+    atomic_store_explicit(&s->last_seq, s->t.started ? s->t.last.seq : 0, memory_order_release);
+}
+
+/* Receives one message: its topic and payload frames. Returns 1, 0 (the receive timed out)
+ * or -1 (not two frames: the frames are consumed). */
+static int recv_message(void *sock, zmq_msg_t *topic, zmq_msg_t *payload)
+{
+    if (zmq_msg_recv(topic, sock, 0) < 0)
+        return 0;
+    if (!zmq_msg_more(topic))
+        return -1;
+    if (zmq_msg_recv(payload, sock, 0) < 0)
+        return -1;
+    if (!zmq_msg_more(payload))
+        return 1;
+    while (zmq_msg_more(payload) && zmq_msg_recv(payload, sock, 0) >= 0)
+        ; /* more frames than two: not a publication */
+    return -1;
 }
 
 static void *sub_main(void *arg)
@@ -51,29 +71,19 @@ static void *sub_main(void *arg)
     zmq_msg_init(&payload);
     uint64_t bad = 0;
     while (!atomic_load_explicit(s->stop, memory_order_relaxed)) {
-        if (zmq_msg_recv(&topic, s->sock, 0) < 0)
-            continue; /* the receive timeout: look at stop */
-        if (!zmq_msg_more(&topic) || zmq_msg_recv(&payload, s->sock, 0) < 0) {
-            bad++; /* one frame, or the rest never came */
-            continue;
-        }
-        while (zmq_msg_more(&payload)) /* more frames than two: not ours; skip them */
-            if (zmq_msg_recv(&payload, s->sock, 0) < 0)
-                break;
+        int rc = recv_message(s->sock, &topic, &payload); /* 0: timed out */
         sub_place p;
-        int rc = sub_read_place(zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&payload),
+        if (rc == 1) /* 1: an entry's message; 0: a heartbeat */
+            rc = sub_read_place(zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&payload),
                                 zmq_msg_size(&payload), &p);
-        if (rc < 0)
+        if (rc < 0) {
             bad++;
-        if (rc <= 0)
-            continue;
-        sub_track_add(&s->t, &p);
-        if (s->t.messages % SUB_PUBLISH_EVERY == 0)
-            share(s);
-        atomic_store_explicit(&s->bad, bad, memory_order_relaxed);
+            sub_track_reset(&s->t); /* the next message starts afresh, not as a gap */
+        } else if (rc == 1) {
+            sub_track_add(&s->t, &p);
+        }
+        share(s, bad);
     }
-    share(s);
-    atomic_store_explicit(&s->bad, bad, memory_order_relaxed);
     zmq_msg_close(&topic);
     zmq_msg_close(&payload);
     return NULL;
@@ -128,6 +138,20 @@ void bench_subs_read(bench_subs *b, bench_sub_counts *c)
         c->gaps += atomic_load_explicit(&s->gaps, memory_order_relaxed);
         c->missed += atomic_load_explicit(&s->missed, memory_order_relaxed);
         c->bad += atomic_load_explicit(&s->bad, memory_order_relaxed);
+    }
+}
+
+bool bench_subs_wait(bench_subs *b, uint64_t seq, int timeout_ms)
+{
+    for (int waited_us = 0;; waited_us += SUB_WAIT_STEP_US) {
+        bool all = true;
+        for (int i = 0; b != NULL && i < b->n; i++)
+            all &= atomic_load_explicit(&b->s[i].last_seq, memory_order_acquire) >= seq;
+        if (all)
+            return true;
+        if (waited_us >= timeout_ms * 1000)
+            return false;
+        usleep(SUB_WAIT_STEP_US);
     }
 }
 

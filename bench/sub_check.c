@@ -40,8 +40,8 @@ int sub_read_place(const char *topic, size_t topic_len, const uint8_t *payload, 
             memcmp(g_fields[i].topic, topic, topic_len) == 0)
             f = &g_fields[i];
     }
-    if (f == NULL)
-        return 0; /* heartbeat, or a topic added after this bench */
+    if (f == NULL) /* a heartbeat carries no place; anything else is a topic unknown here */
+        return topic_len == 9 && memcmp(topic, "heartbeat", 9) == 0 ? 0 : -1;
     uint64_t seq = 0, part = 0, parts = 0;
     const uint8_t *p = payload, *end = payload + len;
     while (p < end) {
@@ -83,6 +83,11 @@ int sub_read_place(const char *topic, size_t topic_len, const uint8_t *payload, 
         return -1;
     *out = (sub_place){seq, (uint32_t)part, (uint32_t)parts};
     return 1;
+}
+
+void sub_track_reset(sub_track *t)
+{
+    t->started = false;
 }
 
 void sub_track_add(sub_track *t, const sub_place *p)

@@ -17,8 +17,10 @@ typedef struct {
 } sub_place;
 
 /* Reads the place of a message on topic (topic_len bytes, no NUL) from its payload. Returns 1
- * (an entry's message: *out set), 0 (a heartbeat or a topic this does not know: no place) or
- * -1 (the payload does not parse, or its place is impossible: part 0, part > parts, seq 0). */
+ * (an entry's message: *out set), 0 (a heartbeat: no place) or -1 (a topic this does not know,
+ * so that a topic added to the daemon fails the bench until it is added here instead of
+ * showing as gaps; a payload that does not parse; or an impossible place: seq 0, part 0,
+ * part > parts). */
 int sub_read_place(const char *topic, size_t topic_len, const uint8_t *payload, size_t len,
                    sub_place *out);
 
@@ -31,6 +33,10 @@ typedef struct {
     uint64_t gaps;     /* messages that did not follow the one before */
     uint64_t missed;   /* entries with a message skipped, summed over the gaps */
 } sub_track;
+
+/* Forgets the last place: after a message that could not be read, the next one starts afresh
+ * instead of counting as a gap. */
+void sub_track_reset(sub_track *t);
 
 /* Adds the message at place p. In order, (s, k of n) is followed by (s, k + 1 of n) while
  * k < n, and (s, n of n) by (s + 1, 1): every entry publishes at least one message. */

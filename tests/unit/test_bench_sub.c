@@ -105,7 +105,8 @@ static void test_heartbeat_and_bad_payloads(void **state)
     sub_place p = {0};
     const uint8_t hb[] = {0x08, 0x05, 0x10, 0x01};
     assert_int_equal(sub_read_place("heartbeat", 9, hb, sizeof hb, &p), 0);
-    assert_int_equal(sub_read_place("some.new.topic", 14, hb, sizeof hb, &p), 0);
+    /* a topic unknown here is an error, not a message to skip (it would show as gaps) */
+    assert_int_equal(sub_read_place("some.new.topic", 14, hb, sizeof hb, &p), -1);
     /* sale.rated: seq 5, part 1, parts 1, then a length running past the end */
     const uint8_t cut[] = {0x08, 0x05, 0x10, 0x01, 0x18, 0x01, 0x22, 0x7f, 0x00};
     assert_int_equal(sub_read_place("sale.rated", 10, cut, sizeof cut, &p), -1);
@@ -174,6 +175,11 @@ static void test_track_gaps(void **state)
     add(&t, 4, 1, 1);
     assert_int_equal(t.gaps, 5);
     assert_int_equal(t.messages, 10);
+    sub_track_reset(&t); /* a message that could not be read: the next starts afresh */
+    add(&t, 9, 2, 3);
+    assert_int_equal(t.gaps, 5);
+    add(&t, 11, 1, 1);
+    assert_int_equal(t.gaps, 6);
 }
 
 int main(void)
