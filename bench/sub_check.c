@@ -53,21 +53,19 @@ int sub_read_place(const char *topic, size_t topic_len, const uint8_t *payload, 
             if ((p = read_varint(p, end, &v)) == NULL)
                 return -1;
             break;
-        case 1:
-            if (end - p < 8)
+        case 1: /* fixed64 and fixed32: skipped */
+        case 5: {
+            long k = (tag & 7) == 1 ? 8 : 4;
+            if (end - p < k)
                 return -1;
-            p += 8;
-            break;
+            p += k;
+            continue;
+        }
         case 2:
             if ((p = read_varint(p, end, &v)) == NULL || v > (uint64_t)(end - p))
                 return -1;
             p += v;
             continue;
-        case 5:
-            if (end - p < 4)
-                return -1;
-            p += 4;
-            break;
         default:
             return -1;
         }

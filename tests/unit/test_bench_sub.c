@@ -119,6 +119,13 @@ static void test_heartbeat_and_bad_payloads(void **state)
     assert_int_equal(p.seq, 5);
     assert_int_equal(p.part, 2);
     assert_int_equal(p.parts, 2);
+    /* fixed64 (field 11) and fixed32 (field 12) fields are skipped; cut short, refused */
+    const uint8_t fixed[] = {0x08, 0x06, 0x59, 1, 2, 3, 4,    5,    6,    7,
+                             8,    0x65, 1,    2, 3, 4, 0x10, 0x01, 0x18, 0x01};
+    assert_int_equal(sub_read_place("sale.rated", 10, fixed, sizeof fixed, &p), 1);
+    assert_int_equal(p.seq, 6);
+    assert_int_equal(p.parts, 1);
+    assert_int_equal(sub_read_place("sale.rated", 10, fixed, 9, &p), -1);
     const uint8_t unended[] = {0x08, 0x85}; /* a varint without its last byte */
     assert_int_equal(sub_read_place("member.updated", 14, unended, sizeof unended, &p), -1);
 }
