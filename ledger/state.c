@@ -88,10 +88,8 @@ typedef struct {
 } bitmap;
 
 struct state {
-    mrec **chunks;
+    mrec **chunks; /* carved from 2 MiB slabs, SLAB_CHUNKS each; a slab's first is the slab */
     uint32_t chunks_n, chunks_cap;
-    void **slabs; /* the huge pages the chunks are carved from, SLAB_CHUNKS each */
-    uint32_t slabs_n, slabs_cap;
     uint32_t members_n;
     table mtab, ctab;
     crec *crecs;
@@ -380,9 +378,8 @@ void state_destroy(state **sp)
     state *s = *sp;
     for (uint32_t i = 0; i < s->members_n; i++)
         free(member_at(s, i)->m.lots);
-    for (uint32_t i = 0; i < s->slabs_n; i++)
-        lt_huge_free(s->slabs[i], LT_HUGE_PAGE);
-    free(s->slabs);
+    for (uint32_t i = 0; i < s->chunks_n; i += SLAB_CHUNKS) /* a slab's first chunk */
+        lt_huge_free(s->chunks[i], LT_HUGE_PAGE);
     free(s->chunks);
     slots_free(&s->mtab);
     slots_free(&s->ctab);
@@ -771,18 +768,12 @@ static int member_reserve(state *s)
     if (grow(&p, &s->chunks_cap, s->chunks_n + 1, sizeof(mrec *), 16) != 0)
         return -1;
     s->chunks = p;
-    uint32_t k = s->chunks_n % SLAB_CHUNKS; /* the chunk's place in its slab */
-    if (k == 0) {
-        p = s->slabs;
-        if (grow(&p, &s->slabs_cap, s->slabs_n + 1, sizeof(void *), 16) != 0)
-            return -1;
-        s->slabs = p;
-        void *slab = lt_huge_alloc(LT_HUGE_PAGE);
-        if (slab == NULL)
-            return -1;
-        s->slabs[s->slabs_n++] = slab;
-    }
-    s->chunks[s->chunks_n++] = (mrec *)s->slabs[s->slabs_n - 1] + (size_t)k * CHUNK_MEMBERS;
+    /* chunk k of a slab lies k chunks into it, so the slab's first chunk is the slab */
+    uint32_t k = s->chunks_n % SLAB_CHUNKS;
+    mrec *slab = k == 0 ? lt_huge_alloc(LT_HUGE_PAGE) : s->chunks[s->chunks_n - k];
+    if (slab == NULL)
+        return -1;
+    s->chunks[s->chunks_n++] = slab + (size_t)k * CHUNK_MEMBERS;
     return 0;
 }
 
