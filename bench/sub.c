@@ -72,7 +72,7 @@ static void *sub_main(void *arg)
     uint64_t bad = 0;
     while (!atomic_load_explicit(s->stop, memory_order_relaxed)) {
         int rc = recv_message(s->sock, &topic, &payload); /* 0: timed out */
-        sub_place p;
+        pub_place p;
         if (rc == 1) /* 1: an entry's message; 0: a heartbeat */
             rc = sub_read_place(zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&payload),
                                 zmq_msg_size(&payload), &p);

@@ -21,6 +21,19 @@ static const char *const g_topics[PUB__TOPICS] = {
     "member.updated", "tier.changed",    "sale.rated",      "heartbeat",
     "points.expired", "points.expiring", "member.birthday", "member.dormant"};
 
+/* Where each topic's payload carries its place in the stream: seq is field 1 in all; the part
+ * and parts fields by topic (0: none, the heartbeat). The encoders below write these numbers and
+ * pub_read_place() reads them. */
+enum { MU_PART = 9, MU_PARTS = 10, TC_PART = 7, TC_PARTS = 8, SR_PART = 2, SR_PARTS = 3 };
+static const struct {
+    uint8_t part, parts;
+} g_place[PUB__TOPICS] = {
+    [PUB_MEMBER_UPDATED] = {MU_PART, MU_PARTS},  [PUB_TIER_CHANGED] = {TC_PART, TC_PARTS},
+    [PUB_SALE_RATED] = {SR_PART, SR_PARTS},      [PUB_HEARTBEAT] = {0, 0},
+    [PUB_POINTS_EXPIRED] = {MU_PART, MU_PARTS},  [PUB_POINTS_EXPIRING] = {MU_PART, MU_PARTS},
+    [PUB_MEMBER_BIRTHDAY] = {MU_PART, MU_PARTS}, [PUB_MEMBER_DORMANT] = {MU_PART, MU_PARTS},
+};
+
 /* The notice a posting of a NOTICE entry stands for (its reason names it), or -1. */
 static int notice_topic(const lt_posting *p)
 {
@@ -35,6 +48,14 @@ const char *pub_topic_name(pub_topic t)
 {
     LT_ASSERT(t < PUB__TOPICS);
     return g_topics[t];
+}
+
+int pub_topic_of(const char *name, size_t len)
+{
+    for (int t = 0; t < PUB__TOPICS; t++)
+        if (strlen(g_topics[t]) == len && memcmp(g_topics[t], name, len) == 0)
+            return t;
+    return -1;
 }
 
 int pub_secure(void *sock, const char *secret_z85, const char *domain)
@@ -140,8 +161,8 @@ static size_t member_update(const lt_entry *e, const lt_posting *p, uint32_t par
     W_STR(&w, 6, p->reason);
     w_i64(&w, 7, e->occurred_at);
     w_id(&w, 8, e->id);
-    w_u64(&w, 9, part);
-    w_u64(&w, 10, parts);
+    w_u64(&w, MU_PART, part);
+    w_u64(&w, MU_PARTS, parts);
     W_STR(&w, 11, e->store_id);
     w_sint32(&w, 12, e->utc_offset_min);
     return w.full ? 0 : (size_t)(w.p - buf);
@@ -158,8 +179,8 @@ static size_t tier_change(const lt_entry *e, const lt_posting *p, uint32_t part,
     /* mid-period changes are upgrades (R23); downgrades come from period ends (R24) */
     w_u64(&w, 5, e->kind != LT_ENTRY_TIER_PERIOD);
     w_i64(&w, 6, e->occurred_at);
-    w_u64(&w, 7, part);
-    w_u64(&w, 8, parts);
+    w_u64(&w, TC_PART, part);
+    w_u64(&w, TC_PARTS, parts);
     return w.full ? 0 : (size_t)(w.p - buf);
 }
 
@@ -168,8 +189,8 @@ static size_t sale_rated(const lt_entry *e, const uint8_t *entry, size_t entry_l
 {
     wbuf w = w_init(buf, cap);
     w_u64(&w, 1, e->seq);
-    w_u64(&w, 2, part);
-    w_u64(&w, 3, parts);
+    w_u64(&w, SR_PART, part);
+    w_u64(&w, SR_PARTS, parts);
     w_tag(&w, 4, WT_LEN);
     w_varint(&w, entry_len);
     if (w.full || (size_t)(w.end - w.p) < entry_len)
@@ -234,6 +255,68 @@ int pub_render(const lt_entry *e, const uint8_t *entry_bytes, size_t entry_len, 
     }
     LT_ASSERT(n == total);
     return (int)n;
+}
+
+static const uint8_t *read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (p == end)
+            return NULL;
+        uint8_t b = *p++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (b < 0x80) {
+            *v = x;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+int pub_read_place(pub_topic t, const uint8_t *payload, size_t len, pub_place *out)
+{
+    LT_ASSERT(t < PUB__TOPICS);
+    if (g_place[t].part == 0)
+        return -1; /* the heartbeat */
+    uint64_t seq = 0, part = 0, parts = 0;
+    const uint8_t *p = payload, *end = payload + len;
+    while (p < end) {
+        uint64_t tag, v = 0;
+        if ((p = read_varint(p, end, &tag)) == NULL)
+            return -1;
+        switch (tag & 7) {
+        case WT_VARINT:
+            if ((p = read_varint(p, end, &v)) == NULL)
+                return -1;
+            break;
+        case WT_FIXED64: /* and fixed32: skipped */
+        case 5: {
+            long k = (tag & 7) == WT_FIXED64 ? 8 : 4;
+            if (end - p < k)
+                return -1;
+            p += k;
+            continue;
+        }
+        case WT_LEN: /* strings, the event id, a sale's whole entry: skipped */
+            if ((p = read_varint(p, end, &v)) == NULL || v > (uint64_t)(end - p))
+                return -1;
+            p += v;
+            continue;
+        default:
+            return -1;
+        }
+        uint64_t field = tag >> 3;
+        if (field == 1)
+            seq = v;
+        else if (field == g_place[t].part)
+            part = v;
+        else if (field == g_place[t].parts)
+            parts = v;
+    }
+    if (seq == 0 || part == 0 || part > parts || parts > UINT32_MAX)
+        return -1;
+    *out = (pub_place){seq, (uint32_t)part, (uint32_t)parts};
+    return 0;
 }
 
 void pub_send(pub *p, pub_topic t, const uint8_t *payload, size_t len)

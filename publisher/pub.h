@@ -36,6 +36,8 @@ typedef struct {
 
 /* The topic string ("member.updated", ...). Static storage. */
 const char *pub_topic_name(pub_topic t);
+/* The topic whose string is name[0..len) (no NUL needed), or -1. */
+int pub_topic_of(const char *name, size_t len);
 
 /* Makes sock a CURVE server with a Z85 secret key (40 characters), authenticated by the ZAP
  * handler in the given domain (see daemon/auth.h). Call before bind. Returns 0 or -1. */
@@ -67,6 +69,19 @@ typedef struct {
  * posting, so every entry publishes at least one message. */
 int pub_render(const lt_entry *e, const uint8_t *entry_bytes, size_t entry_len, uint8_t *buf,
                size_t cap, pub_part *parts);
+
+/* A message's place in the stream (docs/subscribers.md): the entry's seq, and the message's
+ * part of that entry's parts. */
+typedef struct {
+    uint64_t seq;
+    uint32_t part, parts; /* 1 .. parts */
+} pub_place;
+
+/* Reads the place of a payload pub_render() wrote for topic t, without decoding the rest (a
+ * sale.rated's entry is skipped, not parsed): cheap enough for a reader of every message.
+ * Returns 0 and *out, or -1: the topic carries no place (the heartbeat), the payload does not
+ * parse, or the place is impossible (seq 0, part 0, part > parts). */
+int pub_read_place(pub_topic t, const uint8_t *payload, size_t len, pub_place *out);
 
 /* Sends one message (topic frame + payload) without blocking; counts a drop if ZeroMQ refuses. */
 void pub_send(pub *p, pub_topic t, const uint8_t *payload, size_t len);

@@ -51,7 +51,7 @@ static void expect_places(const lt_entry *e, const pub_topic *topics, int n)
     for (int k = 0; k < n; k++) {
         assert_int_equal(parts[k].topic, topics[k]);
         const char *name = pub_topic_name(parts[k].topic);
-        sub_place p = {0};
+        pub_place p = {0};
         assert_int_equal(
             sub_read_place(name, strlen(name), g_render + parts[k].off, parts[k].len, &p), 1);
         assert_int_equal(p.seq, e->seq);
@@ -102,7 +102,7 @@ static void test_expiry_and_notice(void **state)
 static void test_heartbeat_and_bad_payloads(void **state)
 {
     (void)state;
-    sub_place p = {0};
+    pub_place p = {0};
     const uint8_t hb[] = {0x08, 0x05, 0x10, 0x01};
     assert_int_equal(sub_read_place("heartbeat", 9, hb, sizeof hb, &p), 0);
     /* a topic unknown here is an error, not a message to skip (it would show as gaps) */
@@ -132,7 +132,7 @@ static void test_heartbeat_and_bad_payloads(void **state)
 
 static void add(sub_track *t, uint64_t seq, uint32_t part, uint32_t parts)
 {
-    sub_place p = {seq, part, parts};
+    pub_place p = {seq, part, parts};
     sub_track_add(t, &p);
 }
 
