@@ -1966,7 +1966,9 @@ static const dec_event *decode_get(daemon_t *d, inmsg *m, size_t i, bool *rest)
     return &d->dec1;
 }
 
-static int dec_start(daemon_t *d)
+/* Starts the decode thread; if it cannot start (logged), dec_running stays false and the loop
+ * thread decodes every event itself. */
+static void dec_start(daemon_t *d)
 {
     /* Test hook: the thread takes nothing off its queue, so every message handed to it is one
      * the loop takes back (the queue full, messages released before the thread started them),
@@ -1977,10 +1979,9 @@ static int dec_start(daemon_t *d)
     if (uv_mutex_init(&d->dec_mu) != 0 || uv_cond_init(&d->dec_cv) != 0 ||
         uv_cond_init(&d->dec_done_cv) != 0 || uv_thread_create(&d->dec_thread, dec_main, d) != 0) {
         lt_log(LT_WARN, "no decode thread: events are decoded on the loop thread", NULL);
-        return -1;
+        return;
     }
     d->dec_running = true;
-    return 0;
 }
 
 static void dec_stop(daemon_t *d)
@@ -3152,7 +3153,7 @@ int daemon_run(const config *cfg)
         code = 1;
     } else {
         threads = true;
-        (void)dec_start(d); /* without it, the loop thread decodes */
+        dec_start(d);
         uv_run(&d->loop, UV_RUN_DEFAULT);
         code = d->failed ? d->exit_code : 0;
         dec_stop(d);
